@@ -1,0 +1,39 @@
+"""Look environments up by name: every gymnax environment, with helpful errors."""
+
+from __future__ import annotations
+
+import difflib
+
+import gymnax
+
+
+def env_names() -> list[str]:
+    """All environment names that :func:`make` accepts."""
+    return list(gymnax.registered_envs)
+
+
+def validate_env_name(name: str, field: str = "env") -> None:
+    """Raises ``ValueError`` naming ``field`` and the closest valid names if ``name`` is unknown."""
+    names = env_names()
+    if name in names:
+        return
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    if not close:  # case-insensitive substring, e.g. "cartpole"
+        close = [n for n in names if name.lower().split("-")[0] in n.lower()][:3]
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(
+        f"{field}={name!r} is not a known environment.{hint} "
+        f"Valid names: {', '.join(names)}."
+    )
+
+
+def make(name: str, **env_kwargs):
+    """Builds the gymnax environment ``name``.
+
+    Returns:
+      ``(env, env_params)``, as ``gymnax.make``. ``env.step`` returns
+      ``(obs, state, reward, terminated, truncated, info)`` with ``info["final_observation"]``
+      holding the observation before an automatic reset.
+    """
+    validate_env_name(name)
+    return gymnax.make(name, **env_kwargs)

@@ -1,0 +1,198 @@
+"""Advantage and return estimators.
+
+Every function here is pure and works on time-major arrays: ``[T, B]`` means T steps of a
+rollout over B environments (or sequences), or ``[B, G]`` for B prompt groups of G samples.
+
+Termination and truncation are kept apart, as gymnax 1.0 reports them:
+
+* ``terminated[t]``: the episode really ended at step t (the next state has value 0).
+* ``truncated[t]``: the episode was cut at step t by a time limit; the next state has a value,
+  which must be bootstrapped from the *final* observation of that episode. ``next_values[t]``
+  carries V(final observation of step t), which for every non-final step is simply V(s_{t+1}).
+
+Hyperparameters (``gamma``, ``gae_lambda``) may be traced values, so they can be swept with
+``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+
+Array = chex.Array
+Numeric = chex.Numeric
+
+
+def _check_time_major(*arrays: Array) -> None:
+    chex.assert_rank(arrays[0], {1, 2})
+    chex.assert_equal_shape(arrays)
+
+
+def gae(
+    rewards: Array,
+    values: Array,
+    next_values: Array,
+    terminated: Array,
+    truncated: Array,
+    gamma: Numeric,
+    gae_lambda: Numeric,
+) -> tuple[Array, Array]:
+    """Generalised advantage estimation with separate termination and truncation.
+
+    ``delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - values_t`` and
+    ``A_t = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}`` with
+    ``done_t = terminated_t or truncated_t``; the last step of the rollout bootstraps from
+    ``next_values[T-1]`` alone.
+
+    Args:
+      rewards: ``[T, B]`` (or ``[T]``) rewards r_t.
+      values: ``[T, B]`` V(s_t).
+      next_values: ``[T, B]`` V(s'_t), the value of the observation that followed step t
+        *before* any automatic reset (the final observation at episode ends).
+      terminated: ``[T, B]`` bool or {0, 1}, true where the episode ended for real.
+      truncated: ``[T, B]`` bool or {0, 1}, true where a time limit cut the episode.
+      gamma: discount factor in [0, 1].
+      gae_lambda: GAE lambda in [0, 1].
+
+    Returns:
+      ``(advantages, targets)``, both ``[T, B]``; ``targets = advantages + values`` are the
+      lambda-returns used to fit the value function.
+
+    References:
+      Schulman et al., "High-Dimensional Continuous Control Using Generalized Advantage
+      Estimation", 2016.
+    """
+    _check_time_major(rewards, values, next_values, terminated, truncated)
+    dtype = jnp.result_type(rewards, values, next_values)
+    not_terminated = 1.0 - terminated.astype(dtype)
+    not_done = 1.0 - jnp.logical_or(terminated, truncated).astype(dtype)
+    deltas = rewards + gamma * not_terminated * next_values - values
+    decay = gamma * gae_lambda * not_done
+
+    def step(next_advantage, inputs):
+        delta_t, decay_t = inputs
+        advantage = delta_t + decay_t * next_advantage
+        return advantage, advantage
+
+    _, advantages = jax.lax.scan(
+        step, jnp.zeros_like(deltas[0]), (deltas, decay), reverse=True
+    )
+    return advantages, advantages + values
+
+
+def discounted_returns(
+    rewards: Array,
+    next_values: Array,
+    terminated: Array,
+    truncated: Array,
+    gamma: Numeric,
+) -> Array:
+    """Discounted returns, restarting at episode boundaries.
+
+    ``G_t = r_t + gamma * (1 - terminated_t) * B_t`` where ``B_t = next_values_t`` at a
+    truncated step and at the last step of the rollout, and ``B_t = G_{t+1}`` otherwise. Pass
+    ``next_values = 0`` for pure Monte-Carlo returns of complete episodes.
+
+    Args:
+      rewards: ``[T, B]`` rewards.
+      next_values: ``[T, B]`` bootstrap values (see :func:`gae`).
+      terminated: ``[T, B]`` true where the episode ended for real.
+      truncated: ``[T, B]`` true where a time limit cut the episode.
+      gamma: discount factor.
+
+    Returns:
+      ``[T, B]`` returns G_t.
+    """
+    _check_time_major(rewards, next_values, terminated, truncated)
+    dtype = jnp.result_type(rewards, next_values)
+    not_terminated = 1.0 - terminated.astype(dtype)
+    truncated = truncated.astype(bool)
+
+    def step(next_return, inputs):
+        r_t, v_t, not_term_t, trunc_t = inputs
+        bootstrap = jnp.where(trunc_t, v_t, next_return)
+        g_t = r_t + gamma * not_term_t * bootstrap
+        return g_t, g_t
+
+    _, returns = jax.lax.scan(
+        step,
+        next_values[-1],  # the step after the rollout's last one
+        (rewards, next_values, not_terminated, truncated),
+        reverse=True,
+    )
+    return returns
+
+
+def group_advantages(
+    rewards: Array,
+    *,
+    scale: str = "std",
+    ddof: int = 1,
+    eps: float = 1e-6,
+) -> Array:
+    """Group-relative advantages (GRPO): each reward against its group's mean.
+
+    ``A_ij = (r_ij - mean_j r_ij) / (std_j r_ij + eps)`` with ``scale="std"`` (GRPO), or
+    ``A_ij = r_ij - mean_j r_ij`` with ``scale="none"`` (Dr. GRPO). A group whose rewards are all
+    equal gets exactly zero advantage, never NaN, and so does a group of one (G = 1).
+
+    Args:
+      rewards: ``[B, G]``, B groups (prompts, or initial states) of G samples each.
+      scale: ``"std"`` or ``"none"`` (keyword-only: it changes the program).
+      ddof: degrees of freedom of the std (1 is the unbiased estimate used by GRPO/TRL).
+      eps: added to the std before dividing.
+
+    Returns:
+      ``[B, G]`` advantages.
+
+    References:
+      Shao et al., "DeepSeekMath", 2024 (GRPO); Liu et al., "Understanding R1-Zero-Like
+      Training: A Critical Perspective", 2025 (Dr. GRPO).
+    """
+    chex.assert_rank(rewards, 2)
+    if scale not in ("std", "none"):
+        raise ValueError(f"scale must be 'std' or 'none', got {scale!r}")
+    group_size = rewards.shape[1]
+    mean = jnp.mean(rewards, axis=1, keepdims=True)
+    centred = rewards - mean
+    # Zero spread (identical rewards, or G = 1) must give exactly zero: the mean of identical
+    # floats is not always bit-identical to them, so test the spread, not the centred values.
+    zero_spread = jnp.max(rewards, axis=1, keepdims=True) == jnp.min(
+        rewards, axis=1, keepdims=True
+    )
+    if scale == "std":
+        dof = max(group_size - ddof, 1)
+        var = jnp.sum(jnp.square(centred), axis=1, keepdims=True) / dof
+        # sqrt'(0) is inf, and inf * 0 is NaN in the backward pass even though the final where
+        # discards this branch: take the sqrt of a dummy 1 for zero-spread groups instead.
+        std = jnp.sqrt(jnp.where(zero_spread, jnp.ones_like(var), var))
+        centred = centred / (std + eps)
+    return jnp.where(zero_spread, jnp.zeros_like(centred), centred)
+
+
+def normalize(x: Array, mask: Array | None = None, eps: float = 1e-8) -> Array:
+    """Normalises advantages to zero mean and unit std over all (masked) elements.
+
+    Args:
+      x: any shape, e.g. ``[T, B]`` or a flattened minibatch ``[N]``.
+      mask: same shape, true for the elements that count; masked-out elements come back as
+        zero.
+      eps: added to the std.
+
+    Returns:
+      ``x`` normalised, same shape.
+    """
+    if mask is None:
+        mean = jnp.mean(x)
+        std = jnp.std(x)
+        return (x - mean) / (std + eps)
+    chex.assert_equal_shape((x, mask))
+    m = mask.astype(x.dtype)
+    count = jnp.maximum(jnp.sum(m), 1.0)
+    # Select rather than multiply by the mask: inf or NaN padding times 0 is NaN, which would
+    # leak into every element through the mean.
+    x_in = jnp.where(mask, x, 0.0)
+    mean = jnp.sum(x_in) / count
+    var = jnp.sum(jnp.where(mask, jnp.square(x_in - mean), 0.0)) / count
+    return jnp.where(mask, (x - mean) / (jnp.sqrt(var) + eps), 0.0)

@@ -1,0 +1,101 @@
+"""Collecting time-major rollouts from vectorised environments (shared by all RL algorithms)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class Transition(NamedTuple):
+    """One rollout, every field time-major ``[T, B, ...]``.
+
+    Attributes:
+      obs: observation the action was taken in (normalised, if the env normalises).
+      action: the sampled action (unclipped, for continuous policies).
+      log_prob: log pi_old(action | obs) under the policy that collected the data.
+      reward: reward of the step (normalised, if the env normalises rewards).
+      terminated: the episode ended for real at this step.
+      truncated: a time limit cut the episode at this step.
+      final_obs: observation after the step, before any automatic reset: bootstrap from it.
+      episode_done, episode_return, episode_length: episode statistics (raw reward units);
+        return and length are meaningful where ``episode_done``.
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    final_obs: jax.Array
+    episode_done: jax.Array
+    episode_return: jax.Array
+    episode_length: jax.Array
+
+
+class EnvCarry(NamedTuple):
+    """What a rollout carries from one update to the next."""
+
+    env_state: object
+    obs: jax.Array  # [B, *obs_shape]
+
+
+def collect(key, venv, policy, params, carry: EnvCarry, num_steps: int):
+    """Runs ``policy`` for ``num_steps`` steps in every environment of ``venv``.
+
+    Args:
+      key: PRNG key.
+      venv: a vectorised environment stack (``purejaxpo.envs.make_vec_env``).
+      policy: an :class:`~purejaxpo.networks.ActorCritic` (only its actor is run).
+      params: the policy's parameters.
+      carry: environment state and current observations.
+      num_steps: T, steps per environment (static).
+
+    Returns:
+      ``(carry, transitions)`` with transitions ``[T, B, ...]``.
+    """
+
+    def step(carry: EnvCarry, step_key):
+        k_act, k_env = jax.random.split(step_key)
+        dist = policy.distribution(params, carry.obs)
+        action, log_prob = dist.sample_and_log_prob(seed=k_act)
+        obs, env_state, reward, terminated, truncated, info = venv.step(
+            k_env, carry.env_state, policy.env_action(action)
+        )
+        transition = Transition(
+            obs=carry.obs,
+            action=action,
+            log_prob=log_prob,
+            reward=reward,
+            terminated=terminated,
+            truncated=truncated,
+            final_obs=info["final_observation"],
+            episode_done=info["episode_done"],
+            episode_return=info["episode_return"],
+            episode_length=info["episode_length"],
+        )
+        return EnvCarry(env_state, obs), transition
+
+    return jax.lax.scan(step, carry, jax.random.split(key, num_steps))
+
+
+def episode_metrics(traj: Transition) -> dict[str, jax.Array]:
+    """Statistics of the episodes completed during a rollout (scalars).
+
+    ``episode_return`` and ``episode_length`` are NaN when no episode ended in the rollout;
+    ``episode_return_sum`` and ``episode_count`` are always defined and let a caller average
+    over several updates exactly.
+    """
+    done = traj.episode_done.astype(jnp.float32)
+    count = jnp.sum(done)
+    ret_sum = jnp.sum(traj.episode_return * done)
+    len_sum = jnp.sum(traj.episode_length.astype(jnp.float32) * done)
+    safe = jnp.maximum(count, 1.0)
+    return {
+        "episode_return_sum": ret_sum,
+        "episode_count": count,
+        "episode_return": jnp.where(count > 0, ret_sum / safe, jnp.nan),
+        "episode_length": jnp.where(count > 0, len_sum / safe, jnp.nan),
+    }
