@@ -1,0 +1,5 @@
+import sys
+
+from purejaxpo.cli import main
+
+sys.exit(main())
