@@ -199,12 +199,13 @@ def _rollout(seed, shape, flag_dtype=bool, consistent=True):
     )
 
 
+# Few distinct shapes on purpose: un-jitted JAX compiles every op once per new shape, which is
+# most of this file's run time.
 SHAPES = [
     ("T", (9,)),
     ("T1", (1,)),
     ("TxB", (8, 4)),
     ("T1xB", (1, 3)),
-    ("Tx1", (6, 1)),
 ]
 
 
@@ -218,9 +219,9 @@ class GaeTest(chex.TestCase):
     @parameterized.named_parameters(
         *[(f"{name}_bool", shape, bool, 0.99, 0.95, 0) for name, shape in SHAPES],
         ("TxB_float_flags", (8, 4), np.float32, 0.9, 0.8, 1),
-        ("TxB_gamma1_lam1", (7, 3), bool, 1.0, 1.0, 2),
-        ("TxB_gamma0", (7, 3), bool, 0.0, 0.95, 3),
-        ("TxB_lam0", (7, 3), bool, 0.97, 0.0, 4),
+        ("TxB_gamma1_lam1", (8, 4), bool, 1.0, 1.0, 2),
+        ("TxB_gamma0", (8, 4), bool, 0.0, 0.95, 3),
+        ("TxB_lam0", (8, 4), bool, 0.97, 0.0, 4),
     )
     def test_matches_loop_reference(self, shape, flag_dtype, gamma, lam, seed):
         # next_values independent of values everywhere: the formula must not assume a rollout.
@@ -235,7 +236,7 @@ class GaeTest(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(
-        ("T", (12,), 0.99), ("TxB", (10, 5), 0.9), ("T1xB", (1, 4), 0.95)
+        ("T", (9,), 0.99), ("TxB", (8, 4), 0.9), ("T1xB", (1, 3), 0.95)
     )
     def test_lambda_one_is_returns_minus_values(self, shape, gamma):
         r, v, nv, term, trunc = _rollout(10, shape, consistent=True)
@@ -246,7 +247,7 @@ class GaeTest(chex.TestCase):
         np.testing.assert_allclose(targets, returns, rtol=RTOL, atol=ATOL)
 
     @chex.variants(with_jit=True, without_jit=True)
-    @parameterized.named_parameters(("T", (11,)), ("TxB", (9, 4)))
+    @parameterized.named_parameters(("T", (9,)), ("TxB", (8, 4)))
     def test_lambda_zero_is_one_step_td_error(self, shape):
         r, v, nv, term, trunc = _rollout(11, shape, consistent=False)
         gamma = 0.9
@@ -333,8 +334,8 @@ class DiscountedReturnsTest(chex.TestCase):
     @parameterized.named_parameters(
         *[(name, shape, bool, 0.97, 20) for name, shape in SHAPES],
         ("TxB_float_flags", (8, 4), np.float32, 0.9, 21),
-        ("TxB_gamma1", (7, 3), bool, 1.0, 22),
-        ("TxB_gamma0", (7, 3), bool, 0.0, 23),
+        ("TxB_gamma1", (8, 4), bool, 1.0, 22),
+        ("TxB_gamma0", (8, 4), bool, 0.0, 23),
     )
     def test_matches_loop_reference(self, shape, flag_dtype, gamma, seed):
         r, _, nv, term, trunc = _rollout(seed, shape, flag_dtype, consistent=False)
@@ -343,7 +344,7 @@ class DiscountedReturnsTest(chex.TestCase):
         np.testing.assert_allclose(out, ref_returns(r, nv, term, trunc, gamma), rtol=RTOL, atol=ATOL)
 
     @chex.variants(with_jit=True, without_jit=True)
-    @parameterized.named_parameters(("T", (10,)), ("TxB", (9, 4)))
+    @parameterized.named_parameters(("T", (9,)), ("TxB", (8, 4)))
     def test_zero_bootstrap_is_monte_carlo_forward_sum(self, shape):
         r, _, _, term, trunc = _rollout(24, shape)
         zeros = np.zeros(shape, np.float32)
@@ -410,10 +411,9 @@ class GroupAdvantagesTest(chex.TestCase):
         ("std_ddof1", (5, 8), "std", 1, 1e-6),
         ("std_ddof0", (5, 8), "std", 0, 1e-6),
         ("std_ddof1_G2", (4, 2), "std", 1, 1e-6),
-        ("std_ddof0_big_eps", (4, 6), "std", 0, 0.5),
+        ("std_ddof0_big_eps", (5, 8), "std", 0, 0.5),
         ("none", (5, 8), "none", 1, 1e-6),
-        ("none_G3", (3, 3), "none", 1, 1e-6),
-        ("std_one_group", (1, 7), "std", 1, 1e-6),
+        ("none_G2", (4, 2), "none", 1, 1e-6),
     )
     def test_matches_loop_reference(self, shape, scale, ddof, eps):
         r = _group_rewards(30 + shape[1], shape)
@@ -425,16 +425,13 @@ class GroupAdvantagesTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(("std", "std"), ("none", "none"))
     def test_identical_rewards_give_exact_zero(self, scale):
-        group_sizes = (2, 3, 5, 6, 7, 10, 16)
+        group_sizes = (7, 10)
         constants = (0.1, 0.3, 0.7, 1.0, 0.0, -3.7, 1e-3, 12345.678)
-        # Sanity check of the test itself: some of these rows do not average exactly.
-        inexact = [
-            (g, c)
-            for g in group_sizes
-            for c in constants
-            if np.mean(np.full(g, c, np.float32), dtype=np.float32) != np.float32(c)
-        ]
-        self.assertNotEmpty(inexact)
+        # Sanity check of the test itself: 0.1 repeated does not average exactly to 0.1 in
+        # float32 for these group sizes, so "centred == 0" alone would not give exact zeros.
+        for g in group_sizes:
+            row = jnp.full((1, g), 0.1, jnp.float32)
+            self.assertNotEqual(float(jnp.mean(row, axis=1)[0]), float(np.float32(0.1)))
         fn = self.variant(functools.partial(adv.group_advantages, scale=scale))
         for g in group_sizes:
             rows = np.stack([np.full(g, c, np.float32) for c in constants])
@@ -448,17 +445,17 @@ class GroupAdvantagesTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(("std_ddof1", "std", 1), ("std_ddof0", "std", 0), ("none", "none", 1))
     def test_group_of_one_is_zero(self, scale, ddof):
-        r = jnp.asarray(np.random.default_rng(31).normal(size=(6, 1)).astype(np.float32))
+        r = jnp.asarray(np.random.default_rng(31).normal(size=(5, 1)).astype(np.float32))
         out = self.variant(functools.partial(adv.group_advantages, scale=scale, ddof=ddof))(r)
-        self.assertEqual(out.shape, (6, 1))
+        self.assertEqual(out.shape, (5, 1))
         self.assertTrue(np.all(np.asarray(out) == 0.0))
 
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(("std", "std"), ("none", "none"))
     def test_gradients_finite_and_correct(self, scale):
         # Rows: random, identical 1.0, identical 0.1, binary; plus a separate G = 1 batch.
-        r = np.random.default_rng(32).normal(size=(4, 5)).astype(np.float32)
-        r[1], r[2], r[3] = 1.0, 0.1, [0.0, 1.0, 1.0, 0.0, 1.0]
+        r = np.random.default_rng(32).normal(size=(5, 8)).astype(np.float32)
+        r[1], r[2], r[3] = 1.0, 0.1, [0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0]
         w = np.random.default_rng(33).normal(size=r.shape).astype(np.float32)
 
         def objective(x):
@@ -470,7 +467,7 @@ class GroupAdvantagesTest(chex.TestCase):
         # Central differences of the float64 loop reference on the rows with spread.
         h = 1e-6
         fd = np.zeros_like(g, dtype=np.float64)
-        for b in (0, 3):
+        for b in (0, 3, 4):
             for j in range(r.shape[1]):
                 up, down = r.astype(np.float64), r.astype(np.float64)
                 up[b, j] += h
@@ -478,11 +475,11 @@ class GroupAdvantagesTest(chex.TestCase):
                 f_up = np.sum(w * ref_group_advantages(up, scale, 1, 1e-6))
                 f_down = np.sum(w * ref_group_advantages(down, scale, 1, 1e-6))
                 fd[b, j] = (f_up - f_down) / (2 * h)
-        np.testing.assert_allclose(g[[0, 3]], fd[[0, 3]], rtol=1e-3, atol=1e-3)
-        g1 = self.variant(jax.grad(lambda x: jnp.sum(adv.group_advantages(x, scale=scale))))(
-            jnp.ones((3, 1))
-        )
-        self.assertTrue(np.all(np.isfinite(np.asarray(g1))))
+        np.testing.assert_allclose(g[[0, 3, 4]], fd[[0, 3, 4]], rtol=1e-3, atol=1e-3)
+        # G = 1: finite (and zero) gradient too.
+        r1 = jnp.asarray(r[:, :1])
+        g1 = self.variant(jax.grad(lambda x: jnp.sum(adv.group_advantages(x, scale=scale))))(r1)
+        np.testing.assert_array_equal(np.asarray(g1), 0.0)
 
     def test_rejects_bad_arguments(self):
         with self.assertRaises(ValueError):
@@ -527,15 +524,19 @@ class NormalizeTest(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_all_false_mask_gives_zeros(self):
-        x = jnp.arange(6.0).reshape(2, 3)
-        out = self.variant(adv.normalize)(x, jnp.zeros((2, 3), bool))
-        np.testing.assert_array_equal(out, np.zeros((2, 3)))
+        x = np.random.default_rng(42).normal(size=(6, 5)).astype(np.float32)
+        out = self.variant(adv.normalize)(x, np.zeros((6, 5), bool))
+        np.testing.assert_array_equal(out, np.zeros((6, 5)))
+        # and a single kept element normalises to 0 (zero spread), not NaN
+        one = np.zeros((6, 5), bool)
+        one[2, 3] = True
+        np.testing.assert_array_equal(self.variant(adv.normalize)(x, one), np.zeros((6, 5)))
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_constant_input_is_zero_not_nan(self):
-        x = jnp.full((8,), 3.25)
+        x = np.full((17,), 3.25, np.float32)
         out = self.variant(adv.normalize)(x)
-        np.testing.assert_array_equal(out, np.zeros(8))
+        np.testing.assert_array_equal(out, np.zeros(17))
 
 
 # ---------------------------------------------------------------------------------------------
