@@ -2,7 +2,7 @@
 
 from purejaxpo import _xla_safety
 
-_xla_safety.apply()  # must run before JAX creates its first backend; see _xla_safety.py
+_xla_safety.apply()  # opt-in (PUREJAXPO_XLA_SAFETY=1); must run before JAX starts a backend
 
 from purejaxpo import advantages, losses  # noqa: E402
 

@@ -27,6 +27,39 @@ ACTIVATIONS: dict[str, Callable] = {
 }
 
 
+def orthogonal(scale: float = 1.0):
+    """Orthogonal kernel initialiser for ``[fan_in, fan_out]`` kernels, without QR.
+
+    Draws the same matrices as ``jax.nn.initializers.orthogonal(scale)`` (up to float32
+    rounding): the Q factor, with a positive-diagonal R, of a standard normal matrix, computed by
+    Gram-Schmidt orthogonalisation (each column projected out twice, "CGS2") in plain matmuls.
+
+    Why not jax's own: under ``jit(vmap(...))``, e.g. one network per seed, its QR becomes a
+    batched LAPACK call, and jaxlib 0.10's CPU runtime can deadlock on it (see
+    :mod:`purejaxpo._xla_safety`). Matmuls and a ``fori_loop`` cannot, and cost nothing at init.
+    """
+
+    def init(key, shape, dtype=jnp.float32):
+        if len(shape) != 2:
+            raise ValueError(f"orthogonal init needs a 2-D kernel shape, got {shape}")
+        n_rows, n_cols = shape
+        m, n = max(n_rows, n_cols), min(n_rows, n_cols)
+        a = jax.random.normal(key, (m, n), jnp.float32)
+
+        def add_column(j, q):
+            v = jax.lax.dynamic_index_in_dim(a, j, axis=1, keepdims=False)
+            for _ in range(2):  # re-orthogonalise once: float32 stays orthogonal to ~1e-6
+                v = v - q @ (q.T @ v)
+            return jax.lax.dynamic_update_index_in_dim(q, v / jnp.linalg.norm(v), j, axis=1)
+
+        q = jax.lax.fori_loop(0, n, add_column, jnp.zeros((m, n), jnp.float32))
+        if n_rows < n_cols:
+            q = q.T
+        return (scale * q).astype(dtype)
+
+    return init
+
+
 class MLP(nn.Module):
     """``[..., D] -> [..., out_dim]`` multi-layer perceptron with orthogonal initialisation."""
 
@@ -41,13 +74,13 @@ class MLP(nn.Module):
         for size in self.hidden_sizes:
             x = nn.Dense(
                 size,
-                kernel_init=nn.initializers.orthogonal(np.sqrt(2.0)),
+                kernel_init=orthogonal(np.sqrt(2.0)),
                 bias_init=nn.initializers.zeros,
             )(x)
             x = act(x)
         return nn.Dense(
             self.out_dim,
-            kernel_init=nn.initializers.orthogonal(self.out_scale),
+            kernel_init=orthogonal(self.out_scale),
             bias_init=nn.initializers.zeros,
         )(x)
 

@@ -1,0 +1,61 @@
+"""The QR-free orthogonal initialiser and the actor-critic."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+
+from purejaxpo.envs import make, make_vec_env
+from purejaxpo.networks import ActorCritic, orthogonal
+
+SHAPES = [(4, 64), (64, 64), (64, 2), (64, 1), (3, 17), (17, 3)]
+
+
+class OrthogonalTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(*SHAPES)
+    def test_same_matrices_as_jax_initialiser(self, *shape):
+        key = jax.random.PRNGKey(sum(shape))
+        ours = self.variant(lambda k: orthogonal(np.sqrt(2.0))(k, shape))(key)
+        ref = jax.nn.initializers.orthogonal(np.sqrt(2.0))(key, shape)
+        assert ours.shape == shape
+        np.testing.assert_allclose(ours, ref, atol=2e-6)
+
+    @parameterized.parameters(*SHAPES)
+    def test_orthonormal(self, *shape):
+        w = np.asarray(orthogonal(0.5)(jax.random.PRNGKey(1), shape), np.float64) / 0.5
+        small = w.T @ w if shape[0] >= shape[1] else w @ w.T
+        np.testing.assert_allclose(small, np.eye(min(shape)), atol=1e-5)
+
+    def test_vmapped_draws_differ_per_key(self):
+        ws = jax.jit(jax.vmap(lambda k: orthogonal()(k, (8, 8))))(jax.random.split(jax.random.PRNGKey(0), 3))
+        assert ws.shape == (3, 8, 8)
+        assert not np.allclose(ws[0], ws[1])
+
+    def test_rejects_non_matrix_shape(self):
+        with pytest.raises(ValueError, match="2-D"):
+            orthogonal()(jax.random.PRNGKey(0), (2, 3, 4))
+
+
+def _policy(name):
+    env, env_params = make(name)
+    return ActorCritic.for_env(make_vec_env(env, env_params, 2), (16, 16), "tanh")
+
+
+def test_discrete_policy_shapes():
+    policy = _policy("CartPole-v1")
+    params = policy.init(jax.random.PRNGKey(0))
+    obs = jnp.zeros((5, 3, 4))  # [T, B, obs]
+    dist = policy.distribution(params, obs)
+    assert dist.sample(seed=jax.random.PRNGKey(1)).shape == (5, 3)
+    assert policy.value(params, obs).shape == (5, 3)
+    # The policy head starts near uniform (gain 0.01).
+    np.testing.assert_allclose(dist.probs, 0.5, atol=0.05)
+
+
+def test_continuous_actions_clipped_to_env_bounds():
+    policy = _policy("Pendulum-v1")
+    action = jnp.array([[-7.0], [0.5], [9.0]])
+    np.testing.assert_allclose(policy.env_action(action), [[-2.0], [0.5], [2.0]])
