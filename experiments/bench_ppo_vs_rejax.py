@@ -1,0 +1,566 @@
+"""Benchmark purejaxpo's PPO against rejax's PPO on CartPole-v1 with identical settings.
+
+Settings (both sides): 4 envs x 128 steps per rollout, 4 epochs, 4 minibatches, lr 2.5e-4 with
+linear annealing, gamma 0.99, GAE lambda 0.95, clip 0.2, entropy 0.01, value 0.5, max grad norm
+0.5, 64x64 tanh MLP, no observation/reward normalisation, 5e5 env steps by default.
+
+Each run is a fresh subprocess, the two implementations are interleaved (purejaxpo, rejax,
+purejaxpo, rejax, ...), and the table shows medians: compile time, run time after compilation,
+final return, env steps/s, and rejax_run_s / purejaxpo_run_s (> 1 means purejaxpo is faster).
+
+* purejaxpo runs through its CLI in the main environment:
+  ``python -m purejaxpo train ppo ... --json PATH``.
+* rejax 0.1.3 needs gymnax 0.0.9 (it unpacks five values from ``env.step``), which clashes with
+  purejaxpo's gymnax 1.0, so it runs in its own environment through ``_rejax_runner.py``::
+
+      python3 -m venv .venv-rejax
+      .venv-rejax/bin/pip install -r experiments/requirements-rejax.txt
+
+Both sides get the same ``XLA_FLAGS`` (the caller's). ``--safe-scheduler`` adds
+``--xla_cpu_enable_concurrency_optimized_scheduler=false`` to both; neither needs it (purejaxpo's
+networks draw orthogonal weights without LAPACK QR, rejax's use lecun-normal init; see
+``purejaxpo/_xla_safety.py``), and it slows both.
+
+Results go to ``experiments/results/ppo_vs_rejax.json`` and ``.md``. Run it on an otherwise idle
+machine: before each run the driver waits (up to ``--wait-idle`` seconds) for the CPUs to be idle,
+and it records, per run, how much CPU other processes used while it ran (``foreign_cpu``, in
+cores); runs with a large value were disturbed.
+
+Usage::
+
+    .venv/bin/python experiments/bench_ppo_vs_rejax.py                 # 3 repeats each
+    .venv/bin/python experiments/bench_ppo_vs_rejax.py --skip-purejaxpo --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = ROOT / "experiments" / "_rejax_runner.py"
+XLA_SAFE_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
+
+# The benchmark's PPO settings, in purejaxpo's config names (passed as `--set key=value`).
+NUM_ENVS = 4
+PPO_SETTINGS = {
+    "num_steps": "128",
+    "num_epochs": "4",
+    "num_minibatches": "4",
+    "learning_rate": "2.5e-4",
+    "anneal_lr": "true",
+    "gamma": "0.99",
+    "gae_lambda": "0.95",
+    "clip_eps": "0.2",
+    "ent_coef": "0.01",
+    "vf_coef": "0.5",
+    "max_grad_norm": "0.5",
+    "hidden_sizes": "64,64",
+    "activation": "tanh",
+    "normalize_obs": "false",
+    "normalize_reward": "false",
+}
+# The same settings in _rejax_runner.py's flags (see its docstring for the rejax field names).
+REJAX_SETTINGS = {
+    "--num-envs": str(NUM_ENVS),
+    "--num-steps": PPO_SETTINGS["num_steps"],
+    "--num-epochs": PPO_SETTINGS["num_epochs"],
+    "--num-minibatches": PPO_SETTINGS["num_minibatches"],
+    "--learning-rate": PPO_SETTINGS["learning_rate"],
+    "--gamma": PPO_SETTINGS["gamma"],
+    "--gae-lambda": PPO_SETTINGS["gae_lambda"],
+    "--clip-eps": PPO_SETTINGS["clip_eps"],
+    "--ent-coef": PPO_SETTINGS["ent_coef"],
+    "--vf-coef": PPO_SETTINGS["vf_coef"],
+    "--max-grad-norm": PPO_SETTINGS["max_grad_norm"],
+    "--hidden-sizes": PPO_SETTINGS["hidden_sizes"],
+    "--activation": PPO_SETTINGS["activation"],
+}
+
+
+# --------------------------------------------------------------------------------------------
+# CPU accounting: how busy the machine is, and how much of it was not our child process.
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies summed over all CPUs, from /proc/stat; None where unavailable."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def _busy_cores(interval: float = 1.0) -> float | None:
+    a = _cpu_jiffies()
+    time.sleep(interval)
+    b = _cpu_jiffies()
+    if a is None or b is None or b[1] == a[1]:
+        return None
+    ncpu = os.cpu_count() or 1
+    return (b[0] - a[0]) / (b[1] - a[1]) * ncpu
+
+
+def _wait_idle(max_wait: float, threshold: float) -> float | None:
+    """Waits until fewer than `threshold` cores are busy, or `max_wait` seconds have passed."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy = _busy_cores(1.0)
+        if busy is None or busy < threshold or time.monotonic() >= deadline:
+            return busy
+        print(f"  (waiting for the machine to go idle: {busy:.2f} cores busy)", flush=True)
+        time.sleep(4.0)
+
+
+def _run_child(cmd: list[str], env: dict, timeout: float) -> dict:
+    """Runs `cmd`; returns stdout, stderr, rc, wall time and foreign CPU use (cores)."""
+    clk = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    t_before = os.times()
+    j_before = _cpu_jiffies()
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        rc, out, err = proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as e:
+        rc = None
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = (e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")) + (
+            f"\n[timed out after {timeout:.0f} s]"
+        )
+    wall = time.perf_counter() - t0
+    t_after = os.times()
+    j_after = _cpu_jiffies()
+    foreign = None
+    if j_before is not None and j_after is not None and wall > 0:
+        system_cpu_s = (j_after[0] - j_before[0]) / clk
+        child_cpu_s = (t_after.children_user - t_before.children_user) + (
+            t_after.children_system - t_before.children_system
+        )
+        foreign = max(0.0, (system_cpu_s - child_cpu_s) / wall)
+    return {"rc": rc, "stdout": out, "stderr": err, "wall_s": wall, "foreign_cpu": foreign}
+
+
+# --------------------------------------------------------------------------------------------
+# The two sides.
+
+
+def _resolve_python(path: str) -> str:
+    p = Path(path)
+    if not p.is_absolute() and not p.exists() and (ROOT / p).exists():
+        p = ROOT / p
+    return str(p)
+
+
+def _probe_versions(python: str, env: dict, side: str) -> dict:
+    dists = ("jax", "jaxlib", "flax", "optax", "gymnax", side)
+    code = (
+        "import json, importlib.metadata as m, sys\n"
+        "def v(d):\n"
+        "    try: return m.version(d)\n"
+        "    except m.PackageNotFoundError: return None\n"
+        f"print(json.dumps({{k: v(k) for k in {dists!r}}} | "
+        "{'python': sys.version.split()[0]}))\n"
+    )
+    try:
+        out = subprocess.run(
+            [python, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except Exception as e:  # noqa: BLE001 - reported, not fatal
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def _purejaxpo_help(python: str, env: dict) -> str | None:
+    try:
+        out = subprocess.run(
+            [python, "-m", "purejaxpo", "train", "ppo", "--help"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )
+    except Exception:  # noqa: BLE001
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def _run_purejaxpo(args, env, seed: int | None, no_progress: bool, timeout: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench_pjp_") as tmp:
+        json_path = Path(tmp) / "result.json"
+        cmd = [
+            args.purejaxpo_python, "-m", "purejaxpo", "train", "ppo",
+            "--env", "CartPole-v1",
+            "--seeds", str(args.seeds),
+            "--total-timesteps", str(args.total_timesteps),
+            "--num-envs", str(NUM_ENVS),
+        ]
+        for k, v in PPO_SETTINGS.items():
+            cmd += ["--set", f"{k}={v}"]
+        if seed is not None:
+            cmd += ["--seed", str(seed)]
+        if no_progress:  # its tqdm bar is fed by a host callback per update: not for timing
+            cmd += ["--no-progress"]
+        cmd += ["--json", str(json_path)]
+        child = _run_child(cmd, env, timeout)
+        result = {"impl": "purejaxpo", "cmd": cmd, **_child_meta(child)}
+        if child["rc"] == 0 and json_path.exists():
+            data = json.loads(json_path.read_text())
+            fr = data.get("final_return")
+            per_seed = fr if isinstance(fr, list) else [fr]
+            mean_fr = data.get("mean_final_return")
+            if mean_fr is None and per_seed and None not in per_seed:
+                mean_fr = statistics.fmean(per_seed)
+            result.update(
+                ok=True,
+                compile_s=data.get("compile_s"),
+                run_s=data.get("run_s"),
+                final_return=mean_fr,
+                final_return_per_seed=per_seed,
+                reported_steps_per_s=data.get("steps_per_s"),
+                device=data.get("device"),
+                raw=data,
+            )
+        else:
+            result.update(ok=False, error=_tail(child["stderr"] or child["stdout"]))
+    return result
+
+
+def _run_rejax(args, env, seed: int, timeout: float) -> dict:
+    cmd = [
+        args.rejax_python, str(RUNNER),
+        "--env", "CartPole-v1",
+        "--total-timesteps", str(args.total_timesteps),
+        "--seeds", str(args.seeds),
+        "--seed", str(seed),
+        "--lr-schedule", args.rejax_lr_schedule,
+        "--grad-clip", args.rejax_grad_clip,
+    ]
+    for k, v in REJAX_SETTINGS.items():
+        cmd += [k, v]
+    child = _run_child(cmd, env, timeout)
+    result = {"impl": "rejax", "cmd": cmd, **_child_meta(child)}
+    line = next(
+        (ln for ln in reversed(child["stdout"].splitlines()) if ln.startswith("{")), None
+    )
+    if child["rc"] == 0 and line:
+        data = json.loads(line)
+        result.update(
+            ok=True,
+            compile_s=data["compile_s"],
+            run_s=data["run_s"],
+            final_return=data["final_return"],
+            final_return_per_seed=data.get("final_return_per_seed"),
+            reported_steps_per_s=data.get("steps_per_s"),
+            device=data.get("device"),
+            raw=data,
+        )
+    else:
+        result.update(ok=False, error=_tail(child["stderr"] or child["stdout"]))
+    return result
+
+
+def _child_meta(child: dict) -> dict:
+    return {"rc": child["rc"], "wall_s": child["wall_s"], "foreign_cpu": child["foreign_cpu"]}
+
+
+def _tail(text: str, n: int = 2000) -> str:
+    return text[-n:]
+
+
+# --------------------------------------------------------------------------------------------
+# Summary and output.
+
+
+def _median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def _summarise(runs: list[dict], impl: str, env_steps_per_seed: int, seeds: int) -> dict | None:
+    mine = [r for r in runs if r["impl"] == impl]
+    if not mine:
+        return None
+    ok = [r for r in mine if r.get("ok")]
+    run_s = [r["run_s"] for r in ok if r.get("run_s")]
+    sps = [env_steps_per_seed * seeds / s for s in run_s]
+    return {
+        "runs": len(mine),
+        "ok": len(ok),
+        "compile_s": _median([r.get("compile_s") for r in ok]),
+        "run_s": _median(run_s),
+        "run_s_min": min(run_s) if run_s else None,
+        "run_s_max": max(run_s) if run_s else None,
+        "final_return": _median([r.get("final_return") for r in ok]),
+        "steps_per_s": _median(sps),
+        "max_foreign_cpu": max(
+            (r["foreign_cpu"] for r in mine if r.get("foreign_cpu") is not None), default=None
+        ),
+    }
+
+
+def _fmt(x, spec=".2f"):
+    return "n/a" if x is None else format(x, spec)
+
+
+def _table(summary: dict, ratio) -> list[str]:
+    head = (
+        "| impl | ok/runs | compile s (median) | run s (median) | run s (min-max) "
+        "| final return (median) | env steps/s (median) |"
+    )
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for impl in ("purejaxpo", "rejax"):
+        s = summary.get(impl)
+        if s is None:
+            continue
+        lines.append(
+            f"| {impl} | {s['ok']}/{s['runs']} | {_fmt(s['compile_s'])} | {_fmt(s['run_s'])} "
+            f"| {_fmt(s['run_s_min'])}-{_fmt(s['run_s_max'])} | {_fmt(s['final_return'], '.1f')} "
+            f"| {_fmt(s['steps_per_s'], ',.0f')} |"
+        )
+    lines.append("")
+    lines.append(
+        f"rejax_run_s / purejaxpo_run_s = {_fmt(ratio, '.3f')}"
+        + ("" if ratio is None else "  (> 1: purejaxpo is faster)")
+    )
+    return lines
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description="purejaxpo PPO vs rejax PPO on CartPole-v1 (interleaved, medians)."
+    )
+    p.add_argument("--repeats", type=int, default=3, help="runs per implementation (default 3)")
+    p.add_argument("--total-timesteps", type=int, default=500_000)
+    p.add_argument("--seeds", type=int, default=1, help="seeds per run, vmapped (default 1)")
+    p.add_argument("--base-seed", type=int, default=0,
+                   help="repeat r uses seed base_seed + r * seeds (rejax; purejaxpo only if "
+                        "its CLI has --seed)")
+    p.add_argument("--skip-rejax", action="store_true")
+    p.add_argument("--skip-purejaxpo", action="store_true")
+    p.add_argument("--rejax-python", default=".venv-rejax/bin/python")
+    p.add_argument("--purejaxpo-python", default=sys.executable)
+    p.add_argument("--rejax-lr-schedule", choices=("linear", "constant"), default="linear",
+                   help="linear (default) matches the benchmark; constant is stock rejax 0.1.3")
+    p.add_argument("--rejax-grad-clip", choices=("elementwise", "global_norm"),
+                   default="elementwise",
+                   help="rejax 0.1.3 clips each gradient element (default, stock); "
+                        "global_norm uses optax.clip_by_global_norm per network")
+    p.add_argument("--safe-scheduler", action="store_true",
+                   help=f"add {XLA_SAFE_FLAG} to XLA_FLAGS for both sides (off by default: "
+                        "neither side needs it, and it slows both)")
+    p.add_argument("--timeout", type=float, default=1200.0, help="seconds per run")
+    p.add_argument("--wait-idle", type=float, default=120.0,
+                   help="max seconds to wait for an idle machine before each run (0: don't)")
+    p.add_argument("--idle-threshold", type=float, default=0.3,
+                   help="'idle' means fewer than this many cores busy")
+    p.add_argument("--results-dir", default=str(ROOT / "experiments" / "results"))
+    p.add_argument("--name", default="ppo_vs_rejax", help="results file stem")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    if args.skip_rejax and args.skip_purejaxpo:
+        print("nothing to run: both sides skipped", file=sys.stderr)
+        return 2
+    args.rejax_python = _resolve_python(args.rejax_python)
+    args.purejaxpo_python = _resolve_python(args.purejaxpo_python)
+
+    env = dict(os.environ)
+    if args.safe_scheduler and "xla_cpu_enable_concurrency_optimized_scheduler" not in env.get(
+        "XLA_FLAGS", ""
+    ):
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {XLA_SAFE_FLAG}".strip()
+
+    batch = NUM_ENVS * int(PPO_SETTINGS["num_steps"])
+    env_steps_per_seed = (args.total_timesteps // batch) * batch
+
+    impls = [i for i in ("purejaxpo", "rejax") if not getattr(args, f"skip_{i}")]
+    versions = {}
+    pjp_seed_flag = pjp_no_progress = False
+    if "purejaxpo" in impls:
+        versions["purejaxpo"] = _probe_versions(args.purejaxpo_python, env, "purejaxpo")
+        help_text = _purejaxpo_help(args.purejaxpo_python, env)
+        if help_text is None:
+            print("warning: `python -m purejaxpo train ppo --help` failed", file=sys.stderr)
+        pjp_seed_flag = help_text is not None and bool(re.search(r"--seed\b(?!s)", help_text))
+        pjp_no_progress = help_text is not None and "--no-progress" in help_text
+    if "rejax" in impls:
+        if not Path(args.rejax_python).exists():
+            print(f"rejax python not found: {args.rejax_python}\n"
+                  "create it with: python3 -m venv .venv-rejax && "
+                  ".venv-rejax/bin/pip install -r experiments/requirements-rejax.txt",
+                  file=sys.stderr)
+            return 2
+        versions["rejax"] = _probe_versions(args.rejax_python, env, "rejax")
+
+    machine = {
+        "processor": platform.processor(),
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    print(f"machine: {machine['processor'] or '?'} ({machine['cpu_model']}), "
+          f"{machine['cpu_count']} CPUs; XLA_FLAGS={env.get('XLA_FLAGS', '')!r}")
+    for impl, v in versions.items():
+        print(f"{impl} env: jax {v.get('jax')} / jaxlib {v.get('jaxlib')}, flax {v.get('flax')}, "
+              f"gymnax {v.get('gymnax')}" + (f", rejax {v.get('rejax')}" if impl == "rejax" else ""))
+
+    runs: list[dict] = []
+    for r in range(args.repeats):
+        seed = args.base_seed + r * args.seeds
+        for impl in impls:
+            busy = _wait_idle(args.wait_idle, args.idle_threshold) if args.wait_idle > 0 else None
+            print(f"[{r + 1}/{args.repeats}] {impl} (seed {seed}) ...", end=" ", flush=True)
+            if impl == "purejaxpo":
+                res = _run_purejaxpo(
+                    args, env, seed if pjp_seed_flag else None, pjp_no_progress, args.timeout
+                )
+            else:
+                res = _run_rejax(args, env, seed, args.timeout)
+            res.update(repeat=r, seed=seed if (impl == "rejax" or pjp_seed_flag) else None,
+                       busy_cores_before=busy)
+            runs.append(res)
+            if res.get("ok"):
+                print(f"compile {res['compile_s']:.2f} s, run {res['run_s']:.2f} s, "
+                      f"return {_fmt(res['final_return'], '.1f')}, "
+                      f"foreign cpu {_fmt(res['foreign_cpu'])} cores", flush=True)
+            else:
+                print(f"FAILED (rc={res['rc']}):\n{res.get('error', '')}", flush=True)
+
+    summary = {i: _summarise(runs, i, env_steps_per_seed, args.seeds) for i in impls}
+    ratio = None
+    if summary.get("purejaxpo") and summary.get("rejax"):
+        a, b = summary["purejaxpo"]["run_s"], summary["rejax"]["run_s"]
+        ratio = b / a if a and b else None
+
+    table = _table(summary, ratio)
+    print()
+    print("\n".join(table))
+
+    settings = {
+        "env": "CartPole-v1",
+        "num_envs": NUM_ENVS,
+        **{k: v for k, v in PPO_SETTINGS.items()},
+        "total_timesteps": args.total_timesteps,
+        "env_steps_per_seed": env_steps_per_seed,
+        "seeds": args.seeds,
+        "repeats": args.repeats,
+        "rejax_lr_schedule": args.rejax_lr_schedule,
+        "rejax_grad_clip": args.rejax_grad_clip,
+        "xla_flags": env.get("XLA_FLAGS", ""),
+        "purejaxpo_no_progress": pjp_no_progress,
+        "purejaxpo_seed_flag": pjp_seed_flag,
+    }
+    results = {
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine,
+        "versions": versions,
+        "settings": settings,
+        "summary": summary,
+        "ratio_rejax_over_purejaxpo_run_s": ratio,
+        "runs": runs,
+    }
+    out_dir = Path(args.results_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / f"{args.name}.json"
+    md_path = out_dir / f"{args.name}.md"
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    md_path.write_text(_markdown(results, table))
+    print(f"\nwrote {json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path}"
+          f" and {md_path.name}")
+    return 0 if all(r.get("ok") for r in runs) else 1
+
+
+def _markdown(results: dict, table: list[str]) -> str:
+    m, s, v = results["machine"], results["settings"], results["versions"]
+    lines = [
+        "# PPO on CartPole-v1: purejaxpo vs rejax",
+        "",
+        f"Measured {results['timestamp']} by `experiments/bench_ppo_vs_rejax.py`: "
+        f"{s['repeats']} interleaved runs per implementation, each in a fresh process; medians.",
+        "",
+        "## Machine",
+        "",
+        f"- `platform.processor()`: `{m['processor'] or '(empty)'}`"
+        + (f" ({m['cpu_model']})" if m.get("cpu_model") else ""),
+        f"- `os.cpu_count()`: {m['cpu_count']}",
+        f"- platform: {m['platform']}, Python {m['python']}",
+    ]
+    for impl in ("purejaxpo", "rejax"):
+        if impl in v:
+            x = v[impl]
+            extra = f", rejax {x.get('rejax')}" if impl == "rejax" else ""
+            lines.append(
+                f"- {impl} side: jax {x.get('jax')}, jaxlib {x.get('jaxlib')}, "
+                f"flax {x.get('flax')}, optax {x.get('optax')}, gymnax {x.get('gymnax')}{extra}"
+            )
+    lines.append(f"- `XLA_FLAGS` (both sides): `{s['xla_flags'] or '(unset)'}`")
+    lines += [
+        "",
+        "## Settings",
+        "",
+        f"{s['num_envs']} envs x {s['num_steps']} steps per rollout, {s['num_epochs']} epochs, "
+        f"{s['num_minibatches']} minibatches, lr {s['learning_rate']} "
+        f"(linear annealing: {s['anneal_lr']}), gamma {s['gamma']}, GAE lambda {s['gae_lambda']}, "
+        f"clip {s['clip_eps']}, ent {s['ent_coef']}, vf {s['vf_coef']}, "
+        f"max grad norm {s['max_grad_norm']}, MLP {s['hidden_sizes']} {s['activation']}; "
+        f"{s['total_timesteps']} env steps requested ({s['env_steps_per_seed']} run per seed); "
+        f"{s['seeds']} seed(s) per run{' (vmapped)' if s['seeds'] > 1 else ''}.",
+        "",
+        f"rejax: lr schedule `{s['rejax_lr_schedule']}` (rejax 0.1.3 has no annealing; "
+        "`linear` is patched in by `_rejax_runner.py`), gradient clipping "
+        f"`{s['rejax_grad_clip']}` (rejax's `max_grad_norm` is `optax.clip`, element-wise). "
+        "rejax's final return is the mean of its own 128 evaluation episodes at the end of "
+        "training (stochastic policy; included in its run time).",
+        "",
+        "## Results",
+        "",
+        *table,
+        "",
+        "## Runs",
+        "",
+        "| repeat | impl | ok | compile s | run s | final return | foreign CPU (cores) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results["runs"]:
+        lines.append(
+            f"| {r['repeat'] + 1} | {r['impl']} | {'yes' if r.get('ok') else 'no'} "
+            f"| {_fmt(r.get('compile_s'))} | {_fmt(r.get('run_s'))} "
+            f"| {_fmt(r.get('final_return'), '.1f')} | {_fmt(r.get('foreign_cpu'))} |"
+        )
+    lines.append("")
+    lines.append(
+        "Foreign CPU: cores used by other processes while the run's process lived (0 is an "
+        "undisturbed run; the machine has "
+        f"{m['cpu_count']} cores)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
