@@ -23,7 +23,7 @@ import types
 import typing
 from typing import Any
 
-import purejaxpo  # noqa: F401  (applies the XLA safety flag before JAX starts)
+import purejaxpo  # noqa: F401  (before JAX starts: honours PUREJAXPO_XLA_SAFETY)
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
