@@ -1,4 +1,4 @@
-"""The skeleton every on-policy algorithm shares: environments, networks, the update scan."""
+"""The skeleton every on-policy algorithm shares: environments, networks, the run itself."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from purejaxpo import advantages
 from purejaxpo.config import RLConfig
 from purejaxpo.envs import make, make_vec_env
 from purejaxpo.networks import ActorCritic
+from purejaxpo.rollout import EnvCarry, Transition, collect, episode_metrics
+from purejaxpo.update import explained_variance, flatten_time_batch
 
 
 class TrainResult(NamedTuple):
@@ -60,3 +63,82 @@ def scan_updates(update: Callable, carry, num_updates: int,
         return carry, metrics
 
     return jax.lax.scan(body, carry, jnp.arange(num_updates))
+
+
+class Rollout(NamedTuple):
+    """A rollout with its critic values and advantages, every field time-major ``[T, B]``.
+
+    Attributes:
+      traj: the :class:`~purejaxpo.rollout.Transition` collected.
+      values: V(obs_t) under the parameters that collected it (zeros without a critic).
+      advantages: GAE advantages (``gae_lambda = 1``: discounted returns minus ``values``).
+      targets: value targets, ``advantages + values``.
+    """
+
+    traj: Transition
+    values: jax.Array
+    advantages: jax.Array
+    targets: jax.Array
+
+    def flat_batch(self) -> dict[str, jax.Array]:
+        """The fields an update needs, flattened to ``[T * B, ...]``."""
+        return flatten_time_batch({
+            "obs": self.traj.obs, "action": self.traj.action, "log_prob": self.traj.log_prob,
+            "values": self.values, "advantages": self.advantages, "targets": self.targets,
+        })
+
+
+def on_policy_train(config: RLConfig, hp, policy: ActorCritic, tx, learn: Callable, *,
+                    key, gae_lambda, use_critic: bool = True, lr_schedule: Callable | None = None,
+                    progress: Callable[[int], None] | None = None) -> TrainResult:
+    """The run every on-policy algorithm shares: rollout, values, GAE, ``learn``, repeated.
+
+    Args:
+      config: shapes (``num_envs``, ``num_steps``, ``num_updates``) and the env.
+      hp: traced hyperparameters; ``hp["gamma"]`` is used here.
+      policy: the actor-critic.
+      tx: the optax optimiser whose state ``learn`` carries.
+      learn: ``learn(key, params, opt_state, rollout: Rollout) -> (params, opt_state, metrics)``,
+        the algorithm's own part; ``metrics`` is a dict of scalars.
+      key: PRNG key of the run.
+      gae_lambda: GAE lambda (may be traced).
+      use_critic: compute values and bootstrap from them; without it values are zeros, so the
+        advantages are plain discounted returns, cut at the end of the rollout.
+      lr_schedule: ``update_index -> learning rate``, reported as the ``learning_rate`` metric.
+      progress: host callback after every update (see :func:`scan_updates`).
+
+    Returns:
+      final parameters and metrics ``[num_updates]``: ``learn``'s, the episode statistics,
+      ``explained_variance`` and ``learning_rate``.
+    """
+    venv = build_env(config, hp["gamma"])
+    key, k_params, k_env = jax.random.split(key, 3)
+    params = policy.init(k_params)
+    obs, env_state = venv.reset(k_env)
+    carry = (params, tx.init(params), EnvCarry(env_state, obs), key, jnp.zeros((), jnp.int32))
+
+    def critic(params, obs):
+        if use_critic:
+            return policy.value(params, obs)
+        return jnp.zeros(obs.shape[:2], jnp.float32)
+
+    def update(carry):
+        params, opt_state, env_carry, key, index = carry
+        key, k_roll, k_learn = jax.random.split(key, 3)
+        env_carry, traj = collect(k_roll, venv, policy, params, env_carry, config.num_steps)
+        values = critic(params, traj.obs)
+        adv, targets = advantages.gae(
+            traj.reward, values, critic(params, traj.final_obs), traj.terminated,
+            traj.truncated, hp["gamma"], gae_lambda,
+        )
+        rollout = Rollout(traj, values, adv, targets)
+        params, opt_state, metrics = learn(k_learn, params, opt_state, rollout)
+        metrics = dict(metrics)
+        metrics.update(episode_metrics(traj))
+        metrics["explained_variance"] = explained_variance(values, targets)
+        if lr_schedule is not None:
+            metrics["learning_rate"] = lr_schedule(index)
+        return (params, opt_state, env_carry, key, index + 1), metrics
+
+    (params, *_), metrics = scan_updates(update, carry, config.num_updates, progress)
+    return TrainResult(params, metrics)

@@ -20,17 +20,9 @@ import jax
 import jax.numpy as jnp
 
 from purejaxpo import advantages, losses
-from purejaxpo.algos.base import TrainResult, build_env, build_policy, scan_updates
+from purejaxpo.algos.base import TrainResult, build_policy, on_policy_train
 from purejaxpo.config import RLConfig, _fail, check_bool, check_float, check_int
-from purejaxpo.rollout import EnvCarry, collect, episode_metrics
-from purejaxpo.update import (
-    explained_variance,
-    flatten_time_batch,
-    gradient_step,
-    linear_schedule,
-    make_optimizer,
-    run_epochs,
-)
+from purejaxpo.update import gradient_step, linear_schedule, make_optimizer, run_epochs
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -143,43 +135,21 @@ def make_train(config: PPOConfig, *, progress: Callable[[int], None] | None = No
 
     def train(key, hyperparams: Mapping[str, Any] | None = None) -> TrainResult:
         hp = config.complete_hyperparams(hyperparams)
-        venv = build_env(config, hp["gamma"])
         schedule = linear_schedule(hp["learning_rate"], config.num_updates, steps_per_update,
                                    config.anneal_lr)
         tx = make_optimizer(schedule, hp["max_grad_norm"], eps=config.adam_eps)
         step_fn = gradient_step(ppo_loss(policy, hp, config), tx)
 
-        key, k_params, k_env = jax.random.split(key, 3)
-        params = policy.init(k_params)
-        obs, env_state = venv.reset(k_env)
-        carry = (params, tx.init(params), EnvCarry(env_state, obs), key)
-
-        def update(carry):
-            params, opt_state, env_carry, key = carry
-            key, k_roll, k_epochs = jax.random.split(key, 3)
-            env_carry, traj = collect(k_roll, venv, policy, params, env_carry, config.num_steps)
-            values = policy.value(params, traj.obs)
-            next_values = policy.value(params, traj.final_obs)
-            adv, targets = advantages.gae(
-                traj.reward, values, next_values, traj.terminated, traj.truncated,
-                hp["gamma"], hp["gae_lambda"],
-            )
-            batch = flatten_time_batch({
-                "obs": traj.obs, "action": traj.action, "log_prob": traj.log_prob,
-                "values": values, "advantages": adv, "targets": targets,
-            })
-            lr = schedule(opt_state[1][0].count)
-            (params, opt_state), loss_metrics = run_epochs(
-                k_epochs, (params, opt_state), batch, step_fn,
+        def learn(key, params, opt_state, rollout):
+            (params, opt_state), metrics = run_epochs(
+                key, (params, opt_state), rollout.flat_batch(), step_fn,
                 num_epochs=config.num_epochs, num_minibatches=config.num_minibatches,
             )
-            metrics = {k: jnp.mean(v) for k, v in loss_metrics.items()}
-            metrics.update(episode_metrics(traj))
-            metrics["explained_variance"] = explained_variance(values, targets)
-            metrics["learning_rate"] = lr
-            return (params, opt_state, env_carry, key), metrics
+            return params, opt_state, {k: jnp.mean(v) for k, v in metrics.items()}
 
-        (params, *_), metrics = scan_updates(update, carry, config.num_updates, progress)
-        return TrainResult(params, metrics)
+        return on_policy_train(
+            config, hp, policy, tx, learn, key=key, gae_lambda=hp["gae_lambda"],
+            lr_schedule=lambda i: schedule(i * steps_per_update), progress=progress,
+        )
 
     return train
