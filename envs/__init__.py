@@ -2,11 +2,14 @@
 
 * :func:`make` builds any gymnax environment by name, with a clear error and close matches for
   an unknown name.
+* :mod:`purejaxpo.envs.memory` has ``CueRecall-v0``, a memory task (recall a cue after a
+  delay) that only a policy with memory can solve.
 * :mod:`purejaxpo.envs.wrappers` has the pure, vectorised wrappers that training uses: a batch
   of environments, episode statistics, observation and reward normalisation. Each keeps its
   state explicitly (a pytree), so a whole training run stays one pure function.
 """
 
+from purejaxpo.envs.memory import CueRecall, CueRecallParams
 from purejaxpo.envs.registry import env_names, make, validate_env_name
 from purejaxpo.envs.wrappers import (
     EpisodeStatistics,
@@ -17,6 +20,8 @@ from purejaxpo.envs.wrappers import (
 )
 
 __all__ = [
+    "CueRecall",
+    "CueRecallParams",
     "env_names",
     "make",
     "validate_env_name",

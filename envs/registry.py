@@ -1,4 +1,4 @@
-"""Look environments up by name: every gymnax environment, with helpful errors."""
+"""Look environments up by name: every gymnax environment and purejaxpo's own, with helpful errors."""
 
 from __future__ import annotations
 
@@ -6,10 +6,18 @@ import difflib
 
 import gymnax
 
+from purejaxpo.envs.memory import CueRecall
+
+# purejaxpo's own environments (gymnax API), by name. Kept here rather than registered in
+# gymnax's global registry, so importing purejaxpo changes nothing in gymnax.
+ENVIRONMENTS = {
+    "CueRecall-v0": CueRecall,
+}
+
 
 def env_names() -> list[str]:
-    """All environment names that :func:`make` accepts."""
-    return list(gymnax.registered_envs)
+    """All environment names that :func:`make` accepts: gymnax's, then purejaxpo's."""
+    return list(gymnax.registered_envs) + [n for n in ENVIRONMENTS if n not in gymnax.registered_envs]
 
 
 def validate_env_name(name: str, field: str = "env") -> None:
@@ -28,7 +36,7 @@ def validate_env_name(name: str, field: str = "env") -> None:
 
 
 def make(name: str, **env_kwargs):
-    """Builds the gymnax environment ``name``.
+    """Builds the environment ``name`` (gymnax's or one of :data:`ENVIRONMENTS`).
 
     Returns:
       ``(env, env_params)``, as ``gymnax.make``. ``env.step`` returns
@@ -36,4 +44,7 @@ def make(name: str, **env_kwargs):
       holding the observation before an automatic reset.
     """
     validate_env_name(name)
+    if name in ENVIRONMENTS:
+        env = ENVIRONMENTS[name](**env_kwargs)
+        return env, env.default_params
     return gymnax.make(name, **env_kwargs)

@@ -46,8 +46,15 @@ class VecEnv:
     def is_discrete(self) -> bool:
         return isinstance(self.action_space, spaces.Discrete)
 
-    def reset(self, key):
-        keys = jax.random.split(key, self.num_envs)
+    def reset(self, key, group_size: int = 1):
+        """Resets every env; ``[B, *obs_shape]`` observations and the batched state.
+
+        With ``group_size = G`` the B envs form B / G groups of G consecutive envs that share
+        a reset key, so each group starts from one identical initial state (as GRPO needs).
+        """
+        if self.num_envs % group_size:
+            raise ValueError(f"group_size={group_size} is invalid: must divide num_envs = {self.num_envs}")
+        keys = jnp.repeat(jax.random.split(key, self.num_envs // group_size), group_size, axis=0)
         obs, state = jax.vmap(self.env.reset, in_axes=(0, None))(keys, self.env_params)
         return obs.astype(jnp.float32), state
 
@@ -95,8 +102,8 @@ class EpisodeStatistics(Wrapper):
     Place it below any reward normalisation so that returns stay in the task's units.
     """
 
-    def reset(self, key):
-        obs, inner = self.inner.reset(key)
+    def reset(self, key, group_size: int = 1):
+        obs, inner = self.inner.reset(key, group_size)
         batch = obs.shape[0]
         return obs, EpisodeStatisticsState(
             inner, jnp.zeros(batch, jnp.float32), jnp.zeros(batch, jnp.int32)
@@ -165,8 +172,8 @@ class NormalizeObservation(Wrapper):
     def normalize(self, obs: jax.Array, rms: RunningMeanStd) -> jax.Array:
         return jnp.clip((obs - rms.mean) / jnp.sqrt(rms.var + self.eps), -self.clip, self.clip)
 
-    def reset(self, key):
-        obs, inner = self.inner.reset(key)
+    def reset(self, key, group_size: int = 1):
+        obs, inner = self.inner.reset(key, group_size)
         rms = RunningMeanStd.create(obs.shape[1:]).update(obs)
         return self.normalize(obs, rms), NormalizeObservationState(inner, rms)
 
@@ -198,8 +205,8 @@ class NormalizeReward(Wrapper):
         self.clip = clip
         self.eps = eps
 
-    def reset(self, key):
-        obs, inner = self.inner.reset(key)
+    def reset(self, key, group_size: int = 1):
+        obs, inner = self.inner.reset(key, group_size)
         return obs, NormalizeRewardState(
             inner, RunningMeanStd.create(()), jnp.zeros(obs.shape[0], jnp.float32)
         )

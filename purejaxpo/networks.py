@@ -5,12 +5,24 @@ The actor and the critic are separate MLPs with orthogonal initialisation (the P
 value head). Their parameters live in one dict ``{"actor": ..., "critic": ...}``, so one
 optimiser updates both and either can be applied alone: the rollout only runs the actor, and
 values are computed afterwards for the whole ``[T, B]`` batch at once.
+
+:class:`RecurrentActorCritic` puts a GRU torso under the same heads, for tasks that need memory.
+
+Both follow one policy protocol, which the rollout and the update use:
+
+* ``initial_state(num_envs)``: the per-environment memory at the start of a run (``()`` for a
+  feed-forward policy, zeros ``[B, H]`` for a GRU); :func:`reset_memory` zeroes it where an
+  episode ended;
+* ``act(key, params, state, obs) -> (state, action, log_prob)``: one step of a rollout;
+* ``rollout_values(params, traj) -> (values, next_values)``: the critic over a rollout ``[T, B]``;
+* ``evaluate(params, minibatch) -> (distribution, value)``: the policy and critic over a
+  minibatch (flat transitions, or whole sequences for a recurrent policy, see ``recurrent``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import distrax
 import flax.linen as nn
@@ -170,18 +182,185 @@ class ActorCritic:
 
     def distribution(self, params, obs) -> distrax.Distribution:
         """The policy pi(.|obs) for a batch of observations ``[..., *obs_shape]``."""
-        out = self.actor.apply(params["actor"], self._flat(obs))
+        return self.head_distribution(params, self._flat(obs))
+
+    def value(self, params, obs) -> jax.Array:
+        """V(obs), ``[..., *obs_shape] -> [...]``."""
+        return self.head_value(params, self._flat(obs))
+
+    def head_distribution(self, params, features) -> distrax.Distribution:
+        """The actor head on flat inputs ``[..., D]`` (observations, or a torso's features)."""
+        out = self.actor.apply(params["actor"], features)
         if self.continuous:
             mean, log_std = out
             return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std))
         return distrax.Categorical(logits=out)
 
-    def value(self, params, obs) -> jax.Array:
-        """V(obs), ``[..., *obs_shape] -> [...]``."""
-        return self.critic.apply(params["critic"], self._flat(obs))[..., 0]
+    def head_value(self, params, features) -> jax.Array:
+        """The critic head on flat inputs ``[..., D] -> [...]``."""
+        return self.critic.apply(params["critic"], features)[..., 0]
+
+    # The policy protocol shared with RecurrentActorCritic (see the module docstring).
+
+    recurrent: ClassVar[bool] = False  # True: the update needs whole sequences (Rollout.batch)
+
+    def initial_state(self, num_envs: int) -> Any:
+        """Memory carried through rollouts: none."""
+        return ()
+
+    def act(self, key, params, state, obs):
+        """Samples actions for observations ``[B, *obs_shape]``: ``(state, action, log_prob)``."""
+        action, log_prob = self.distribution(params, obs).sample_and_log_prob(seed=key)
+        return state, action, log_prob
+
+    def rollout_values(self, params, traj):
+        """``(V(obs_t), V(final_obs_t))``, each ``[T, B]``, for a rollout (a ``Transition``)."""
+        return self.value(params, traj.obs), self.value(params, traj.final_obs)
+
+    def evaluate(self, params, minibatch):
+        """``(pi(.|obs), V(obs))`` for transitions ``minibatch["obs"]`` ``[N, *obs_shape]``."""
+        return self.distribution(params, minibatch["obs"]), self.value(params, minibatch["obs"])
 
     def env_action(self, action):
         """The action to send to the env: continuous actions clipped to the env's bounds."""
         if self.continuous:
             return jnp.clip(action, jnp.asarray(self.action_low), jnp.asarray(self.action_high))
         return action
+
+
+def reset_memory(state, done):
+    """Zeroes a policy's per-environment memory where an episode ended.
+
+    Args:
+      state: pytree of ``[B, ...]`` leaves (``()`` for a feed-forward policy: returned as is).
+      done: ``[B]`` bool, the episode ended at this step (terminated or truncated).
+    """
+    keep = 1.0 - done.astype(jnp.float32)
+    return jax.tree_util.tree_map(
+        lambda h: h * keep.reshape(keep.shape + (1,) * (h.ndim - keep.ndim)).astype(h.dtype), state
+    )
+
+
+def episode_starts(done):
+    """``[T, B]`` reset flags from ``[T, B]`` done flags: true at t where step t-1 ended an episode.
+
+    The first step's flag is false: a rollout's initial memory was already reset by
+    :func:`reset_memory` at the end of the previous rollout.
+    """
+    return jnp.concatenate([jnp.zeros_like(done[:1]), done[:-1]], axis=0)
+
+
+class GRUTorso(nn.Module):
+    """One step of ``[..., D] -> Dense(H) -> activation -> GRU(H)``: ``(hidden, obs) -> (hidden, out)``.
+
+    Orthogonal initialisation throughout (QR-free, see :func:`orthogonal`), including the GRU's
+    recurrent kernels, whose flax default would be jax's QR-based initialiser.
+    """
+
+    size: int
+    activation: str = "tanh"
+
+    @nn.compact
+    def __call__(self, hidden, x):
+        x = nn.Dense(self.size, kernel_init=orthogonal(np.sqrt(2.0)),
+                     bias_init=nn.initializers.zeros)(x)
+        x = ACTIVATIONS[self.activation](x)
+        cell = nn.GRUCell(features=self.size, kernel_init=orthogonal(1.0),
+                          recurrent_kernel_init=orthogonal(1.0))
+        return cell(hidden, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecurrentActorCritic(ActorCritic):
+    """An actor-critic with memory: a shared GRU torso under :class:`ActorCritic`'s heads.
+
+    The torso (an embedding layer and a GRU cell of ``gru_size`` units) is shared: its output
+    feeds the actor MLP and the critic MLP (``hidden_sizes``), so one hidden state per
+    environment is carried, and the critic's gradient shapes the memory too. Parameters are
+    ``{"torso": ..., "actor": ..., "critic": ...}``.
+
+    The hidden state is zeroed at episode boundaries: multiplied by ``1 - done`` of the previous
+    step, in the rollout (:func:`reset_memory`) and in the update's unroll (:meth:`unroll`),
+    identically, so recomputed log-probabilities match the rollout's.
+
+    Attributes:
+      gru_size: H, width of the embedding and of the GRU state.
+    """
+
+    gru_size: int = 64
+
+    recurrent: ClassVar[bool] = True
+
+    @property
+    def torso(self) -> nn.Module:
+        return GRUTorso(self.gru_size, self.activation)
+
+    def init(self, key) -> dict:
+        """Parameters ``{"torso": ..., "actor": ..., "critic": ...}``."""
+        k_torso, k_actor, k_critic = jax.random.split(key, 3)
+        obs = self._flat(jnp.zeros((1, *self.obs_shape), jnp.float32))
+        hidden = jnp.zeros((1, self.gru_size), jnp.float32)
+        return {
+            "torso": self.torso.init(k_torso, hidden, obs),
+            "actor": self.actor.init(k_actor, hidden),
+            "critic": self.critic.init(k_critic, hidden),
+        }
+
+    def initial_state(self, num_envs: int) -> jax.Array:
+        """Zeros ``[B, H]``."""
+        return jnp.zeros((num_envs, self.gru_size), jnp.float32)
+
+    def step(self, params, hidden, obs) -> jax.Array:
+        """The next hidden state ``[..., H]`` after ``obs`` ``[..., *obs_shape]`` (no reset)."""
+        hidden, _ = self.torso.apply(params["torso"], hidden, self._flat(obs))
+        return hidden
+
+    def act(self, key, params, hidden, obs):
+        """One rollout step for ``[B, ...]``: ``(hidden, action, log_prob)``."""
+        hidden = self.step(params, hidden, obs)
+        action, log_prob = self.head_distribution(params, hidden).sample_and_log_prob(seed=key)
+        return hidden, action, log_prob
+
+    def unroll(self, params, hidden, obs, resets) -> jax.Array:
+        """Runs the GRU over sequences.
+
+        Args:
+          params: the parameters.
+          hidden: ``[B, H]`` state before the first step.
+          obs: ``[T, B, *obs_shape]`` observations.
+          resets: ``[T, B]`` bool, true where ``obs[t]`` starts an episode (memory zeroed first).
+
+        Returns:
+          ``[T, B, H]``: the state after each step (the heads' input).
+        """
+
+        def body(h, inputs):
+            obs_t, reset_t = inputs
+            h = self.step(params, reset_memory(h, reset_t), obs_t)
+            return h, h
+
+        return jax.lax.scan(body, hidden, (obs, resets))[1]
+
+    def rollout_values(self, params, traj):
+        """``(values, next_values)`` ``[T, B]`` by unrolling from the rollout's initial state.
+
+        ``next_values[t]`` is V of ``final_obs[t]`` after the state of step t (not reset), so a
+        truncated episode bootstraps from its own memory.
+        """
+        done = jnp.logical_or(traj.terminated, traj.truncated)
+        hiddens = self.unroll(params, traj.agent_state[0], traj.obs, episode_starts(done))
+        next_hiddens = self.step(params, hiddens, traj.final_obs)
+        return self.head_value(params, hiddens), self.head_value(params, next_hiddens)
+
+    def evaluate(self, params, minibatch):
+        """Policy and values over whole sequences, env-major as the update's minibatches.
+
+        ``minibatch``: ``obs`` ``[N, T, *obs_shape]``, ``resets`` ``[N, T]`` and
+        ``agent_state`` ``[N, H]`` (each sequence's initial state). Returns
+        ``(distribution, value)`` over ``[N, T]``.
+        """
+        time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+        hiddens = self.unroll(params, minibatch["agent_state"], time_major(minibatch["obs"]),
+                              time_major(minibatch["resets"]))
+        hiddens = time_major(hiddens)
+        return self.head_distribution(params, hiddens), self.head_value(params, hiddens)

@@ -24,6 +24,50 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         "normalize_obs": True,
         "normalize_reward": True,
     },
+    # CueRecall-v0 (recall a cue after 4 blank steps; +1 right, -1 wrong): the GRU policy
+    # answers right on every seed well before 1e5 steps; the feed-forward one cannot see the
+    # cue at the query and stays at chance (0). Same rollout shape for both.
+    ("ppo", "CueRecall-v0"): {
+        "total_timesteps": 100_000,
+        "num_envs": 16,
+        "num_steps": 32,
+    },
+    ("ppo_rnn", "CueRecall-v0"): {
+        "total_timesteps": 100_000,
+        "num_envs": 16,
+        "num_steps": 32,
+        "gru_size": 64,
+    },
+    # A2C, REINFORCE and environment GRPO: their defaults were tuned on these envs (see the
+    # config classes and experiments/learning_curves.py).
+    ("a2c", "CartPole-v1"): {},
+    ("a2c", "Acrobot-v1"): {},
+    ("reinforce", "CartPole-v1"): {"total_timesteps": 1_000_000},
+    ("grpo", "CartPole-v1"): {"total_timesteps": 1_000_000},
+    # TRPO: large rollouts (the natural gradient needs a good Fisher estimate), one
+    # trust-region step per rollout, the critic fitted by Adam over several epochs.
+    ("trpo", "CartPole-v1"): {
+        "num_envs": 16,
+        "num_steps": 256,
+        "max_kl": 0.01,
+    },
+    ("trpo", "Acrobot-v1"): {
+        "num_envs": 16,
+        "num_steps": 256,
+        "max_kl": 0.01,
+    },
+    ("trpo", "Pendulum-v1"): {
+        "total_timesteps": 1_000_000,
+        "num_envs": 32,
+        "num_steps": 128,
+        "max_kl": 0.02,
+        "gamma": 0.95,
+        "gae_lambda": 0.95,
+        "vf_epochs": 10,
+        "vf_minibatches": 32,
+        "normalize_obs": True,
+        "normalize_reward": True,
+    },
 }
 
 

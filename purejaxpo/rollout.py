@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from purejaxpo.networks import reset_memory
 
 
 class Transition(NamedTuple):
@@ -21,6 +23,9 @@ class Transition(NamedTuple):
       final_obs: observation after the step, before any automatic reset: bootstrap from it.
       episode_done, episode_return, episode_length: episode statistics (raw reward units);
         return and length are meaningful where ``episode_done``.
+      agent_state: the policy's memory that step t acted from, already reset at episode starts
+        (``[T, B, H]`` for a GRU; ``()`` for a feed-forward policy). ``agent_state[0]`` is the
+        state at the start of the rollout, from which an update unrolls the whole sequence.
     """
 
     obs: jax.Array
@@ -33,24 +38,38 @@ class Transition(NamedTuple):
     episode_done: jax.Array
     episode_return: jax.Array
     episode_length: jax.Array
+    agent_state: Any = ()
 
 
 class EnvCarry(NamedTuple):
-    """What a rollout carries from one update to the next."""
+    """What a rollout carries from one update to the next.
+
+    Attributes:
+      env_state: the vectorised environments' state.
+      obs: ``[B, *obs_shape]`` current observations.
+      agent_state: the policy's memory for the next step (``policy.initial_state(B)`` at the
+        start of a run; ``()`` for a feed-forward policy).
+    """
 
     env_state: object
-    obs: jax.Array  # [B, *obs_shape]
+    obs: jax.Array
+    agent_state: Any = ()
 
 
 def collect(key, venv, policy, params, carry: EnvCarry, num_steps: int):
     """Runs ``policy`` for ``num_steps`` steps in every environment of ``venv``.
 
+    Feed-forward and recurrent policies share this loop through the policy protocol of
+    :mod:`purejaxpo.networks`: ``policy.act`` takes and returns the memory in
+    ``carry.agent_state``, which is zeroed where an episode ends (``reset_memory``).
+
     Args:
       key: PRNG key.
       venv: a vectorised environment stack (``purejaxpo.envs.make_vec_env``).
-      policy: an :class:`~purejaxpo.networks.ActorCritic` (only its actor is run).
+      policy: an :class:`~purejaxpo.networks.ActorCritic` or
+        :class:`~purejaxpo.networks.RecurrentActorCritic` (only its actor, and torso, run).
       params: the policy's parameters.
-      carry: environment state and current observations.
+      carry: environment state, current observations and the policy's memory.
       num_steps: T, steps per environment (static).
 
     Returns:
@@ -59,8 +78,7 @@ def collect(key, venv, policy, params, carry: EnvCarry, num_steps: int):
 
     def step(carry: EnvCarry, step_key):
         k_act, k_env = jax.random.split(step_key)
-        dist = policy.distribution(params, carry.obs)
-        action, log_prob = dist.sample_and_log_prob(seed=k_act)
+        agent_state, action, log_prob = policy.act(k_act, params, carry.agent_state, carry.obs)
         obs, env_state, reward, terminated, truncated, info = venv.step(
             k_env, carry.env_state, policy.env_action(action)
         )
@@ -75,8 +93,10 @@ def collect(key, venv, policy, params, carry: EnvCarry, num_steps: int):
             episode_done=info["episode_done"],
             episode_return=info["episode_return"],
             episode_length=info["episode_length"],
+            agent_state=carry.agent_state,
         )
-        return EnvCarry(env_state, obs), transition
+        done = jnp.logical_or(terminated, truncated)
+        return EnvCarry(env_state, obs, reset_memory(agent_state, done)), transition
 
     return jax.lax.scan(step, carry, jax.random.split(key, num_steps))
 

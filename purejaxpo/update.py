@@ -28,14 +28,14 @@ def linear_schedule(learning_rate, total_steps: int, steps_per_decay: int = 1, a
 
 def make_optimizer(schedule, max_grad_norm, *, eps: float = 1e-5,
                    kind: str = "adam") -> optax.GradientTransformation:
-    """Global-norm gradient clipping followed by Adam (or RMSProp) with ``schedule``.
+    """Global-norm gradient clipping followed by Adam (or RMSProp, decay 0.99) with ``schedule``.
 
     ``max_grad_norm`` may be traced; so may the values ``schedule`` returns.
     """
     if kind == "adam":
         opt = optax.adam(schedule, eps=eps)
     elif kind == "rmsprop":
-        opt = optax.rmsprop(schedule, eps=eps)
+        opt = optax.rmsprop(schedule, decay=0.99, eps=eps)  # PyTorch / SB3 alpha
     else:
         raise ValueError(f"optimizer kind must be 'adam' or 'rmsprop', got {kind!r}")
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)

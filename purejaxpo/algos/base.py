@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 from purejaxpo import advantages
 from purejaxpo.config import RLConfig
 from purejaxpo.envs import make, make_vec_env
-from purejaxpo.networks import ActorCritic
+from purejaxpo.networks import ActorCritic, RecurrentActorCritic, episode_starts
 from purejaxpo.rollout import EnvCarry, Transition, collect, episode_metrics
 from purejaxpo.update import explained_variance, flatten_time_batch
 
@@ -41,10 +42,19 @@ def build_env(config: RLConfig, gamma):
 
 
 def build_policy(config: RLConfig) -> ActorCritic:
-    """The actor-critic network that fits ``config.env`` (built without tracing anything)."""
+    """The actor-critic network that fits ``config.env`` (built without tracing anything).
+
+    A :class:`~purejaxpo.networks.RecurrentActorCritic` when ``config`` has a ``gru_size``
+    (e.g. ``RecurrentPPOConfig``), a feed-forward :class:`~purejaxpo.networks.ActorCritic`
+    otherwise.
+    """
     env, env_params = make(config.env)
     venv = make_vec_env(env, env_params, 1)
-    return ActorCritic.for_env(venv, config.hidden_sizes, config.activation)
+    policy = ActorCritic.for_env(venv, config.hidden_sizes, config.activation)
+    gru_size = getattr(config, "gru_size", None)
+    if gru_size is None:
+        return policy
+    return RecurrentActorCritic(**dataclasses.asdict(policy), gru_size=gru_size)
 
 
 def scan_updates(update: Callable, carry, num_updates: int,
@@ -87,6 +97,26 @@ class Rollout(NamedTuple):
             "values": self.values, "advantages": self.advantages, "targets": self.targets,
         })
 
+    def sequence_batch(self) -> dict[str, Any]:
+        """The same fields as whole sequences, env-major, for recurrent policies.
+
+        Returns ``[B, T, ...]`` fields (minibatches then split the env axis and keep time
+        intact), ``resets`` ``[B, T]`` (true where step t starts an episode) and
+        ``agent_state`` (each sequence's initial memory, ``[B, H]``).
+        """
+        done = jnp.logical_or(self.traj.terminated, self.traj.truncated)
+        seqs = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), {
+            "obs": self.traj.obs, "action": self.traj.action, "log_prob": self.traj.log_prob,
+            "values": self.values, "advantages": self.advantages, "targets": self.targets,
+            "resets": episode_starts(done),
+        })
+        seqs["agent_state"] = jax.tree_util.tree_map(lambda x: x[0], self.traj.agent_state)
+        return seqs
+
+    def batch(self, policy) -> dict[str, Any]:
+        """:meth:`sequence_batch` for a recurrent ``policy``, :meth:`flat_batch` otherwise."""
+        return self.sequence_batch() if policy.recurrent else self.flat_batch()
+
 
 def on_policy_train(config: RLConfig, hp, policy: ActorCritic, tx, learn: Callable, *,
                     key, gae_lambda, use_critic: bool = True, lr_schedule: Callable | None = None,
@@ -96,7 +126,8 @@ def on_policy_train(config: RLConfig, hp, policy: ActorCritic, tx, learn: Callab
     Args:
       config: shapes (``num_envs``, ``num_steps``, ``num_updates``) and the env.
       hp: traced hyperparameters; ``hp["gamma"]`` is used here.
-      policy: the actor-critic.
+      policy: the actor-critic (feed-forward or recurrent: any policy with the protocol of
+        :mod:`purejaxpo.networks`).
       tx: the optax optimiser whose state ``learn`` carries.
       learn: ``learn(key, params, opt_state, rollout: Rollout) -> (params, opt_state, metrics)``,
         the algorithm's own part; ``metrics`` is a dict of scalars.
@@ -115,20 +146,22 @@ def on_policy_train(config: RLConfig, hp, policy: ActorCritic, tx, learn: Callab
     key, k_params, k_env = jax.random.split(key, 3)
     params = policy.init(k_params)
     obs, env_state = venv.reset(k_env)
-    carry = (params, tx.init(params), EnvCarry(env_state, obs), key, jnp.zeros((), jnp.int32))
+    env_carry = EnvCarry(env_state, obs, policy.initial_state(config.num_envs))
+    carry = (params, tx.init(params), env_carry, key, jnp.zeros((), jnp.int32))
 
-    def critic(params, obs):
+    def critic(params, traj):
         if use_critic:
-            return policy.value(params, obs)
-        return jnp.zeros(obs.shape[:2], jnp.float32)
+            return policy.rollout_values(params, traj)  # V(obs_t), V(final_obs_t)
+        zeros = jnp.zeros(traj.reward.shape, jnp.float32)
+        return zeros, zeros
 
     def update(carry):
         params, opt_state, env_carry, key, index = carry
         key, k_roll, k_learn = jax.random.split(key, 3)
         env_carry, traj = collect(k_roll, venv, policy, params, env_carry, config.num_steps)
-        values = critic(params, traj.obs)
+        values, next_values = critic(params, traj)
         adv, targets = advantages.gae(
-            traj.reward, values, critic(params, traj.final_obs), traj.terminated,
+            traj.reward, values, next_values, traj.terminated,
             traj.truncated, hp["gamma"], gae_lambda,
         )
         rollout = Rollout(traj, values, adv, targets)

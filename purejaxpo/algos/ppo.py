@@ -83,13 +83,16 @@ class PPOConfig(RLConfig):
 
 
 def ppo_loss(policy, hp: Mapping[str, Any], config: PPOConfig):
-    """``loss(params, minibatch) -> (loss, metrics)`` for one minibatch ``[N]``."""
+    """``loss(params, minibatch) -> (loss, metrics)`` for one minibatch.
+
+    The minibatch is ``[N]`` transitions, or ``[N, T]`` whole sequences for a recurrent policy
+    (``policy.evaluate`` unrolls them); every mean is over all its elements.
+    """
 
     def loss(params, mb):
-        dist = policy.distribution(params, mb["obs"])
+        dist, value = policy.evaluate(params, mb)
         log_prob = dist.log_prob(mb["action"])
         entropy = dist.entropy()
-        value = policy.value(params, mb["obs"])
         adv = mb["advantages"]
         if config.normalize_advantages:
             adv = advantages.normalize(adv)
@@ -142,7 +145,7 @@ def make_train(config: PPOConfig, *, progress: Callable[[int], None] | None = No
 
         def learn(key, params, opt_state, rollout):
             (params, opt_state), metrics = run_epochs(
-                key, (params, opt_state), rollout.flat_batch(), step_fn,
+                key, (params, opt_state), rollout.batch(policy), step_fn,
                 num_epochs=config.num_epochs, num_minibatches=config.num_minibatches,
             )
             return params, opt_state, {k: jnp.mean(v) for k, v in metrics.items()}
