@@ -31,6 +31,7 @@ from purejaxpo.algos import ALGORITHMS
 from purejaxpo.cli import device_description
 from purejaxpo.metrics import final_return
 from purejaxpo.presets import preset
+from purejaxpo.timing import compile_and_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,12 +73,7 @@ def run_one(algo, env, seeds, steps, seed=0):
     config = preset(algo, env, total_timesteps=steps)
     train = ALGORITHMS[algo][1](config)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
-    start = time.perf_counter()
-    compiled = jax.jit(jax.vmap(train)).lower(keys).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    result = jax.block_until_ready(compiled(keys))
-    run_s = time.perf_counter() - start
+    result, compile_s, run_s = compile_and_run(jax.vmap(train), keys)
     metrics = jax.tree_util.tree_map(np.asarray, result.metrics)
     finals = final_return(metrics)
     x, curves = binned_curve(metrics, config.batch_size)

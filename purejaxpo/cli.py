@@ -18,7 +18,6 @@ import json
 import math
 import os
 import sys
-import time
 import types
 import typing
 from typing import Any
@@ -142,6 +141,7 @@ def cmd_train(args) -> int:
 
     from purejaxpo.algos import ALGORITHMS
     from purejaxpo.metrics import final_return
+    from purejaxpo.timing import compile_and_run
 
     _, make_train = ALGORITHMS[args.algo]
     progress = _Progress(config.num_updates, f"{args.algo} {config.env}", args.progress)
@@ -153,12 +153,7 @@ def cmd_train(args) -> int:
         f"{device_description()}",
         flush=True,
     )
-    start = time.perf_counter()
-    compiled = jax.jit(jax.vmap(train)).lower(keys).compile()
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    result = jax.block_until_ready(compiled(keys))
-    run_s = time.perf_counter() - start
+    result, compile_s, run_s = compile_and_run(jax.vmap(train), keys)
     progress.close()
 
     metrics = jax.tree_util.tree_map(np.asarray, result.metrics)
