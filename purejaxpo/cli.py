@@ -2,6 +2,10 @@
 
     purejaxpo train ppo --env CartPole-v1 --seeds 16 --total-timesteps 500000 --json out.json
     purejaxpo train ppo --env Pendulum-v1 --set learning_rate=1e-3 --set hidden_sizes=64,64
+    purejaxpo sweep ppo --env CartPole-v1 --grid lr=1e-4,3e-4,1e-3 --grid clip_eps=0.1,0.2 --seeds 8
+    purejaxpo train ppo --seeds 8 --checkpoint-dir ck --checkpoint-every 50 --log out.csv [--resume]
+    purejaxpo eval ck --episodes 20 --greedy
+    purejaxpo plot out.json --out curves.png
     purejaxpo envs
 
 ``train`` runs every seed in one ``jax.jit(jax.vmap(train))`` program, prints each seed's
@@ -115,9 +119,10 @@ class _Progress:
             self.bar = tqdm(total=total, desc=desc, unit="upd", file=sys.stderr, leave=False,
                             mininterval=0.5)
         self.done = 0
+        self.offset = 0  # updates done before the current chunk (checkpointed runs)
 
     def __call__(self, updates_done) -> None:
-        n = int(updates_done)
+        n = self.offset + int(updates_done)
         if self.bar is not None and n > self.done:
             self.bar.update(n - self.done)
             self.done = n
@@ -132,6 +137,7 @@ def cmd_train(args) -> int:
         config = build_config(args.algo, args)
         if args.seeds < 1:
             raise ValueError(f"--seeds={args.seeds} is invalid: must be an integer >= 1")
+        check_checkpoint_args(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -153,10 +159,24 @@ def cmd_train(args) -> int:
         f"{device_description()}",
         flush=True,
     )
-    result, compile_s, run_s = compile_and_run(jax.vmap(train), keys)
-    progress.close()
+    if args.checkpoint_dir is None:
+        result, compile_s, run_s = compile_and_run(jax.vmap(train), keys)
+        progress.close()
+        metrics = jax.tree_util.tree_map(np.asarray, result.metrics)
+        if args.log:
+            from purejaxpo.logs import write_log
 
-    metrics = jax.tree_util.tree_map(np.asarray, result.metrics)
+            write_log(args.log, metrics, config.batch_size)
+    else:
+        try:
+            metrics, compile_s, run_s = _train_with_checkpoints(args, config, train, keys, progress)
+        except ValueError as err:
+            progress.close()
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        progress.close()
+    if args.log:
+        print(f"wrote {args.log}")
     finals = final_return(metrics)
     env_steps = args.seeds * config.num_updates * config.batch_size
     steps_per_s = env_steps / run_s
@@ -195,6 +215,121 @@ def cmd_train(args) -> int:
     return 0
 
 
+def check_checkpoint_args(args) -> None:
+    """ValueError naming the flag for bad ``--checkpoint-dir/--checkpoint-every/--resume/--log``."""
+    every = getattr(args, "checkpoint_every", None)
+    directory = getattr(args, "checkpoint_dir", None)
+    if every is not None and every < 1:
+        raise ValueError(f"--checkpoint-every={every} is invalid: must be an integer >= 1")
+    if every is not None and directory is None:
+        raise ValueError("--checkpoint-every needs --checkpoint-dir")
+    if getattr(args, "resume", False) and directory is None:
+        raise ValueError("--resume needs --checkpoint-dir")
+    if directory is not None and os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(f"--checkpoint-dir={directory!r} is invalid: not a directory")
+    if getattr(args, "log", None):
+        from purejaxpo.logs import check_log_path
+
+        check_log_path(args.log)
+
+
+def _train_with_checkpoints(args, config, train, keys, progress):
+    """The seeds' run in chunks of ``--checkpoint-every`` updates, saved after each chunk.
+
+    Returns ``(metrics, compile_s, run_s)``; compile time is included in ``run_s`` here
+    (``compile_s`` is 0), as chunks compile lazily.
+    """
+    import time
+
+    import jax
+
+    from purejaxpo import checkpoint
+
+    every = args.checkpoint_every or config.num_updates
+    meta = checkpoint.describe(args.algo, config, batch_shape=[args.seeds], seeds=args.seeds,
+                               seed=args.seed)
+    writer = None
+    if args.log:
+        from purejaxpo.logs import LogWriter
+
+        writer = LogWriter(args.log)
+
+    def on_chunk(start, stop, chunk):
+        progress.offset = stop
+        if writer is not None:
+            writer.write(chunk, config.batch_size, start=start)
+        if start > 0 or stop < config.num_updates:
+            print(f"  checkpoint at update {stop}/{config.num_updates}", file=sys.stderr,
+                  flush=True)
+
+    start = time.perf_counter()
+    _, metrics = checkpoint.run_with_checkpoints(
+        lambda: jax.vmap(train.init)(keys), checkpoint.batched_run(train.run),
+        config.num_updates, every=every, directory=args.checkpoint_dir, resume=args.resume,
+        meta=meta, on_chunk=on_chunk,
+    )
+    return metrics, 0.0, time.perf_counter() - start
+
+
+def cmd_eval(args) -> int:
+    try:
+        if args.episodes < 1:
+            raise ValueError(f"--episodes={args.episodes} is invalid: must be an integer >= 1")
+        from purejaxpo import checkpoint
+
+        try:
+            ckpt = checkpoint.load(args.checkpoint, args.step)
+        except FileNotFoundError as err:
+            raise ValueError(f"CHECKPOINT: {err}") from None
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    import jax
+    import numpy as np
+
+    returns, finished = checkpoint.evaluate_checkpoint(
+        ckpt, jax.random.PRNGKey(args.seed), num_episodes=args.episodes, greedy=args.greedy)
+    policy = "greedy" if args.greedy else "stochastic"
+    print(f"purejaxpo eval {ckpt.algo} on {ckpt.config.env} from {args.checkpoint} "
+          f"(update {ckpt.step}/{ckpt.config.num_updates}), {args.episodes} episode(s) per run, "
+          f"{policy} policy")
+    per_run = []
+    for i, (r, f) in enumerate(zip(returns, finished)):
+        per_run.append({"run": i, "mean_return": float(np.mean(r)), "std_return": float(np.std(r)),
+                        "returns": [float(v) for v in r], "finished": int(np.sum(f))})
+        print(f"  seed {i:3d}  mean_return {np.mean(r):9.2f}  std {np.std(r):8.2f}")
+    mean, std = float(np.mean(returns)), float(np.std(returns))
+    print(f"mean return {mean:.2f}, std {std:.2f} over {returns.size} episode(s)")
+    if args.json:
+        out = {"checkpoint": os.path.abspath(args.checkpoint), "algo": ckpt.algo,
+               "env": ckpt.config.env, "step": ckpt.step, "episodes": args.episodes,
+               "seed": args.seed, "greedy": args.greedy, "mean_return": mean,
+               "std_return": std, "runs": per_run, "config": ckpt.config.to_dict()}
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from purejaxpo import plot
+
+    try:
+        if not args.out.lower().endswith(".png"):
+            raise ValueError(f"--out={args.out!r} is invalid: must end in .png")
+        for path in args.results:
+            if not os.path.isfile(path):
+                raise ValueError(f"RESULTS {path!r} is invalid: no such file")
+        drawn = plot.plot_files(args.results, args.out)
+    except (ValueError, KeyError, json.JSONDecodeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out} ({drawn} plot)")
+    return 0
+
+
 def cmd_envs(args) -> int:
     from purejaxpo.envs import env_names
 
@@ -221,10 +356,36 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", metavar="PATH", help="write results and the full config here")
     train.add_argument("--no-progress", dest="progress", action="store_false",
                        help="no progress bar")
+    train.add_argument("--checkpoint-dir", metavar="DIR", default=None,
+                       help="save the whole training state (all seeds) here with orbax")
+    train.add_argument("--checkpoint-every", metavar="N", type=int, default=None,
+                       help="updates between checkpoints (default: one at the end)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue from the latest complete checkpoint in --checkpoint-dir")
+    train.add_argument("--log", metavar="PATH",
+                       help="write every metric, one row per update per seed (.csv or .jsonl)")
     train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate the policy saved in a checkpoint directory")
+    ev.add_argument("checkpoint", metavar="CHECKPOINT", help="a --checkpoint-dir of train")
+    ev.add_argument("--episodes", type=int, default=10, help="episodes per seed (default 10)")
+    ev.add_argument("--seed", type=int, default=0, help="PRNG seed of the evaluation")
+    ev.add_argument("--greedy", action="store_true", help="act with the mode, not a sample")
+    ev.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
+    ev.add_argument("--json", metavar="PATH", help="write the returns here")
+    ev.set_defaults(func=cmd_eval)
+
+    pl = sub.add_parser("plot", help="learning curves (train JSON) or a sweep view (sweep JSON)")
+    pl.add_argument("results", metavar="RESULTS", nargs="+", help="train or sweep --json files")
+    pl.add_argument("--out", required=True, metavar="FILE.png", help="where to write the figure")
+    pl.set_defaults(func=cmd_plot)
 
     envs = sub.add_parser("envs", help="list the environment names")
     envs.set_defaults(func=cmd_envs)
+
+    from purejaxpo.sweep import add_cli_parser
+
+    add_cli_parser(sub)  # purejaxpo sweep ALGO --grid lr=1e-4,3e-4 --seeds 8
     return parser
 
 

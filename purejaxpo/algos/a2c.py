@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from purejaxpo import advantages, losses
-from purejaxpo.algos.base import TrainResult, build_policy, on_policy_train
+from purejaxpo.algos.base import OnPolicySetup, as_train, build_policy, on_policy_program
 from purejaxpo.config import RLConfig, _fail, check_bool, check_float
 from purejaxpo.update import gradient_step, linear_schedule, make_optimizer
 
@@ -103,8 +103,7 @@ def make_single_step_train(config: RLConfig, loss_fn: Callable, *, gae_lambda_ke
     """
     policy = build_policy(config)
 
-    def train(key, hyperparams: Mapping[str, Any] | None = None) -> TrainResult:
-        hp = config.complete_hyperparams(hyperparams)
+    def setup(hp: Mapping[str, Any]) -> OnPolicySetup:
         schedule = linear_schedule(hp["learning_rate"], config.num_updates, 1, config.anneal_lr)
         tx = make_optimizer(schedule, hp["max_grad_norm"], eps=optimizer_eps, kind=optimizer)
         step_fn = gradient_step(loss_fn(policy, hp), tx)
@@ -113,13 +112,10 @@ def make_single_step_train(config: RLConfig, loss_fn: Callable, *, gae_lambda_ke
             (params, opt_state), metrics = step_fn((params, opt_state), rollout.flat_batch())
             return params, opt_state, metrics
 
-        return on_policy_train(
-            config, hp, policy, tx, learn, key=key,
-            gae_lambda=1.0 if gae_lambda_key is None else hp[gae_lambda_key],
-            use_critic=use_critic, lr_schedule=schedule, progress=progress,
-        )
+        return OnPolicySetup(tx, learn, 1.0 if gae_lambda_key is None else hp[gae_lambda_key],
+                             use_critic=use_critic, lr_schedule=schedule)
 
-    return train
+    return as_train(on_policy_program(config, policy, setup, progress=progress))
 
 
 def make_train(config: A2CConfig, *, progress: Callable[[int], None] | None = None):

@@ -118,60 +118,179 @@ class Rollout(NamedTuple):
         return self.sequence_batch() if policy.recurrent else self.flat_batch()
 
 
-def on_policy_train(config: RLConfig, hp, policy: ActorCritic, tx, learn: Callable, *,
-                    key, gae_lambda, use_critic: bool = True, lr_schedule: Callable | None = None,
-                    progress: Callable[[int], None] | None = None) -> TrainResult:
-    """The run every on-policy algorithm shares: rollout, values, GAE, ``learn``, repeated.
+class TrainState(NamedTuple):
+    """Everything a run carries from one update to the next: what a checkpoint saves.
 
-    Args:
-      config: shapes (``num_envs``, ``num_steps``, ``num_updates``) and the env.
-      hp: traced hyperparameters; ``hp["gamma"]`` is used here.
-      policy: the actor-critic (feed-forward or recurrent: any policy with the protocol of
-        :mod:`purejaxpo.networks`).
+    ``init(key, hyperparams) -> TrainState`` and ``run(state, num_updates) -> (state,
+    metrics)`` (see :class:`Program`) are pure and jit-able; under ``jax.vmap`` every leaf gets
+    a leading batch axis.
+
+    Attributes:
+      params: network parameters.
+      opt_state: the optimiser's state.
+      env: the environments' carry (:class:`~purejaxpo.rollout.EnvCarry`: env state with any
+        normaliser statistics, current observations, the policy's memory); ``()`` for an
+        algorithm that resets its environments every update (GRPO).
+      key: the run's PRNG key for the next update.
+      update: int32, updates done so far.
+      hyperparams: the complete sweepable settings (float32 scalars) the run uses.
+      extra: algorithm-specific state (GRPO: the reference parameters); ``()`` when none.
+    """
+
+    params: Any
+    opt_state: Any
+    env: Any
+    key: jax.Array
+    update: jax.Array
+    hyperparams: dict[str, jax.Array]
+    extra: Any = ()
+
+
+class Program(NamedTuple):
+    """A training run in two pure pieces, so it can be checkpointed and resumed.
+
+    Attributes:
+      init: ``init(key, hyperparams=None) -> TrainState`` (missing hyperparameters are filled
+        from the config).
+      run: ``run(state, num_updates) -> (state, metrics)``, ``num_updates`` static; metrics
+        ``[num_updates]``. ``run(run(s, a)[0], b)`` continues exactly as ``run(s, a + b)``.
+      num_updates: updates of a whole run (``config.num_updates``).
+    """
+
+    init: Callable
+    run: Callable
+    num_updates: int
+
+    def train(self, key, hyperparams=None) -> TrainResult:
+        """The whole run: ``run(init(key, hyperparams), num_updates)``."""
+        state, metrics = self.run(self.init(key, hyperparams), self.num_updates)
+        return TrainResult(state.params, metrics)
+
+
+def as_train(program: Program) -> Callable:
+    """``train(key, hyperparams=None) -> TrainResult`` for ``program``.
+
+    The function also carries the pieces: ``train.init``, ``train.run`` and ``train.program``.
+    """
+
+    def train(key, hyperparams=None) -> TrainResult:
+        return program.train(key, hyperparams)
+
+    train.init = program.init
+    train.run = program.run
+    train.program = program
+    return train
+
+
+def run_updates(update: Callable, state: TrainState, num_updates: int,
+                progress: Callable[[int], None] | None = None):
+    """Scans ``update(state) -> (state, metrics)`` over ``num_updates`` updates.
+
+    The hyperparameters are not carried through the scan (``update`` closes over them), so a
+    whole run traced with constant hyperparameters compiles exactly as before the split.
+    """
+    hp = state.hyperparams
+    carry, metrics = scan_updates(update, state._replace(hyperparams=()), num_updates, progress)
+    return carry._replace(hyperparams=hp), metrics
+
+
+class OnPolicySetup(NamedTuple):
+    """An algorithm's part of :func:`on_policy_program`, built from the hyperparameters.
+
+    Attributes:
       tx: the optax optimiser whose state ``learn`` carries.
-      learn: ``learn(key, params, opt_state, rollout: Rollout) -> (params, opt_state, metrics)``,
-        the algorithm's own part; ``metrics`` is a dict of scalars.
-      key: PRNG key of the run.
+      learn: ``learn(key, params, opt_state, rollout: Rollout) -> (params, opt_state,
+        metrics)``; ``metrics`` is a dict of scalars.
       gae_lambda: GAE lambda (may be traced).
       use_critic: compute values and bootstrap from them; without it values are zeros, so the
         advantages are plain discounted returns, cut at the end of the rollout.
       lr_schedule: ``update_index -> learning rate``, reported as the ``learning_rate`` metric.
-      progress: host callback after every update (see :func:`scan_updates`).
+    """
+
+    tx: Any
+    learn: Callable
+    gae_lambda: Any
+    use_critic: bool = True
+    lr_schedule: Callable | None = None
+
+
+def on_policy_program(config: RLConfig, policy: ActorCritic,
+                      setup: Callable[[dict], OnPolicySetup], *,
+                      progress: Callable[[int], None] | None = None) -> Program:
+    """The run every on-policy algorithm shares, as ``init`` and ``run`` pieces.
+
+    Each update: rollout, values, GAE, the algorithm's ``learn``.
+
+    Args:
+      config: shapes (``num_envs``, ``num_steps``, ``num_updates``) and the env.
+      policy: the actor-critic (feed-forward or recurrent: any policy with the protocol of
+        :mod:`purejaxpo.networks`).
+      setup: ``setup(hp) -> OnPolicySetup`` from the complete traced hyperparameters
+        (``hp["gamma"]`` is used here too).
+      progress: host callback after every update (see :func:`scan_updates`), with the count of
+        updates done in the current ``run`` call.
 
     Returns:
-      final parameters and metrics ``[num_updates]``: ``learn``'s, the episode statistics,
-      ``explained_variance`` and ``learning_rate``.
+      a :class:`Program`; its metrics ``[num_updates]`` are ``learn``'s, the episode
+      statistics, ``explained_variance`` and ``learning_rate``.
     """
-    venv = build_env(config, hp["gamma"])
-    key, k_params, k_env = jax.random.split(key, 3)
-    params = policy.init(k_params)
-    obs, env_state = venv.reset(k_env)
-    env_carry = EnvCarry(env_state, obs, policy.initial_state(config.num_envs))
-    carry = (params, tx.init(params), env_carry, key, jnp.zeros((), jnp.int32))
 
-    def critic(params, traj):
-        if use_critic:
-            return policy.rollout_values(params, traj)  # V(obs_t), V(final_obs_t)
-        zeros = jnp.zeros(traj.reward.shape, jnp.float32)
-        return zeros, zeros
+    def init(key, hyperparams=None) -> TrainState:
+        hp = config.complete_hyperparams(hyperparams)
+        parts = setup(hp)
+        venv = build_env(config, hp["gamma"])
+        key, k_params, k_env = jax.random.split(key, 3)
+        params = policy.init(k_params)
+        obs, env_state = venv.reset(k_env)
+        env_carry = EnvCarry(env_state, obs, policy.initial_state(config.num_envs))
+        return TrainState(params, parts.tx.init(params), env_carry, key,
+                          jnp.zeros((), jnp.int32), hp)
 
-    def update(carry):
-        params, opt_state, env_carry, key, index = carry
-        key, k_roll, k_learn = jax.random.split(key, 3)
-        env_carry, traj = collect(k_roll, venv, policy, params, env_carry, config.num_steps)
-        values, next_values = critic(params, traj)
-        adv, targets = advantages.gae(
-            traj.reward, values, next_values, traj.terminated,
-            traj.truncated, hp["gamma"], gae_lambda,
-        )
-        rollout = Rollout(traj, values, adv, targets)
-        params, opt_state, metrics = learn(k_learn, params, opt_state, rollout)
-        metrics = dict(metrics)
-        metrics.update(episode_metrics(traj))
-        metrics["explained_variance"] = explained_variance(values, targets)
-        if lr_schedule is not None:
-            metrics["learning_rate"] = lr_schedule(index)
-        return (params, opt_state, env_carry, key, index + 1), metrics
+    def run(state: TrainState, num_updates: int):
+        hp = state.hyperparams
+        parts = setup(hp)
+        venv = build_env(config, hp["gamma"])
 
-    (params, *_), metrics = scan_updates(update, carry, config.num_updates, progress)
-    return TrainResult(params, metrics)
+        def critic(params, traj):
+            if parts.use_critic:
+                return policy.rollout_values(params, traj)  # V(obs_t), V(final_obs_t)
+            zeros = jnp.zeros(traj.reward.shape, jnp.float32)
+            return zeros, zeros
+
+        def update(state: TrainState):
+            key, k_roll, k_learn = jax.random.split(state.key, 3)
+            params = state.params
+            env_carry, traj = collect(k_roll, venv, policy, params, state.env, config.num_steps)
+            values, next_values = critic(params, traj)
+            adv, targets = advantages.gae(
+                traj.reward, values, next_values, traj.terminated,
+                traj.truncated, hp["gamma"], parts.gae_lambda,
+            )
+            rollout = Rollout(traj, values, adv, targets)
+            params, opt_state, metrics = parts.learn(k_learn, params, state.opt_state, rollout)
+            metrics = dict(metrics)
+            metrics.update(episode_metrics(traj))
+            metrics["explained_variance"] = explained_variance(values, targets)
+            if parts.lr_schedule is not None:
+                metrics["learning_rate"] = parts.lr_schedule(state.update)
+            return state._replace(params=params, opt_state=opt_state, env=env_carry, key=key,
+                                  update=state.update + 1), metrics
+
+        return run_updates(update, state, num_updates, progress)
+
+    return Program(init, run, config.num_updates)
+
+
+def on_policy_train(config: RLConfig, hp, policy: ActorCritic, tx, learn: Callable, *,
+                    key, gae_lambda, use_critic: bool = True, lr_schedule: Callable | None = None,
+                    progress: Callable[[int], None] | None = None) -> TrainResult:
+    """The whole shared run in one call (:func:`on_policy_program` with a fixed setup).
+
+    ``hp`` are the traced hyperparameters, ``tx``, ``learn``, ``gae_lambda``, ``use_critic``
+    and ``lr_schedule`` as in :class:`OnPolicySetup`.
+
+    Returns:
+      final parameters and metrics ``[num_updates]``.
+    """
+    parts = OnPolicySetup(tx, learn, gae_lambda, use_critic, lr_schedule)
+    return on_policy_program(config, policy, lambda _: parts, progress=progress).train(key, hp)

@@ -26,7 +26,14 @@ import jax
 import jax.numpy as jnp
 
 from purejaxpo import advantages, losses
-from purejaxpo.algos.base import TrainResult, build_env, build_policy, scan_updates
+from purejaxpo.algos.base import (
+    Program,
+    TrainState,
+    as_train,
+    build_env,
+    build_policy,
+    run_updates,
+)
 from purejaxpo.config import RLConfig, _fail, check_bool, check_float, check_int
 from purejaxpo.rollout import EnvCarry, collect
 from purejaxpo.update import (
@@ -163,20 +170,29 @@ def make_train(config: GRPOConfig, *, progress: Callable[[int], None] | None = N
     steps_per_update = config.num_epochs * config.num_minibatches
     num_groups = config.num_envs // config.group_size
 
-    def train(key, hyperparams: Mapping[str, Any] | None = None) -> TrainResult:
-        hp = config.complete_hyperparams(hyperparams)
-        venv = build_env(config, hp["gamma"])
+    def optimizer(hp):
         schedule = linear_schedule(hp["learning_rate"], config.num_updates, steps_per_update,
                                    config.anneal_lr)
-        tx = make_optimizer(schedule, hp["max_grad_norm"], eps=config.adam_eps)
-        step_fn = gradient_step(grpo_loss(policy, hp), tx)
+        return schedule, make_optimizer(schedule, hp["max_grad_norm"], eps=config.adam_eps)
 
+    def init(key, hyperparams: Mapping[str, Any] | None = None) -> TrainState:
+        hp = config.complete_hyperparams(hyperparams)
+        _, tx = optimizer(hp)
         key, k_params = jax.random.split(key)
         params = policy.init(k_params)
-        carry = (params, params, tx.init(params), key, jnp.zeros((), jnp.int32))
+        # No env carry: every update resets the environments. ``extra`` holds the reference.
+        return TrainState(params, tx.init(params), (), key, jnp.zeros((), jnp.int32), hp,
+                          extra=params)
 
-        def update(carry):
-            params, ref_params, opt_state, key, index = carry
+    def run(state: TrainState, num_updates: int):
+        hp = state.hyperparams
+        venv = build_env(config, hp["gamma"])
+        schedule, tx = optimizer(hp)
+        step_fn = gradient_step(grpo_loss(policy, hp), tx)
+
+        def update(state: TrainState):
+            params, ref_params, opt_state, key, index = (
+                state.params, state.extra, state.opt_state, state.key, state.update)
             if config.ref_update_every > 0:
                 refresh = index % config.ref_update_every == 0
                 ref_params = jax.tree_util.tree_map(
@@ -214,9 +230,9 @@ def make_train(config: GRPOConfig, *, progress: Callable[[int], None] | None = N
                     jnp.all(group_returns == group_returns[:, :1], axis=1).astype(jnp.float32)),
                 "learning_rate": schedule(index * steps_per_update),
             })
-            return (params, ref_params, opt_state, key, index + 1), metrics
+            return state._replace(params=params, extra=ref_params, opt_state=opt_state, key=key,
+                                  update=index + 1), metrics
 
-        (params, *_), metrics = scan_updates(update, carry, config.num_updates, progress)
-        return TrainResult(params, metrics)
+        return run_updates(update, state, num_updates, progress)
 
-    return train
+    return as_train(Program(init, run, config.num_updates))

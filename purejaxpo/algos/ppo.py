@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from purejaxpo import advantages, losses
-from purejaxpo.algos.base import TrainResult, build_policy, on_policy_train
+from purejaxpo.algos.base import OnPolicySetup, as_train, build_policy, on_policy_program
 from purejaxpo.config import RLConfig, _fail, check_bool, check_float, check_int
 from purejaxpo.update import gradient_step, linear_schedule, make_optimizer, run_epochs
 
@@ -124,6 +124,8 @@ def make_train(config: PPOConfig, *, progress: Callable[[int], None] | None = No
     ``hyperparams`` is a dict of sweepable settings (``config.hyperparams()`` when None; missing
     names are filled from ``config``). Both arguments can be batched with ``jax.vmap``.
     ``progress(updates_done)`` is called on the host after every update when given.
+    ``train.init(key, hyperparams)`` and ``train.run(state, num_updates)`` are the run in two
+    pieces (:class:`~purejaxpo.algos.base.Program`), for checkpointing and resuming.
 
     Metrics (each ``[num_updates]``): ``episode_return``, ``episode_length`` (mean over the
     episodes completed in that update's rollout, NaN if none), ``episode_return_sum``,
@@ -136,8 +138,7 @@ def make_train(config: PPOConfig, *, progress: Callable[[int], None] | None = No
     policy = build_policy(config)
     steps_per_update = config.num_epochs * config.num_minibatches
 
-    def train(key, hyperparams: Mapping[str, Any] | None = None) -> TrainResult:
-        hp = config.complete_hyperparams(hyperparams)
+    def setup(hp: Mapping[str, Any]) -> OnPolicySetup:
         schedule = linear_schedule(hp["learning_rate"], config.num_updates, steps_per_update,
                                    config.anneal_lr)
         tx = make_optimizer(schedule, hp["max_grad_norm"], eps=config.adam_eps)
@@ -150,9 +151,7 @@ def make_train(config: PPOConfig, *, progress: Callable[[int], None] | None = No
             )
             return params, opt_state, {k: jnp.mean(v) for k, v in metrics.items()}
 
-        return on_policy_train(
-            config, hp, policy, tx, learn, key=key, gae_lambda=hp["gae_lambda"],
-            lr_schedule=lambda i: schedule(i * steps_per_update), progress=progress,
-        )
+        return OnPolicySetup(tx, learn, hp["gae_lambda"],
+                             lr_schedule=lambda i: schedule(i * steps_per_update))
 
-    return train
+    return as_train(on_policy_program(config, policy, setup, progress=progress))

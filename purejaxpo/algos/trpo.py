@@ -11,7 +11,7 @@ Each update collects a rollout ``[T, B]``, computes GAE with the critic, and the
    ``vf_minibatches`` shuffled minibatches (the shared :func:`~purejaxpo.update.run_epochs`).
 
 The run is one ``train(key, hyperparams)`` built on the shared
-:func:`~purejaxpo.algos.base.on_policy_train`, so::
+:func:`~purejaxpo.algos.base.on_policy_program`, so::
 
     train = make_train(TRPOConfig(env="CartPole-v1"))
     result = jax.jit(jax.vmap(train))(jax.random.split(key, 8))        # 8 seeds, one compile
@@ -33,7 +33,13 @@ import jax.numpy as jnp
 import optax
 
 from purejaxpo import advantages, losses, trust_region
-from purejaxpo.algos.base import Rollout, TrainResult, build_policy, on_policy_train
+from purejaxpo.algos.base import (
+    OnPolicySetup,
+    Rollout,
+    as_train,
+    build_policy,
+    on_policy_program,
+)
 from purejaxpo.config import RLConfig, _fail, check_bool, check_float, check_int
 from purejaxpo.update import gradient_step, linear_schedule, make_optimizer, run_epochs
 
@@ -187,8 +193,7 @@ def make_train(config: TRPOConfig, *, progress: Callable[[int], None] | None = N
     policy = build_policy(config)
     vf_steps_per_update = config.vf_epochs * config.vf_minibatches
 
-    def train(key, hyperparams: Mapping[str, Any] | None = None) -> TrainResult:
-        hp = config.complete_hyperparams(hyperparams)
+    def setup(hp: Mapping[str, Any]) -> OnPolicySetup:
         schedule = linear_schedule(hp["learning_rate"], config.num_updates, vf_steps_per_update,
                                    config.anneal_lr)
         # One optimiser state over both networks, but only the critic is ever moved by it: the
@@ -210,9 +215,7 @@ def make_train(config: TRPOConfig, *, progress: Callable[[int], None] | None = N
             metrics.update({k: jnp.mean(v) for k, v in vf_metrics.items()})
             return params, opt_state, metrics
 
-        return on_policy_train(
-            config, hp, policy, tx, learn, key=key, gae_lambda=hp["gae_lambda"],
-            lr_schedule=lambda i: schedule(i * vf_steps_per_update), progress=progress,
-        )
+        return OnPolicySetup(tx, learn, hp["gae_lambda"],
+                             lr_schedule=lambda i: schedule(i * vf_steps_per_update))
 
-    return train
+    return as_train(on_policy_program(config, policy, setup, progress=progress))

@@ -1,0 +1,199 @@
+"""Checkpoints: bitwise-exact resume, no corruption when killed mid-save, eval from disk alone."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from purejaxpo import checkpoint as ck
+from purejaxpo import cli
+from purejaxpo.algos import ALGORITHMS
+
+TINY = {
+    "ppo": dict(total_timesteps=2048, num_envs=4, num_steps=32, num_minibatches=2, num_epochs=1,
+                normalize_obs=True),
+    "a2c": dict(total_timesteps=2048, num_envs=4, num_steps=32, normalize_obs=True,
+                normalize_reward=True),
+}
+
+
+def _leaves_equal(a, b):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(la) == len(lb)
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_resume_from_checkpoint_is_bitwise_identical(algo, tmp_path):
+    config_cls, make_train = ALGORITHMS[algo]
+    config = config_cls(**TINY[algo])
+    n = config.num_updates  # 16
+    train = make_train(config)
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    init = lambda: jax.vmap(train.init)(keys)  # noqa: E731
+    run = ck.batched_run(train.run)
+    meta = ck.describe(algo, config, batch_shape=[2])
+
+    straight_state, straight = ck.run_with_checkpoints(init, run, n)
+    # First half, saved; then a fresh start from the directory alone for the second half.
+    d = str(tmp_path / "ckpt")
+    half_state, _ = ck.run_with_checkpoints(init, run, n // 2, every=n // 2, directory=d, meta=meta)
+    assert ck.all_steps(d) == [n // 2]
+    del half_state
+    resumed_state, resumed = ck.run_with_checkpoints(init, run, n, every=n // 2, directory=d,
+                                                     meta=meta, resume=True)
+    assert ck.latest_step(d) == n
+    assert _leaves_equal(straight_state.params, resumed_state.params)
+    assert _leaves_equal(straight_state, resumed_state)  # opt state, env + normalisers, key, index
+    assert sorted(straight) == sorted(resumed)
+    for k in straight:
+        assert straight[k].shape == (2, n)
+        assert np.array_equal(straight[k], resumed[k], equal_nan=True), k
+    # The loaded checkpoint is the same state, rebuilt from the directory alone.
+    loaded = ck.load(d)
+    assert loaded.algo == algo and loaded.config == config and loaded.step == n
+    assert _leaves_equal(loaded.state, resumed_state)
+    np.testing.assert_array_equal(np.asarray(loaded.state.update), [n, n])
+    # A different config refuses to resume from it.
+    other = ck.describe(algo, config.replace(learning_rate=1e-3), batch_shape=[2])
+    with pytest.raises(ValueError, match="--resume.*learning_rate"):
+        ck.run_with_checkpoints(init, run, n, every=4, directory=d, meta=other, resume=True)
+    with pytest.raises(ValueError, match="--checkpoint-dir"):
+        ck.run_with_checkpoints(init, run, n, every=4, directory=d, meta=meta)
+
+
+def test_grpo_program_pieces_continue_exactly():
+    config = ALGORITHMS["grpo"][0](total_timesteps=1024, num_envs=4, num_steps=32, group_size=2,
+                                   num_minibatches=2, num_epochs=1)
+    train = ALGORITHMS["grpo"][1](config)
+    state = jax.jit(train.init)(jax.random.PRNGKey(1))
+    run = jax.jit(train.run, static_argnums=1)
+    whole, m_whole = run(state, 8)
+    first, m1 = run(state, 4)
+    rest, m2 = run(first, 4)
+    assert _leaves_equal(whole, rest)
+    for k in m_whole:
+        assert np.array_equal(np.asarray(m_whole[k]),
+                              np.concatenate([np.asarray(m1[k]), np.asarray(m2[k])]),
+                              equal_nan=True), k
+
+
+CHILD = textwrap.dedent("""
+    import sys, jax
+    from purejaxpo import checkpoint as ck
+    from purejaxpo.algos.ppo import PPOConfig, make_train
+    config = PPOConfig(total_timesteps=4096 * 64, num_envs=4, num_steps=32, num_minibatches=2,
+                       num_epochs=1, normalize_obs=True)
+    train = make_train(config)
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    def on_chunk(start, stop, chunk):
+        print("saved", stop, flush=True)
+    ck.run_with_checkpoints(lambda: jax.vmap(train.init)(keys), ck.batched_run(train.run),
+                            config.num_updates, every=1, directory=sys.argv[1],
+                            meta=ck.describe("ppo", config, batch_shape=[2]), on_chunk=on_chunk,
+                            max_to_keep=4)
+""")
+
+
+def test_sigkill_mid_save_resumes_from_last_complete_checkpoint(tmp_path):
+    d = str(tmp_path / "ckpt")
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, d], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        saved = 0
+        while saved < 3 and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("saved"):
+                saved = int(line.split()[1])
+        assert saved >= 3, "the child never checkpointed"
+        # Saving is most of each update's time, so this lands in a save most of the time.
+        time.sleep(random.uniform(0.0, 0.05))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    steps = ck.all_steps(d)
+    assert steps and steps[-1] >= 3
+    # Whatever orbax left unfinished is a temporary directory, never a listed step.
+    for name in os.listdir(d):
+        if "tmp" in name:
+            assert not name.split(".")[0].isdigit() or int(name.split(".")[0]) not in steps[:-1]
+    latest = ck.load(d)
+    assert latest.step == steps[-1]
+    np.testing.assert_array_equal(np.asarray(latest.state.update), [latest.step] * 2)
+    for v in latest.metrics.values():
+        assert v.shape == (2, latest.step)
+    # It is a valid step: the previous checkpoint run for one more update gives exactly it.
+    previous = ck.load(d, steps[-2])
+    config = previous.config
+    train = ALGORITHMS["ppo"][1](config)
+    state, _ = jax.jit(ck.batched_run(train.run), static_argnums=1)(
+        previous.state, latest.step - previous.step)
+    assert _leaves_equal(state, latest.state)
+
+
+def test_cli_checkpoint_log_resume_and_eval(tmp_path, capsys):
+    d = tmp_path / "ck"
+    log = tmp_path / "log.csv"
+    base = ["train", "ppo", "--seeds", "2", "--total-timesteps", "2048", "--num-envs", "4",
+            "--set", "num_steps=32", "--set", "num_epochs=1", "--set", "num_minibatches=2",
+            "--no-progress", "--checkpoint-dir", str(d), "--checkpoint-every", "8"]
+    assert cli.main([*base, "--log", str(log), "--json", str(tmp_path / "a.json")]) == 0
+    assert ck.all_steps(str(d)) == [8, 16]
+    assert json.loads((d / "config.json").read_text())["algo"] == "ppo"
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 + 2 * 16
+    header = lines[0].split(",")
+    assert header[:3] == ["run", "update", "env_steps"] and "episode_return" in header
+    assert lines[-1].startswith("1,16,2048,")
+    # Without --resume an existing directory is refused; with it, a finished run is loaded.
+    capsys.readouterr()
+    assert cli.main(base) == 2
+    assert "--checkpoint-dir" in capsys.readouterr().err
+    assert cli.main([*base, "--resume", "--json", str(tmp_path / "b.json")]) == 0
+    a = json.loads((tmp_path / "a.json").read_text())
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert a["curves"] == b["curves"] and a["final_return"] == b["final_return"]
+    # Evaluation from the directory alone.
+    out = tmp_path / "eval.json"
+    assert cli.main(["eval", str(d), "--episodes", "3", "--seed", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["step"] == 16 and len(data["runs"]) == 2
+    assert all(len(r["returns"]) == 3 and min(r["returns"]) >= 8 for r in data["runs"])
+    assert "mean return" in capsys.readouterr().out
+    assert cli.main(["eval", str(d), "--episodes", "2", "--greedy"]) == 0
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--checkpoint-every", "5"], "--checkpoint-every"),
+        (["--checkpoint-dir", "DIR", "--checkpoint-every", "0"], "--checkpoint-every"),
+        (["--resume"], "--resume"),
+        (["--log", "out.txt"], "--log"),
+    ],
+)
+def test_bad_checkpoint_flags_exit_2(argv, message, tmp_path, capsys):
+    argv = [str(tmp_path / a) if a == "DIR" else a for a in argv]
+    assert cli.main(["train", "ppo", "--no-progress", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err
+
+
+def test_eval_of_missing_checkpoint_exits_2(tmp_path, capsys):
+    assert cli.main(["eval", str(tmp_path / "nothing")]) == 2
+    assert "CHECKPOINT" in capsys.readouterr().err
