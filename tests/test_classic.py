@@ -11,6 +11,8 @@ from purejaxpo.algos.grpo import GRPOConfig, first_episode_mask
 from purejaxpo.algos.reinforce import REINFORCEConfig
 from purejaxpo.metrics import final_return
 
+from _util import run_vmapped_twice
+
 TINY = {
     "a2c": dict(total_timesteps=2048, num_envs=4, num_steps=16),
     "reinforce": dict(total_timesteps=2048, num_envs=4, num_steps=64),
@@ -29,16 +31,8 @@ def _make(algo, **overrides):
 @pytest.mark.parametrize("algo", sorted(TINY))
 def test_metrics_per_update_and_vmap_over_seeds_compiles_once(algo):
     config, train = _make(algo)
-    traces = []
-
-    def counted(key):
-        traces.append(1)
-        return train(key)
-
-    run = jax.jit(jax.vmap(counted))
-    result = run(jax.random.split(jax.random.PRNGKey(0), 2))
-    run(jax.random.split(jax.random.PRNGKey(1), 2))
-    assert len(traces) == 1
+    result, _, traces = run_vmapped_twice(train, 2)
+    assert traces == 1
     n = config.num_updates
     for name in ("total_loss", "policy_loss", "entropy", "learning_rate", "episode_return_sum",
                  "episode_count"):

@@ -8,6 +8,8 @@ import pytest
 from purejaxpo.algos.ppo import PPOConfig, make_train
 from purejaxpo.metrics import final_return
 
+from _util import run_vmapped_twice
+
 TINY = dict(total_timesteps=2048, num_envs=4, num_steps=32, num_minibatches=2, num_epochs=2)
 
 
@@ -28,17 +30,8 @@ def test_train_runs_and_returns_metrics_per_update():
 
 
 def test_vmap_over_seeds_compiles_once_and_seeds_differ():
-    traces = []
-    train = make_train(PPOConfig(**TINY))
-
-    def counted(key):
-        traces.append(1)
-        return train(key)
-
-    run = jax.jit(jax.vmap(counted))
-    a = run(jax.random.split(jax.random.PRNGKey(0), 3))
-    b = run(jax.random.split(jax.random.PRNGKey(1), 3))
-    assert len(traces) == 1
+    a, b, traces = run_vmapped_twice(make_train(PPOConfig(**TINY)), 3)
+    assert traces == 1
     returns = np.asarray(a.metrics["episode_return_sum"])
     assert not np.allclose(returns[0], returns[1])
     assert not np.allclose(np.asarray(b.metrics["total_loss"]), np.asarray(a.metrics["total_loss"]))

@@ -16,6 +16,8 @@ from purejaxpo.presets import preset
 from purejaxpo.rollout import EnvCarry, collect
 from purejaxpo.update import shuffled_minibatches
 
+from _util import run_vmapped_twice
+
 TINY = dict(env="CueRecall-v0", total_timesteps=1024, num_envs=4, num_steps=16,
             num_minibatches=2, num_epochs=2, gru_size=16)
 
@@ -151,17 +153,8 @@ def test_cli_bad_input_exits_2(capsys):
 
 
 def test_vmap_over_seeds_compiles_once():
-    traces = []
-    train = make_train(RecurrentPPOConfig(**TINY))
-
-    def counted(key):
-        traces.append(1)
-        return train(key)
-
-    run = jax.jit(jax.vmap(counted))
-    a = run(jax.random.split(jax.random.PRNGKey(0), 2))
-    b = run(jax.random.split(jax.random.PRNGKey(1), 2))
-    assert len(traces) == 1
+    a, b, traces = run_vmapped_twice(make_train(RecurrentPPOConfig(**TINY)), 2)
+    assert traces == 1
     assert set(a.params) == {"torso", "actor", "critic"}
     for name, v in b.metrics.items():
         assert v.shape == (2, 16), name

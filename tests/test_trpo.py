@@ -8,6 +8,8 @@ import pytest
 from purejaxpo.algos.trpo import TRPOConfig, make_train
 from purejaxpo.metrics import final_return
 
+from _util import run_vmapped_twice
+
 TINY = dict(total_timesteps=2048, num_envs=4, num_steps=64, vf_minibatches=2, vf_epochs=2,
             cg_iters=5, num_backtracks=5)
 
@@ -62,17 +64,8 @@ def test_registered_for_the_cli():
 
 
 def test_vmap_over_seeds_compiles_once_and_seeds_differ():
-    traces = []
-    train = make_train(TRPOConfig(**TINY))
-
-    def counted(key):
-        traces.append(1)
-        return train(key)
-
-    run = jax.jit(jax.vmap(counted))
-    a = run(jax.random.split(jax.random.PRNGKey(0), 3))
-    b = run(jax.random.split(jax.random.PRNGKey(1), 3))
-    assert len(traces) == 1
+    a, b, traces = run_vmapped_twice(make_train(TRPOConfig(**TINY)), 3)
+    assert traces == 1
     returns = np.asarray(a.metrics["episode_return_sum"])
     assert not np.allclose(returns[0], returns[1])
     assert not np.allclose(np.asarray(a.metrics["value_loss"]), np.asarray(b.metrics["value_loss"]))
