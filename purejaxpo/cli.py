@@ -98,6 +98,14 @@ def build_config(algo: str, args) -> Any:
     return preset(algo, args.env, **values)
 
 
+def write_json(path: str, data) -> None:
+    """Writes ``data`` to ``path`` (creating its folder) and says so."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+    print(f"wrote {path}")
+
+
 def device_description() -> str:
     import jax
 
@@ -208,10 +216,7 @@ def cmd_train(args) -> int:
                 "episode_return": [[clean(v) for v in row] for row in metrics["episode_return"]],
             },
         }
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
-        print(f"wrote {args.json}")
+        write_json(args.json, out)
     return 0
 
 
@@ -306,10 +311,7 @@ def cmd_eval(args) -> int:
                "env": ckpt.config.env, "step": ckpt.step, "episodes": args.episodes,
                "seed": args.seed, "greedy": args.greedy, "mean_return": mean,
                "std_return": std, "runs": per_run, "config": ckpt.config.to_dict()}
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=1)
-        print(f"wrote {args.json}")
+        write_json(args.json, out)
     return 0
 
 
