@@ -126,9 +126,17 @@ class RLConfig:
         """Updates per run: ``total_timesteps // batch_size``."""
         return self.total_timesteps // self.batch_size
 
+    # Optional sweepable settings whose None means "same as another field" (e.g. DAPO's upper
+    # clip range defaults to the lower one).
+    SWEEPABLE_FALLBACKS: ClassVar[dict[str, str]] = {"clip_eps_high": "clip_eps"}
+
     def hyperparams(self) -> dict[str, Any]:
         """The sweepable settings as float32 arrays: the ``hyperparams`` argument of ``train``."""
-        return {name: jnp.float32(getattr(self, name)) for name in self.SWEEPABLE}
+        def value(name):
+            v = getattr(self, name)
+            return getattr(self, self.SWEEPABLE_FALLBACKS[name]) if v is None else v
+
+        return {name: jnp.float32(value(name)) for name in self.SWEEPABLE}
 
     def replace(self, **changes) -> "RLConfig":
         """A copy with some fields changed (validated again)."""

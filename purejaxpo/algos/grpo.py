@@ -113,12 +113,6 @@ class GRPOConfig(RLConfig):
                 _fail(name, True, "must be false for grpo (groups are compared in raw returns and "
                       "every update resets the envs)")
 
-    def hyperparams(self) -> dict[str, Any]:
-        hp = {name: getattr(self, name) for name in self.SWEEPABLE}
-        if hp["clip_eps_high"] is None:
-            hp["clip_eps_high"] = self.clip_eps
-        return {k: jnp.float32(v) for k, v in hp.items()}
-
 
 def first_episode_mask(terminated, truncated):
     """``[T, B]`` true at the steps of each env's first episode, up to and including its end."""

@@ -75,12 +75,6 @@ class PPOConfig(RLConfig):
         check_bool("normalize_advantages", self.normalize_advantages)
         check_float("adam_eps", self.adam_eps, 0.0, low_open=True)
 
-    def hyperparams(self) -> dict[str, Any]:
-        hp = {name: getattr(self, name) for name in self.SWEEPABLE}
-        if hp["clip_eps_high"] is None:
-            hp["clip_eps_high"] = self.clip_eps
-        return {k: jnp.float32(v) for k, v in hp.items()}
-
 
 def ppo_loss(policy, hp: Mapping[str, Any], config: PPOConfig):
     """``loss(params, minibatch) -> (loss, metrics)`` for one minibatch.
