@@ -1,0 +1,248 @@
+"""Configs of the language-model trainers: frozen dataclasses, validated on construction.
+
+As in :mod:`purejaxpo.config`, shape- and program-defining settings are static fields, and the
+settings listed in ``SWEEPABLE`` come out of ``hyperparams()`` as float32 arrays that the jitted
+step takes as an argument (so ``jax.vmap`` can sweep them without recompiling).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, ClassVar
+
+import jax.numpy as jnp
+
+from purejaxpo.config import _fail, check_bool, check_float, check_int
+from purejaxpo.envs.sequence_tasks import SequenceTask, make_task
+from purejaxpo.lm.model import POSITION_KINDS, TransformerConfig
+from purejaxpo.lm.objectives import AGGREGATIONS, RATIO_LEVELS
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LMTrainConfig:
+    """Settings every language-model trainer shares.
+
+    Attributes:
+      task: ``addition`` or ``sorting``.
+      task_args: options of the task as ``(name, value)`` pairs, e.g. ``(("digits", 3),)``.
+      steps: optimisation steps (one generated or sampled batch each).
+      learning_rate: Adam step size (sweepable).
+      max_grad_norm: global gradient-norm clip (sweepable).
+      seed: PRNG seed of the run.
+      eval_prompts: size of the fixed held-out set for greedy exact match.
+      log_every: steps per compiled chunk; progress and held-out evaluation happen between
+        chunks.
+    """
+
+    task: str = "addition"
+    task_args: tuple[tuple[str, Any], ...] = ()
+    steps: int = 500
+    learning_rate: float = 1e-3
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    eval_prompts: int = 512
+    log_every: int = 50
+
+    SWEEPABLE: ClassVar[tuple[str, ...]] = ("learning_rate", "max_grad_norm")
+
+    def __post_init__(self):
+        if isinstance(self.task_args, dict):
+            object.__setattr__(self, "task_args", tuple(sorted(self.task_args.items())))
+        object.__setattr__(self, "task_args", tuple(tuple(p) for p in self.task_args))
+        self.validate()
+
+    def validate(self) -> None:
+        self.make_task()  # raises for an unknown task or option
+        check_int("steps", self.steps)
+        check_float("learning_rate", self.learning_rate, 0.0, low_open=True)
+        check_float("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
+        check_int("seed", self.seed, low=0)
+        check_int("eval_prompts", self.eval_prompts)
+        check_int("log_every", self.log_every)
+
+    def make_task(self) -> SequenceTask:
+        return make_task(self.task, **dict(self.task_args))
+
+    def hyperparams(self) -> dict[str, Any]:
+        return {name: jnp.float32(getattr(self, name)) for name in self.SWEEPABLE}
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["task_args"] = dict(self.task_args)
+        return out
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SFTConfig(LMTrainConfig):
+    """Supervised fine-tuning (teacher forcing on the task's correct answers).
+
+    The architecture fields build the :class:`~purejaxpo.lm.model.TransformerConfig` (the
+    vocabulary size comes from the task's tokenizer).
+
+    Attributes:
+      batch_size: prompts (with their answers) per step.
+      num_layers, width, num_heads, mlp_ratio, max_len, positions: the transformer.
+    """
+
+    steps: int = 300
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    num_layers: int = 4
+    width: int = 128
+    num_heads: int = 4
+    mlp_ratio: int = 4
+    max_len: int = 32
+    positions: str = "rope"
+
+    def validate(self) -> None:
+        super().validate()
+        check_int("batch_size", self.batch_size)
+        if self.positions not in POSITION_KINDS:
+            _fail("positions", self.positions, f"must be one of {POSITION_KINDS}")
+        task = self.make_task()
+        if task.prompt_len + task.answer_len > self.max_len:
+            _fail("max_len", self.max_len,
+                  f"must be >= prompt + answer length = {task.prompt_len + task.answer_len}")
+        self.model_config()  # raises for inconsistent widths/heads
+
+    def model_config(self) -> TransformerConfig:
+        return TransformerConfig(
+            vocab_size=self.make_task().tokenizer.size, num_layers=self.num_layers,
+            width=self.width, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio,
+            max_len=self.max_len, positions=self.positions)
+
+
+# What each --loss name sets (fields left None in GRPOConfig take these values).
+LOSS_PRESETS: dict[str, dict[str, Any]] = {
+    # DeepSeekMath: token ratios, std-scaled advantages, sequence-mean of token-means.
+    "grpo": dict(ratio_level="token", aggregation="sequence_mean", advantage_scale="std",
+                 filter_zero_spread=False, clip_eps=0.2, clip_eps_high=0.2),
+    # BNPO / token-level normalisation: every token of the batch weighs the same.
+    "bnpo": dict(ratio_level="token", aggregation="token_mean", advantage_scale="std",
+                 filter_zero_spread=False, clip_eps=0.2, clip_eps_high=0.2),
+    # Dr. GRPO: no std scaling, constant normaliser (no length bias).
+    "dr_grpo": dict(ratio_level="token", aggregation="constant", advantage_scale="none",
+                    filter_zero_spread=False, clip_eps=0.2, clip_eps_high=0.2),
+    # DAPO: clip-higher, token-mean, dynamic sampling (zero-spread groups filtered).
+    "dapo": dict(ratio_level="token", aggregation="token_mean", advantage_scale="std",
+                 filter_zero_spread=True, clip_eps=0.2, clip_eps_high=0.28),
+    # GSPO: sequence-level ratio, whose clip range is two orders of magnitude narrower.
+    "gspo": dict(ratio_level="sequence", aggregation="sequence_mean", advantage_scale="std",
+                 filter_zero_spread=False, clip_eps=3e-4, clip_eps_high=4e-4),
+}
+ADVANTAGE_SCALES = ("std", "none")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GRPOConfig(LMTrainConfig):
+    """GRPO and its variants on a sequence policy.
+
+    Fields left ``None`` take the value of the ``loss`` preset (:data:`LOSS_PRESETS`); set
+    them to mix variants (e.g. ``loss="grpo", filter_zero_spread=True``).
+
+    Attributes:
+      loss: ``grpo``, ``bnpo``, ``dr_grpo``, ``dapo`` or ``gspo``.
+      prompts_per_step: prompts per step ``B`` (static).
+      group_size: completions per prompt ``G`` (static).
+      max_new_tokens: completion length ``N``; None means the task's answer length.
+      num_epochs: optimisation epochs over each generated batch (old log-probs held fixed).
+      num_minibatches: minibatches per epoch (must divide ``B * G``).
+      clip_eps, clip_eps_high: clip range below / above 1 (sweepable).
+      beta: coefficient of the k3 KL to the frozen reference model (sweepable); with
+        ``beta == 0`` the reference model is never run.
+      temperature: sampling temperature, also used for the log-probs (sweepable).
+      top_k: sample from the ``top_k`` most likely tokens (0: all; static).
+      top_p: nucleus sampling threshold (sweepable; 1.0: off).
+      ratio_level: ``token`` or ``sequence`` (GSPO).
+      aggregation: ``sequence_mean``, ``token_mean`` or ``constant``.
+      advantage_scale: ``std`` (GRPO) or ``none`` (Dr. GRPO).
+      filter_zero_spread: drop groups whose rewards are all equal from the loss (DAPO's dynamic
+        sampling, without resampling: shapes stay fixed under ``jit``); the count is reported.
+      rewards: ``(name, weight)`` pairs; names are the task's reward functions (``correct``,
+        ``format``, ``digits``) or ones passed to the trainer.
+    """
+
+    loss: str = "grpo"
+    steps: int = 600
+    learning_rate: float = 3e-4
+    prompts_per_step: int = 16
+    group_size: int = 8
+    max_new_tokens: int | None = None
+    num_epochs: int = 1
+    num_minibatches: int = 1
+    clip_eps: float | None = None
+    clip_eps_high: float | None = None
+    beta: float = 0.0
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    ratio_level: str | None = None
+    aggregation: str | None = None
+    advantage_scale: str | None = None
+    filter_zero_spread: bool | None = None
+    rewards: tuple[tuple[str, float], ...] = (("correct", 1.0), ("digits", 0.5))
+
+    SWEEPABLE: ClassVar[tuple[str, ...]] = (
+        "learning_rate", "max_grad_norm", "clip_eps", "clip_eps_high", "beta", "temperature",
+        "top_p")
+
+    def __post_init__(self):
+        if self.loss not in LOSS_PRESETS:
+            _fail("loss", self.loss, f"must be one of {sorted(LOSS_PRESETS)}")
+        for name, value in LOSS_PRESETS[self.loss].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if isinstance(self.rewards, dict):
+            object.__setattr__(self, "rewards", tuple(self.rewards.items()))
+        object.__setattr__(self, "rewards", tuple((str(n), float(w)) for n, w in self.rewards))
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        task = self.make_task()
+        check_int("prompts_per_step", self.prompts_per_step)
+        check_int("group_size", self.group_size)
+        if self.max_new_tokens is not None:
+            check_int("max_new_tokens", self.max_new_tokens, low=task.answer_len)
+        check_int("num_epochs", self.num_epochs)
+        check_int("num_minibatches", self.num_minibatches)
+        if (self.prompts_per_step * self.group_size) % self.num_minibatches:
+            _fail("num_minibatches", self.num_minibatches,
+                  f"must divide prompts_per_step * group_size = "
+                  f"{self.prompts_per_step * self.group_size}")
+        check_float("clip_eps", self.clip_eps, 0.0, 1.0, low_open=True)
+        check_float("clip_eps_high", self.clip_eps_high, 0.0, math.inf, low_open=True)
+        check_float("beta", self.beta, 0.0)
+        check_float("temperature", self.temperature, 0.0, low_open=True)
+        check_int("top_k", self.top_k, low=0)
+        check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        if self.ratio_level not in RATIO_LEVELS:
+            _fail("ratio_level", self.ratio_level, f"must be one of {RATIO_LEVELS}")
+        if self.aggregation not in AGGREGATIONS:
+            _fail("aggregation", self.aggregation, f"must be one of {AGGREGATIONS}")
+        if self.advantage_scale not in ADVANTAGE_SCALES:
+            _fail("advantage_scale", self.advantage_scale, f"must be one of {ADVANTAGE_SCALES}")
+        check_bool("filter_zero_spread", self.filter_zero_spread)
+        if not self.rewards:
+            _fail("rewards", self.rewards, "needs at least one (name, weight) pair")
+        # Names are checked by the trainer, which also knows the user's own reward functions.
+        for name, weight in self.rewards:
+            check_float(f"rewards[{name}]", weight, -math.inf)
+
+    @property
+    def completion_len(self) -> int:
+        return self.max_new_tokens or self.make_task().answer_len
+
+    @property
+    def use_kl(self) -> bool:
+        """Whether the program computes the KL term (and runs the reference model)."""
+        return self.beta > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["rewards"] = dict(self.rewards)
+        return out

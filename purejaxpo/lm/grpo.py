@@ -1,0 +1,154 @@
+"""GRPO and its variants (Dr. GRPO, BNPO, DAPO, GSPO) on a sequence policy.
+
+One training step is one pure function, compiled once:
+
+1. sample ``B`` prompts and ``G`` completions each (KV-cached sampling, in ``jit``);
+2. score them with the weighted reward functions (JAX, in ``jit``);
+3. group-relative advantages (:func:`purejaxpo.advantages.group_advantages`), optionally
+   dropping groups whose rewards do not differ (DAPO's dynamic sampling);
+4. old log-probs (held fixed over the epochs) and, when ``beta > 0``, the frozen reference
+   model's log-probs;
+5. ``num_epochs`` x ``num_minibatches`` Adam steps on :func:`purejaxpo.lm.objectives.grpo_loss`
+   (the shared :func:`purejaxpo.update.run_epochs` loop).
+
+Shapes: ``B`` prompts, ``G`` group size, ``N`` completion tokens; completions are ``[B * G, N]``
+with each prompt's group contiguous.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from purejaxpo.advantages import group_advantages
+from purejaxpo.envs.sequence_tasks import RewardFn, SequenceTask
+from purejaxpo.lm.common import FitResult, LMState, fit, init_state, make_evaluator, optimizer
+from purejaxpo.lm.config import GRPOConfig
+from purejaxpo.lm.model import TransformerConfig
+from purejaxpo.lm.objectives import grpo_loss
+from purejaxpo.lm.sampling import completion_log_probs, generate
+from purejaxpo.losses import masked_mean
+from purejaxpo.update import gradient_step, run_epochs
+
+
+def resolve_rewards(config: GRPOConfig, task: SequenceTask,
+                    extra_rewards: Mapping[str, RewardFn] | None = None
+                    ) -> list[tuple[str, RewardFn, float]]:
+    """``(name, function, weight)`` for each of ``config.rewards``; ``ValueError`` for an
+    unknown name (listing the task's rewards and the user's)."""
+    available = {**task.reward_functions(), **(extra_rewards or {})}
+    out = []
+    for name, weight in config.rewards:
+        if name not in available:
+            raise ValueError(f"rewards={name!r} is invalid: unknown reward; known: "
+                             f"{sorted(available)}")
+        out.append((name, available[name], weight))
+    return out
+
+
+def make_grpo_step(config: GRPOConfig, model: TransformerConfig, task: SequenceTask,
+                   extra_rewards: Mapping[str, RewardFn] | None = None):
+    """``step(state, hyperparams, ref_params) -> (state, metrics)``, pure and jittable.
+
+    ``ref_params`` are the frozen reference model's parameters (ignored, and never run, when
+    ``config.beta == 0``; pass ``None`` then). ``hyperparams`` is ``config.hyperparams()`` or a
+    batch of them under ``vmap``.
+    """
+    rewards = resolve_rewards(config, task, extra_rewards)
+    tok = task.tokenizer
+    num_prompts, group = config.prompts_per_step, config.group_size
+    num_new = config.completion_len
+    if task.prompt_len + num_new > model.max_len:
+        raise ValueError(
+            f"max_new_tokens={num_new} is invalid: prompt ({task.prompt_len}) + completion must "
+            f"fit the model's max_len {model.max_len}")
+    need_old = config.num_epochs > 1 or config.num_minibatches > 1
+
+    def log_probs(params, data, temperature, with_entropy=False):
+        return completion_log_probs(params, model, data["prompts"], data["prompt_valid"],
+                                    data["tokens"], data["mask"], temperature,
+                                    with_entropy=with_entropy)
+
+    def step(state: LMState, hyperparams, ref_params=None):
+        hp = hyperparams
+        key, prompt_key, sample_key, shuffle_key = jax.random.split(state.key, 4)
+        batch = task.sample(prompt_key, num_prompts).repeat(group)
+        completions = generate(
+            sample_key, state.params, model, batch.prompts, batch.prompt_valid,
+            max_new_tokens=num_new, eos_id=tok.eos_id, pad_id=tok.pad_id,
+            temperature=hp["temperature"], top_k=config.top_k, top_p=hp["top_p"])
+
+        metrics = {}
+        total = jnp.zeros((num_prompts * group,), jnp.float32)
+        for name, fn, weight in rewards:
+            value = fn(batch, completions.tokens, completions.mask).astype(jnp.float32)
+            metrics[f"reward/{name}"] = value.mean()
+            total = total + weight * value
+        grouped = total.reshape(num_prompts, group)
+        advantages = group_advantages(grouped, scale=config.advantage_scale).reshape(-1)
+        zero_spread = jnp.max(grouped, axis=1) == jnp.min(grouped, axis=1)  # [B]
+        keep = ~zero_spread if config.filter_zero_spread else jnp.ones_like(zero_spread)
+        mask = completions.mask & jnp.repeat(keep, group)[:, None]
+
+        data = {"prompts": batch.prompts, "prompt_valid": batch.prompt_valid,
+                "tokens": completions.tokens, "mask": mask, "advantages": advantages}
+        if need_old:
+            data["old_log_prob"] = jax.lax.stop_gradient(
+                log_probs(state.params, data, hp["temperature"]))
+        if config.use_kl:
+            data["ref_log_prob"] = jax.lax.stop_gradient(
+                log_probs(ref_params, data, hp["temperature"]))
+
+        def loss_fn(params, mb):
+            log_prob, entropy = log_probs(params, mb, hp["temperature"], with_entropy=True)
+            # One epoch of one minibatch: the sampling policy is the current one.
+            old = mb["old_log_prob"] if need_old else jax.lax.stop_gradient(log_prob)
+            loss, aux = grpo_loss(
+                log_prob, old, mb["advantages"], mb["mask"], clip_low=hp["clip_eps"],
+                clip_high=hp["clip_eps_high"], ref_log_prob=mb.get("ref_log_prob"),
+                beta=hp["beta"], ratio_level=config.ratio_level, aggregation=config.aggregation)
+            aux["entropy"] = masked_mean(entropy, mb["mask"])
+            aux["loss"] = loss
+            return loss, aux
+
+        (params, opt_state), aux = run_epochs(
+            shuffle_key, (state.params, state.opt_state), data,
+            gradient_step(loss_fn, optimizer(hp)), num_epochs=config.num_epochs,
+            num_minibatches=config.num_minibatches)
+        if config.filter_zero_spread:
+            # Every group filtered out: no gradient at all, so leave the policy (and Adam's
+            # moments) untouched rather than let momentum move it.
+            any_kept = jnp.any(keep)
+            params, opt_state = jax.tree_util.tree_map(
+                lambda new, old: jnp.where(any_kept, new, old),
+                (params, opt_state), (state.params, state.opt_state))
+
+        metrics.update({k: v.mean() for k, v in aux.items()})
+        metrics["reward"] = total.mean()
+        metrics["exact_match"] = task.exact_match(
+            batch, completions.tokens, completions.mask).mean()
+        metrics["zero_spread_fraction"] = zero_spread.mean()
+        metrics["completion_length"] = completions.mask.sum(axis=1).mean()
+        metrics["completion_tokens"] = completions.mask.sum()
+        if not config.use_kl:
+            metrics["kl"] = jnp.zeros(())
+        return LMState(params, opt_state, key, state.step + 1), metrics
+
+    return step
+
+
+def train_grpo(config: GRPOConfig, params: Any, model: TransformerConfig, *,
+               ref_params: Any = None, extra_rewards: Mapping[str, RewardFn] | None = None,
+               progress: bool = True) -> FitResult:
+    """Runs GRPO from ``params`` (e.g. an SFT checkpoint); the reference model is ``params``
+    itself unless ``ref_params`` is given. Returns a :class:`~purejaxpo.lm.common.FitResult`."""
+    task = config.make_task()
+    step = make_grpo_step(config, model, task, extra_rewards)
+    hyperparams = config.hyperparams()
+    state = init_state(jax.random.PRNGKey(config.seed), params, hyperparams)
+    ref = (params if ref_params is None else ref_params) if config.use_kl else None
+    return fit(step, state, config.steps, hyperparams, ref,
+               evaluate=make_evaluator(model, task, config.eval_prompts), chunk=config.log_every,
+               progress=progress, desc=f"{config.loss}", show=("reward", "exact_match"))

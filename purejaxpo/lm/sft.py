@@ -1,0 +1,54 @@
+"""Supervised fine-tuning: teacher forcing on the task's correct answers.
+
+SFT gives RL its starting policy: a short run ("stopped early") yields a policy that is right
+some of the time, which GRPO can then improve from its own samples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from purejaxpo.envs.sequence_tasks import SequenceTask
+from purejaxpo.lm.common import FitResult, LMState, fit, init_state, make_evaluator, optimizer
+from purejaxpo.lm.config import SFTConfig
+from purejaxpo.lm.model import TransformerConfig, init_params
+from purejaxpo.lm.objectives import sft_loss
+from purejaxpo.lm.sampling import completion_log_probs
+from purejaxpo.update import gradient_step
+
+
+def make_sft_step(config: SFTConfig, model: TransformerConfig, task: SequenceTask):
+    """``step(state, hyperparams) -> (state, metrics)``: one batch of fresh prompts with their
+    correct answers, one Adam step on the mean token negative log-likelihood."""
+
+    def loss_fn(params, batch):
+        log_prob = completion_log_probs(params, model, batch.prompts, batch.prompt_valid,
+                                        batch.answers, batch.answer_mask)
+        loss = sft_loss(log_prob, batch.answer_mask)
+        return loss, {"loss": loss}
+
+    def step(state: LMState, hyperparams):
+        key, batch_key = jax.random.split(state.key)
+        batch = task.sample(batch_key, config.batch_size)
+        (params, opt_state), metrics = gradient_step(loss_fn, optimizer(hyperparams))(
+            (state.params, state.opt_state), batch)
+        metrics["tokens"] = batch.answer_mask.sum()
+        return LMState(params, opt_state, key, state.step + 1), metrics
+
+    return step
+
+
+def train_sft(config: SFTConfig, *, params: Any = None, progress: bool = True) -> FitResult:
+    """Runs SFT from random parameters (or ``params``); returns a :class:`FitResult`."""
+    task = config.make_task()
+    model = config.model_config()
+    init_key, run_key = jax.random.split(jax.random.PRNGKey(config.seed))
+    if params is None:
+        params = init_params(init_key, model)
+    hyperparams = config.hyperparams()
+    state = init_state(run_key, params, hyperparams)
+    return fit(make_sft_step(config, model, task), state, config.steps, hyperparams,
+               evaluate=make_evaluator(model, task, config.eval_prompts), chunk=config.log_every,
+               progress=progress, desc="sft", show=("loss",))
