@@ -68,27 +68,38 @@ def parse_value(name: str, text: str, annotation) -> Any:
         raise ValueError(f"{name}={text!r} is invalid: expected {getattr(annotation, '__name__', annotation)}") from None
 
 
-def build_config(algo: str, args) -> Any:
-    """The validated config for ``algo`` from the parsed command-line arguments."""
-    from purejaxpo.algos import ALGORITHMS
+def parse_settings(items, config_cls, owner: str, reserved: dict[str, str] | None = None
+                   ) -> dict[str, Any]:
+    """``--set name=value`` items as typed values for the fields of ``config_cls``.
 
-    config_cls, _ = ALGORITHMS[algo]
+    ``reserved`` maps field names that have their own flag to that flag (``{"env": "--env"}``);
+    every error is a ``ValueError`` naming the setting.
+    """
     types_ = _field_types(config_cls)
     values: dict[str, Any] = {}
-    for item in args.set or []:
+    for item in items or []:
         if "=" not in item:
             raise ValueError(f"--set {item!r} is invalid: expected name=value")
         name, text = item.split("=", 1)
         name = name.strip().replace("-", "_")
-        if name == "env":
-            raise ValueError("--set env: use --env instead")
+        if name in (reserved or {}):
+            raise ValueError(f"--set {name}: use {reserved[name]} instead")
         if name not in types_:
             import difflib
 
             close = difflib.get_close_matches(name, list(types_), n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"--set {name}: unknown setting for {algo}.{hint} Known: {', '.join(sorted(types_))}")
+            raise ValueError(f"--set {name}: unknown setting for {owner}.{hint} Known: {', '.join(sorted(types_))}")
         values[name] = parse_value(name, text, types_[name])
+    return values
+
+
+def build_config(algo: str, args) -> Any:
+    """The validated config for ``algo`` from the parsed command-line arguments."""
+    from purejaxpo.algos import ALGORITHMS
+
+    config_cls, _ = ALGORITHMS[algo]
+    values = parse_settings(args.set, config_cls, algo, {"env": "--env"})
     for flag in ("total_timesteps", "num_envs"):
         value = getattr(args, flag)
         if value is not None:
@@ -388,6 +399,10 @@ def make_parser() -> argparse.ArgumentParser:
     from purejaxpo.sweep import add_cli_parser
 
     add_cli_parser(sub)  # purejaxpo sweep ALGO --grid lr=1e-4,3e-4 --seeds 8
+
+    from purejaxpo.lm.cli import add_cli_parser as add_lm_parser
+
+    add_lm_parser(sub)  # purejaxpo lm sft|grpo|dpo|eval
     return parser
 
 

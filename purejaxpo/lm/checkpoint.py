@@ -62,6 +62,6 @@ def load_policy(directory: str) -> Policy:
     with open(info_path) as f:
         info = json.load(f)
     model = TransformerConfig.from_dict(info["model"])
-    abstract = jax.eval_shape(init_params, jax.random.PRNGKey(0), model)
+    abstract = jax.eval_shape(lambda key: init_params(key, model), jax.random.PRNGKey(0))
     params = ocp.StandardCheckpointer().restore(os.path.join(directory, "params"), abstract)
     return Policy(params, model, info["task"], info.get("task_args", {}), info.get("meta", {}))

@@ -47,21 +47,33 @@ def init_state(key: Array, params, hyperparams: Mapping[str, Array]) -> LMState:
                    step=jnp.zeros((), jnp.int32))
 
 
-def greedy_exact_match(params, model: TransformerConfig, task: SequenceTask, batch: TaskBatch,
-                       max_new_tokens: int | None = None) -> Array:
-    """Fraction of ``batch`` whose greedy completion is exactly right (jittable)."""
+def greedy_completions(params, model: TransformerConfig, task: SequenceTask, batch: TaskBatch,
+                       max_new_tokens: int | None = None):
+    """Greedy completions ``[B, N]`` of ``batch``'s prompts (jittable)."""
     tok = task.tokenizer
-    completions = generate(
+    return generate(
         jax.random.PRNGKey(0), params, model, batch.prompts, batch.prompt_valid,
         max_new_tokens=max_new_tokens or task.answer_len, eos_id=tok.eos_id, pad_id=tok.pad_id,
         greedy=True)
+
+
+def greedy_exact_match(params, model: TransformerConfig, task: SequenceTask, batch: TaskBatch,
+                       max_new_tokens: int | None = None) -> Array:
+    """Fraction of ``batch`` whose greedy completion is exactly right (jittable)."""
+    completions = greedy_completions(params, model, task, batch, max_new_tokens)
     return jnp.mean(task.exact_match(batch, completions.tokens, completions.mask))
 
 
+VALIDATION_SEED = 2**31 - 2  # early stopping looks at these prompts, never at the held-out set
+
+
 def make_evaluator(model: TransformerConfig, task: SequenceTask, num_prompts: int = 512,
-                   max_new_tokens: int | None = None) -> Callable[[Any], float]:
-    """``params -> held-out greedy exact match`` on the task's fixed held-out prompts."""
-    batch = task.heldout(num_prompts)
+                   max_new_tokens: int | None = None, *, validation: bool = False
+                   ) -> Callable[[Any], float]:
+    """``params -> greedy exact match`` on the task's fixed held-out prompts (or, with
+    ``validation``, on a second fixed set used for early stopping)."""
+    batch = task.heldout(num_prompts, seed=VALIDATION_SEED) if validation else \
+        task.heldout(num_prompts)
     fn = jax.jit(lambda params: greedy_exact_match(params, model, task, batch, max_new_tokens))
     return lambda params: float(fn(params))
 
@@ -73,7 +85,7 @@ def run_loop(
     hyperparams: Mapping[str, Array],
     *consts,
     chunk: int = 50,
-    on_chunk: Callable[[int, LMState, dict[str, np.ndarray]], None] | None = None,
+    on_chunk: Callable[[int, LMState, dict[str, np.ndarray]], bool | None] | None = None,
 ) -> tuple[LMState, dict[str, np.ndarray], float]:
     """Runs ``num_steps`` of ``step`` in jitted chunks of ``chunk`` steps.
 
@@ -85,10 +97,11 @@ def run_loop(
       consts: further arguments that stay fixed (e.g. the reference parameters).
       chunk: steps per compiled ``lax.scan``.
       on_chunk: called after each chunk with ``(steps_done, state, chunk_metrics)`` (host side;
-        for progress bars, evaluation, logs). Time spent in it is not counted in ``run_s``.
+        for progress bars, evaluation, logs); returning True stops the run there (early
+        stopping). Time spent in it is not counted in ``run_s``.
 
     Returns:
-      ``(state, metrics, run_s)``: metrics stacked over all steps (``[num_steps]`` each, NumPy),
+      ``(state, metrics, run_s)``: metrics stacked over the steps run (``[steps]`` each, NumPy),
       and the seconds spent running steps, compilation excluded (each chunk length is compiled
       before its first timed run).
     """
@@ -114,8 +127,8 @@ def run_loop(
         done += length
         metrics = jax.tree_util.tree_map(np.asarray, metrics)
         history.append(metrics)
-        if on_chunk is not None:
-            on_chunk(done, state, metrics)
+        if on_chunk is not None and on_chunk(done, state, metrics):
+            break
     stacked = {k: np.concatenate([h[k] for h in history]) for k in history[0]} if history else {}
     return state, stacked, run_s
 
@@ -146,10 +159,12 @@ class FitResult(NamedTuple):
 
 def fit(step: Callable, state: LMState, num_steps: int, hyperparams: Mapping[str, Array],
         *consts, evaluate: Callable[[Any], float], chunk: int, progress: bool = True,
-        desc: str = "train", show: tuple[str, ...] = ()) -> FitResult:
+        desc: str = "train", show: tuple[str, ...] = (),
+        stop: Callable[[Any], bool] | None = None) -> FitResult:
     """:func:`run_loop` with a held-out evaluation after every chunk and a progress bar.
 
-    ``show`` names metrics whose latest chunk mean the progress bar displays.
+    ``show`` names metrics whose latest chunk mean the progress bar displays. ``stop(params)``,
+    if given, is asked after every chunk whether to stop early.
     """
     from tqdm.auto import tqdm
 
@@ -161,6 +176,7 @@ def fit(step: Callable, state: LMState, num_steps: int, hyperparams: Mapping[str
         bar.update(done - bar.n)
         shown = {k: f"{float(np.mean(metrics[k])):.3g}" for k in show if k in metrics}
         bar.set_postfix(heldout_em=f"{curve[-1][1]:.3f}", **shown)
+        return stop is not None and stop(state.params)
 
     try:
         state, metrics, run_s = run_loop(step, state, num_steps, hyperparams, *consts,

@@ -85,13 +85,16 @@ class SFTConfig(LMTrainConfig):
 
     Attributes:
       batch_size: prompts (with their answers) per step.
+      stop_exact_match: stop early once greedy exact match on the validation prompts reaches
+        this (checked every ``log_every`` steps); None trains all ``steps``.
       num_layers, width, num_heads, mlp_ratio, max_len, positions: the transformer.
     """
 
-    steps: int = 300
-    batch_size: int = 64
+    steps: int = 3000
+    batch_size: int = 128
     learning_rate: float = 1e-3
-    num_layers: int = 4
+    stop_exact_match: float | None = None
+    num_layers: int = 2
     width: int = 128
     num_heads: int = 4
     mlp_ratio: int = 4
@@ -101,6 +104,8 @@ class SFTConfig(LMTrainConfig):
     def validate(self) -> None:
         super().validate()
         check_int("batch_size", self.batch_size)
+        if self.stop_exact_match is not None:
+            check_float("stop_exact_match", self.stop_exact_match, 0.0, 1.0, low_open=True)
         if self.positions not in POSITION_KINDS:
             _fail("positions", self.positions, f"must be one of {POSITION_KINDS}")
         task = self.make_task()

@@ -1,7 +1,9 @@
 """Supervised fine-tuning: teacher forcing on the task's correct answers.
 
 SFT gives RL its starting policy: a short run ("stopped early") yields a policy that is right
-some of the time, which GRPO can then improve from its own samples.
+some of the time, which GRPO can then improve from its own samples. ``stop_exact_match`` stops
+SFT once greedy exact match on a validation set (fixed prompts, distinct from the held-out set
+that results are reported on) reaches a level, checked every ``log_every`` steps.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ def train_sft(config: SFTConfig, *, params: Any = None, progress: bool = True) -
         params = init_params(init_key, model)
     hyperparams = config.hyperparams()
     state = init_state(run_key, params, hyperparams)
+    stop = None
+    if config.stop_exact_match is not None:
+        validate = make_evaluator(model, task, config.eval_prompts, validation=True)
+        stop = lambda params: validate(params) >= config.stop_exact_match  # noqa: E731
     return fit(make_sft_step(config, model, task), state, config.steps, hyperparams,
                evaluate=make_evaluator(model, task, config.eval_prompts), chunk=config.log_every,
-               progress=progress, desc="sft", show=("loss",))
+               progress=progress, desc="sft", show=("loss",), stop=stop)
