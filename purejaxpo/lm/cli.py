@@ -4,6 +4,8 @@
     purejaxpo lm grpo --task addition --init runs/sft --steps 600 [--group-size 8]
                       [--loss grpo|bnpo|dr_grpo|dapo|gspo] [--beta 0.04] [--set name=value]
                       [--reward correct=1 --reward digits=0.5] [--out runs/grpo] [--json grpo.json]
+    purejaxpo lm dpo  --task addition --init runs/sft --loss sigmoid|ipo|hinge|robust|kto|orpo|simpo
+                      [--beta B] [--pairs FILE.jsonl] [--steps N] [--out DIR] [--json PATH]
     purejaxpo lm eval --task addition --init runs/grpo [--json eval.json]
 
 Every trainer prints held-out greedy exact match before and after (a fixed set of prompts that
@@ -232,3 +234,79 @@ def add_cli_parser(sub) -> None:
     ev.add_argument("--num-prompts", type=int, default=512, help="held-out prompts (default 512)")
     ev.add_argument("--examples", type=int, default=5, help="example completions to print")
     ev.set_defaults(func=cmd_eval)
+
+    add_dpo_parser(lm_sub)
+
+
+def cmd_dpo(args) -> int:
+    import jax
+
+    from purejaxpo.lm.checkpoint import save_policy
+    from purejaxpo.lm.config import DPOConfig
+    from purejaxpo.lm.dpo import train_dpo
+    from purejaxpo.lm.pairs import Pairs, load_jsonl, synthetic_pairs
+
+    config = _config(DPOConfig, args, "lm dpo", steps=args.steps, loss=args.loss, beta=args.beta)
+    policy = _load_init(args)
+    task = config.make_task()
+    key = jax.random.PRNGKey(config.seed)
+    if args.pairs:
+        data = load_jsonl(args.pairs, task.tokenizer, max_len=policy.model.max_len)
+        n_eval = max(1, len(data) // 10)
+        if len(data) < 2:
+            raise ValueError(f"--pairs {args.pairs}: needs at least 2 examples (1 held out)")
+        # The last tenth of the file is held out for preference accuracy.
+        train = jax.tree_util.tree_map(lambda x: x[:-n_eval], data)
+        held = jax.tree_util.tree_map(lambda x: x[-n_eval:], data)
+        if not isinstance(held, Pairs):
+            # Unpaired (KTO) data has no pairs to rank: rank held-out prompts' synthetic pairs.
+            held = synthetic_pairs(jax.random.fold_in(key, 1), task, config.eval_pairs,
+                                   heldout=True)
+        source = args.pairs
+    else:
+        init = (policy.params, policy.model)
+        train = synthetic_pairs(key, task, config.num_pairs, rejected=config.rejected,
+                                policy=init)
+        held = synthetic_pairs(jax.random.fold_in(key, 1), task, config.eval_pairs,
+                               rejected=config.rejected, policy=init, heldout=True)
+        source = f"synthetic ({config.rejected})"
+    result = train_dpo(config, policy.params, policy.model, train, held, progress=args.progress)
+    extra = {
+        "init": args.init,
+        "pairs": source,
+        "pref_accuracy": result.after.accuracy,
+        "pref_accuracy_before": result.before.accuracy,
+        "chosen_logp_delta": float(np.mean(result.after.chosen_logp - result.before.chosen_logp)),
+        "rejected_logp_delta": float(np.mean(result.after.rejected_logp
+                                             - result.before.rejected_logp)),
+        "pairs_per_s": config.batch_size * len(result.fit.metrics["loss"]) / result.fit.run_s,
+        "tokens_kind": "completion tokens through the policy (chosen + rejected; kto: completion + mismatched)",
+    }
+    tokens = float(result.fit.metrics["tokens"].sum())
+    out = _report(args, f"dpo[{config.loss}]", config, result.fit, tokens, extra)
+    print(f"  held-out preference accuracy {extra['pref_accuracy_before']:.3f} -> "
+          f"{extra['pref_accuracy']:.3f}; log-prob change: chosen "
+          f"{extra['chosen_logp_delta']:+.2f}, rejected {extra['rejected_logp_delta']:+.2f}")
+    if args.out:
+        save_policy(args.out, result.fit.state.params, policy.model, task=config.task,
+                    task_args=dict(config.task_args),
+                    meta={k: out[k] for k in ("command", "exact_match_after", "steps", "config")})
+        print(f"saved policy to {args.out}")
+    return 0
+
+
+def add_dpo_parser(lm_sub) -> None:
+    from purejaxpo.lm.config import DPO_LOSSES
+
+    dpo = lm_sub.add_parser("dpo", help="preference optimisation: DPO, IPO, hinge, robust, KTO, "
+                                        "ORPO, SimPO")
+    _common(dpo, init=True)
+    _trainer(dpo)
+    dpo.add_argument("--loss", default=None, choices=list(DPO_LOSSES),
+                     help="loss (default sigmoid: DPO)")
+    dpo.add_argument("--beta", type=float, default=None,
+                     help="the loss's coefficient (default per loss: 0.1; simpo 2.0)")
+    dpo.add_argument("--pairs", metavar="FILE.jsonl", default=None,
+                     help="preference data: prompt/chosen/rejected (or prompt/completion/label "
+                          "for kto) per line; default: generated from the task")
+    dpo.set_defaults(func=cmd_dpo)

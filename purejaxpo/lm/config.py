@@ -251,3 +251,71 @@ class GRPOConfig(LMTrainConfig):
         out = super().to_dict()
         out["rewards"] = dict(self.rewards)
         return out
+
+
+DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "kto", "orpo", "simpo")
+# beta's meaning and scale differ by loss: KL strength (sigmoid, hinge, robust, kto), tau (ipo),
+# the odds-ratio weight lambda (orpo), the reward scale of length-normalised log-probs (simpo).
+DPO_BETA_DEFAULTS = {"sigmoid": 0.1, "ipo": 0.1, "hinge": 0.1, "robust": 0.1, "kto": 0.1,
+                     "orpo": 0.1, "simpo": 2.0}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DPOConfig(LMTrainConfig):
+    """Preference optimisation (DPO family) on a sequence policy.
+
+    Attributes:
+      loss: ``sigmoid`` (DPO), ``ipo``, ``hinge``, ``robust``, ``kto``, ``orpo`` or ``simpo``.
+      beta: the loss's coefficient (sweepable); None takes :data:`DPO_BETA_DEFAULTS`.
+      label_smoothing: assumed label-flip probability of ``sigmoid`` (conservative DPO) and
+        ``robust`` (sweepable).
+      simpo_gamma: SimPO's target reward margin (sweepable).
+      kto_desirable_weight, kto_undesirable_weight: KTO's class weights (sweepable).
+      batch_size: pairs per step (for ``kto``: unpaired examples per step).
+      num_pairs: size of the generated training set (ignored with a pairs file).
+      rejected: how synthetic rejected answers are made: ``near_miss`` (one answer token
+        changed) or ``policy`` (the initial policy's own wrong samples).
+      precompute_ref: compute the reference log-probs of the whole dataset once, before
+        training (the reference model is then not needed while training).
+      eval_pairs: held-out pairs for preference accuracy.
+    """
+
+    loss: str = "sigmoid"
+    steps: int = 300
+    learning_rate: float = 1e-4
+    beta: float | None = None
+    label_smoothing: float = 0.0
+    simpo_gamma: float = 0.5
+    kto_desirable_weight: float = 1.0
+    kto_undesirable_weight: float = 1.0
+    batch_size: int = 64
+    num_pairs: int = 4096
+    rejected: str = "near_miss"
+    precompute_ref: bool = True
+    eval_pairs: int = 512
+
+    SWEEPABLE: ClassVar[tuple[str, ...]] = (
+        "learning_rate", "max_grad_norm", "beta", "label_smoothing", "simpo_gamma",
+        "kto_desirable_weight", "kto_undesirable_weight")
+
+    def __post_init__(self):
+        if self.loss not in DPO_LOSSES:
+            _fail("loss", self.loss, f"must be one of {list(DPO_LOSSES)}")
+        if self.beta is None:
+            object.__setattr__(self, "beta", DPO_BETA_DEFAULTS[self.loss])
+        super().__post_init__()
+
+    def validate(self) -> None:
+        super().validate()
+        check_float("beta", self.beta, 0.0, low_open=True)
+        high = 0.5
+        check_float("label_smoothing", self.label_smoothing, 0.0, high, high_open=True)
+        check_float("simpo_gamma", self.simpo_gamma, -math.inf)
+        check_float("kto_desirable_weight", self.kto_desirable_weight, 0.0)
+        check_float("kto_undesirable_weight", self.kto_undesirable_weight, 0.0)
+        check_int("batch_size", self.batch_size)
+        check_int("num_pairs", self.num_pairs)
+        if self.rejected not in ("near_miss", "policy"):
+            _fail("rejected", self.rejected, "must be 'near_miss' or 'policy'")
+        check_bool("precompute_ref", self.precompute_ref)
+        check_int("eval_pairs", self.eval_pairs)

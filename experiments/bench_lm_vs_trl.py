@@ -1,0 +1,233 @@
+"""Throughput of purejaxpo's GRPO and DPO trainers against Hugging Face TRL on the same CPU.
+
+Same tiny model on both sides, built from a config with random weights (nothing downloaded):
+GPT-2-style decoder, 4 layers, width 128, 4 heads, 32 learned positions, tied embeddings,
+15-token vocabulary (0.8M parameters); fp32. Task: 3-digit addition, 8-token prompts,
+completions of at most 5 tokens (4 reversed digits + EOS).
+
+* GRPO: 8 prompts x 8 completions = 64 completions per step, temperature 1, exact-match reward,
+  loss ``grpo``, one optimisation epoch per generated batch, with ``beta`` 0.04 (reference model
+  run every step) and 0 (no reference). Measure: generated completion tokens per second
+  (``completions/step x mean length / step time``), including generation, reward, advantages,
+  reference pass and the update.
+* DPO: 64 pairs per step (prompt + chosen/rejected answer, max length 16), sigmoid loss,
+  beta 0.1, reference log-probs computed every step on both sides (TRL's default; purejaxpo
+  can also precompute them once, reported separately). Measure: pairs per second.
+
+purejaxpo runs a compiled ``lax.scan`` of ``--steps`` steps (its normal training mode) after a
+warm-up compile; TRL runs ``--warmup`` untimed steps, then times each step with a callback.
+Every measurement is a fresh subprocess; the sides are interleaved (purejaxpo, TRL, purejaxpo,
+TRL, ...) and the table reports medians and the ratio purejaxpo / TRL (> 1: purejaxpo faster).
+
+TRL runs in its own environment (CPU PyTorch)::
+
+    python3 -m venv .venv-trl && .venv-trl/bin/pip install -r experiments/requirements-trl.txt
+
+Usage::
+
+    .venv/bin/python experiments/bench_lm_vs_trl.py            # 3 repeats of each
+    .venv/bin/python experiments/bench_lm_vs_trl.py --only purejaxpo --repeats 1
+    .venv/bin/python experiments/bench_lm_vs_trl.py --worker grpo --beta 0   # one measurement
+
+Results: ``experiments/results/lm_vs_trl.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRL_PYTHON = ROOT / ".venv-trl" / "bin" / "python"
+RESULTS = ROOT / "experiments" / "results"
+
+MODEL = dict(num_layers=4, width=128, num_heads=4, mlp_ratio=4, max_len=32, positions="learned")
+PROMPTS_PER_STEP, GROUP_SIZE, PAIRS_PER_STEP = 8, 8, 64
+
+
+# -- purejaxpo side -------------------------------------------------------------------------
+
+
+def _purejaxpo_grpo(beta: float, steps: int) -> dict:
+    import jax
+
+    from purejaxpo.lm.common import init_state, run_loop
+    from purejaxpo.lm.config import GRPOConfig, SFTConfig
+    from purejaxpo.lm.grpo import make_grpo_step
+    from purejaxpo.lm.model import count_params, init_params
+
+    model = SFTConfig(**MODEL).model_config()
+    params = init_params(jax.random.PRNGKey(0), model)
+    config = GRPOConfig(loss="grpo", prompts_per_step=PROMPTS_PER_STEP, group_size=GROUP_SIZE,
+                        beta=beta, rewards=(("correct", 1.0),), learning_rate=1e-6)
+    step = make_grpo_step(config, model, config.make_task())
+    hp = config.hyperparams()
+    ref = params if config.use_kl else None
+    state = init_state(jax.random.PRNGKey(1), params, hp)
+    state, _, _ = run_loop(step, state, steps, hp, ref, chunk=steps)  # compile + warm up
+    times, tokens = [], []
+    for _ in range(3):
+        state, metrics, run_s = run_loop(step, state, steps, hp, ref, chunk=steps)
+        times.append(run_s / steps)
+        tokens.append(float(metrics["completion_tokens"].mean()))
+    step_s = statistics.median(times)
+    return {"framework": "purejaxpo", "kind": "grpo", "beta": beta, "params": count_params(params),
+            "step_s": times, "median_step_s": step_s,
+            "completion_tokens_per_step": statistics.median(tokens),
+            "completion_tokens_per_s": statistics.median(tokens) / step_s,
+            "completions_per_step": PROMPTS_PER_STEP * GROUP_SIZE, "jax": jax.__version__,
+            "device": str(jax.devices()[0])}
+
+
+def _purejaxpo_dpo(steps: int, precompute: bool) -> dict:
+    import jax
+
+    from purejaxpo.lm.common import init_state, run_loop
+    from purejaxpo.lm.config import DPOConfig, SFTConfig
+    from purejaxpo.lm.dpo import make_dpo_step, reference_log_probs
+    from purejaxpo.lm.model import init_params
+    from purejaxpo.lm.pairs import synthetic_pairs
+
+    model = SFTConfig(**MODEL).model_config()
+    params = init_params(jax.random.PRNGKey(0), model)
+    config = DPOConfig(loss="sigmoid", beta=0.1, batch_size=PAIRS_PER_STEP,
+                       precompute_ref=precompute, learning_rate=1e-6)
+    pairs = synthetic_pairs(jax.random.PRNGKey(2), config.make_task(), 4096)
+    ref = reference_log_probs(params, model, pairs) if precompute else params
+    step = make_dpo_step(config, model)
+    hp = config.hyperparams()
+    state = init_state(jax.random.PRNGKey(1), params, hp)
+    state, _, _ = run_loop(step, state, steps, hp, pairs, ref, chunk=steps)
+    times = []
+    for _ in range(3):
+        state, _, run_s = run_loop(step, state, steps, hp, pairs, ref, chunk=steps)
+        times.append(run_s / steps)
+    step_s = statistics.median(times)
+    return {"framework": "purejaxpo", "kind": "dpo", "precompute_ref": precompute,
+            "step_s": times, "median_step_s": step_s, "pairs_per_s": PAIRS_PER_STEP / step_s,
+            "jax": jax.__version__}
+
+
+# -- driver -----------------------------------------------------------------------------------
+
+
+def _run(cmd: list[str], env=None) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        path = f.name
+    proc = subprocess.run(cmd + ["--json", path], cwd=ROOT, env=env, capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _ours(kind: str, **kw) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind]
+    for k, v in kw.items():
+        cmd += [f"--{k.replace('_', '-')}", str(v)]
+    return _run(cmd)
+
+
+def _trl(kind: str, steps: int, **kw) -> dict:
+    script = ROOT / "experiments" / f"_trl_{kind}_runner.py"
+    cmd = [str(TRL_PYTHON), str(script), "--steps", str(steps)]
+    for k, v in kw.items():
+        cmd += [f"--{k.replace('_', '-')}", str(v)]
+    return _run(cmd)
+
+
+def _cpu() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"{platform.processor()}, {os.cpu_count()} cores"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--worker", choices=["grpo", "dpo"], help="one purejaxpo measurement")
+    p.add_argument("--beta", type=float, default=0.04)
+    p.add_argument("--precompute", type=int, default=0)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--only", choices=["purejaxpo", "trl"])
+    p.add_argument("--json", help="(worker) write the measurement here")
+    args = p.parse_args()
+
+    if args.worker:
+        out = (_purejaxpo_grpo(args.beta, args.steps) if args.worker == "grpo"
+               else _purejaxpo_dpo(args.steps, bool(args.precompute)))
+        with open(args.json, "w") as f:
+            json.dump(out, f)
+        return 0
+
+    cases = [("grpo", {"beta": 0.04}), ("grpo", {"beta": 0.0}), ("dpo", {})]
+    runs: dict[str, list] = {}
+    for _ in range(args.repeats):
+        for kind, kw in cases:
+            name = f"{kind}" + (f" beta={kw['beta']}" if "beta" in kw else "")
+            if args.only != "trl":
+                runs.setdefault(f"purejaxpo {name}", []).append(
+                    _ours(kind, steps=args.steps, **kw))
+                print(f"purejaxpo {name}: {runs[f'purejaxpo {name}'][-1]['median_step_s']:.4f} s/step",
+                      flush=True)
+            if args.only != "purejaxpo":
+                runs.setdefault(f"trl {name}", []).append(_trl(kind, args.steps, **kw))
+                print(f"trl {name}: {runs[f'trl {name}'][-1]['median_step_s']:.4f} s/step",
+                      flush=True)
+        if args.only != "trl":
+            runs.setdefault("purejaxpo dpo precomputed-ref", []).append(
+                _ours("dpo", steps=args.steps, precompute=1))
+
+    def med(name, key):
+        return statistics.median(r[key] for r in runs[name]) if name in runs else None
+
+    rows = []
+    for kind, kw in cases:
+        name = f"{kind}" + (f" beta={kw['beta']}" if "beta" in kw else "")
+        key = "completion_tokens_per_s" if kind == "grpo" else "pairs_per_s"
+        ours, theirs = med(f"purejaxpo {name}", key), med(f"trl {name}", key)
+        rows.append({"case": name, "unit": key, "purejaxpo": ours, "trl": theirs,
+                     "purejaxpo_step_s": med(f"purejaxpo {name}", "median_step_s"),
+                     "trl_step_s": med(f"trl {name}", "median_step_s"),
+                     "ratio": ours / theirs if ours and theirs else None})
+    if "purejaxpo dpo precomputed-ref" in runs:
+        ours = med("purejaxpo dpo precomputed-ref", "pairs_per_s")
+        theirs = med("trl dpo", "pairs_per_s")
+        rows.append({"case": "dpo (purejaxpo: reference log-probs precomputed)",
+                     "unit": "pairs_per_s", "purejaxpo": ours, "trl": theirs,
+                     "purejaxpo_step_s": med("purejaxpo dpo precomputed-ref", "median_step_s"),
+                     "trl_step_s": med("trl dpo", "median_step_s"),
+                     "ratio": ours / theirs if ours and theirs else None})
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": _cpu(),
+              "repeats": args.repeats, "steps": args.steps, "rows": rows, "runs": runs}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    suffix = "" if args.only is None else f"_{args.only}"
+    (RESULTS / f"lm_vs_trl{suffix}.json").write_text(json.dumps(result, indent=1))
+    lines = [f"Machine: {result['cpu']}; {args.repeats} interleaved runs each, medians.", "",
+             "| case | unit | purejaxpo | TRL | ratio | purejaxpo s/step | TRL s/step |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    fmt = lambda x, f: "-" if x is None else format(x, f)  # noqa: E731
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['unit']} | {fmt(r['purejaxpo'], ',.0f')} | "
+                     f"{fmt(r['trl'], ',.0f')} | {fmt(r['ratio'], '.2f')} | "
+                     f"{fmt(r['purejaxpo_step_s'], '.4f')} | {fmt(r['trl_step_s'], '.4f')} |")
+    (RESULTS / f"lm_vs_trl{suffix}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""Preference optimisation on a sequence policy: DPO and its family.
+
+Losses (per example, from :mod:`purejaxpo.losses`): ``sigmoid`` (DPO, with label smoothing:
+conservative DPO), ``ipo``, ``hinge``, ``robust`` (robust DPO), ``kto`` (unpaired, reference
+point from mismatched pairs), and the reference-free ``orpo`` and ``simpo``.
+
+One training step is one pure function, compiled once: draw a minibatch of pairs, one
+teacher-forced pass of the policy over chosen and rejected completions together, the loss, an
+Adam step. The reference model's log-probs are by default computed once for the whole dataset
+before training (:func:`reference_log_probs`), so the reference model need not stay in memory;
+with ``precompute_ref=False`` the step runs the reference model itself.
+
+Shapes: ``n`` examples in the dataset, ``B`` per step, ``[B, N]`` completion tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from purejaxpo import losses
+from purejaxpo.lm.common import FitResult, LMState, fit, init_state, make_evaluator, optimizer
+from purejaxpo.lm.config import DPOConfig
+from purejaxpo.lm.model import TransformerConfig
+from purejaxpo.lm.pairs import Pairs, Unpaired, pairs_to_unpaired
+from purejaxpo.lm.sampling import completion_log_probs
+from purejaxpo.update import gradient_step
+
+Array = jax.Array
+
+
+class SequenceLogProbs(NamedTuple):
+    """Per-example sums and token counts of completion log-probs."""
+
+    total: Array  # [B] sum over completion tokens
+    length: Array  # [B] number of completion tokens
+
+    @property
+    def mean(self) -> Array:
+        return self.total / jnp.maximum(self.length, 1)
+
+
+def sequence_log_probs(params, model: TransformerConfig, prompts, prompt_valid, completions,
+                       mask) -> SequenceLogProbs:
+    """Summed log-probs ``[B]`` of each completion given its prompt (temperature 1)."""
+    token = completion_log_probs(params, model, prompts, prompt_valid, completions, mask)
+    return SequenceLogProbs(losses.masked_sum(token, mask, axis=-1),
+                            mask.sum(axis=-1).astype(jnp.float32))
+
+
+def _pair_log_probs(params, model, pairs: Pairs) -> tuple[SequenceLogProbs, SequenceLogProbs]:
+    """Chosen and rejected log-probs from one pass over the ``[2B]`` concatenated batch."""
+    cat = lambda a, b: jnp.concatenate([a, b], axis=0)  # noqa: E731
+    both = sequence_log_probs(
+        params, model, cat(pairs.prompts, pairs.prompts),
+        cat(pairs.prompt_valid, pairs.prompt_valid), cat(pairs.chosen, pairs.rejected),
+        cat(pairs.chosen_mask, pairs.rejected_mask))
+    n = pairs.prompts.shape[0]
+    split = lambda x: (x[:n], x[n:])  # noqa: E731
+    (tc, tr), (lc, lr) = split(both.total), split(both.length)
+    return SequenceLogProbs(tc, lc), SequenceLogProbs(tr, lr)
+
+
+class KTOData(NamedTuple):
+    """Unpaired examples with, for each, a mismatched completion (another example's)."""
+
+    examples: Unpaired
+    mismatched: Array  # [n] index of the example whose completion is paired with this prompt
+
+
+def kto_data(data: Pairs | Unpaired) -> KTOData:
+    examples = pairs_to_unpaired(data) if isinstance(data, Pairs) else data
+    n = len(examples)
+    return KTOData(examples, (jnp.arange(n) + 1) % n)
+
+
+def _kto_log_probs(params, model, data: KTOData, idx: Array):
+    """Log-probs of examples ``idx`` and of their mismatched completions, in one pass."""
+    ex = data.examples
+    mis = data.mismatched[idx]
+    cat = lambda a, b: jnp.concatenate([a, b], axis=0)  # noqa: E731
+    both = sequence_log_probs(
+        params, model, cat(ex.prompts[idx], ex.prompts[idx]),
+        cat(ex.prompt_valid[idx], ex.prompt_valid[idx]),
+        cat(ex.completions[idx], ex.completions[mis]),
+        cat(ex.completion_mask[idx], ex.completion_mask[mis]))
+    b = idx.shape[0]
+    return both.total[:b], both.total[b:]
+
+
+def reference_log_probs(ref_params, model: TransformerConfig, data, *, batch: int = 512):
+    """Reference log-probs of the whole dataset, computed once (``[n]`` arrays).
+
+    For pairs: ``(chosen, rejected)`` sums; for KTO data: ``(completion, mismatched)`` sums.
+    """
+    kto = isinstance(data, KTOData)
+    n = len(data.examples) if kto else len(data)
+    fn = jax.jit(lambda idx: _kto_log_probs(ref_params, model, data, idx) if kto else
+                 tuple(x.total for x in _pair_log_probs(
+                     ref_params, model, jax.tree_util.tree_map(lambda a: a[idx], data))))
+    outs = []
+    for start in range(0, n, batch):
+        idx = jnp.arange(start, min(start + batch, n))
+        outs.append(jax.device_get(fn(idx)))
+    return tuple(jnp.asarray(np.concatenate([o[k] for o in outs])) for k in range(2))
+
+
+def pair_loss(config: DPOConfig, hp, chosen: SequenceLogProbs, rejected: SequenceLogProbs,
+              ref_chosen: Array | None, ref_rejected: Array | None) -> Array:
+    """Per-example loss ``[B]`` of a paired loss type."""
+    beta = hp["beta"]
+    if config.loss == "orpo":
+        return losses.orpo_loss(chosen.mean, rejected.mean, beta)
+    if config.loss == "simpo":
+        return losses.simpo_loss(chosen.mean, rejected.mean, beta, hp["simpo_gamma"])
+    c, r = chosen.total - ref_chosen, rejected.total - ref_rejected
+    if config.loss == "sigmoid":
+        return losses.dpo_loss(c, r, beta, hp["label_smoothing"])
+    if config.loss == "ipo":
+        return losses.ipo_loss(c, r, beta)
+    if config.loss == "hinge":
+        return losses.hinge_loss(c, r, beta)
+    if config.loss == "robust":
+        return losses.robust_dpo_loss(c, r, beta, hp["label_smoothing"])
+    raise ValueError(f"loss={config.loss!r} is not a paired loss")
+
+
+def make_dpo_step(config: DPOConfig, model: TransformerConfig):
+    """``step(state, hyperparams, data, ref) -> (state, metrics)``.
+
+    ``data`` is :class:`~purejaxpo.lm.pairs.Pairs` (or :class:`KTOData` for ``kto``); ``ref``
+    is the tuple from :func:`reference_log_probs` (``precompute_ref``) or the reference
+    parameters (``precompute_ref=False``), and is ignored by the reference-free losses.
+    """
+    kto = config.loss == "kto"
+
+    def loss_fn(params, inputs):
+        hp, data, ref, idx = inputs
+        if kto:
+            logp, mis_logp = _kto_log_probs(params, model, data, idx)
+            if config.precompute_ref:
+                ref_logp, ref_mis = ref[0][idx], ref[1][idx]
+            else:
+                ref_logp, ref_mis = jax.lax.stop_gradient(_kto_log_probs(ref, model, data, idx))
+            z0 = losses.kto_reference_point(mis_logp - ref_mis)
+            desirable = data.examples.desirable[idx]
+            per = losses.kto_loss(logp - ref_logp, desirable, z0, hp["beta"],
+                                  hp["kto_desirable_weight"], hp["kto_undesirable_weight"])
+            reward = hp["beta"] * (logp - ref_logp)
+            metrics = {"kto_reference_point": z0,
+                       "reward_desirable": losses.masked_mean(reward, desirable),
+                       "reward_undesirable": losses.masked_mean(reward, ~desirable),
+                       "tokens": 2 * data.examples.completion_mask[idx].sum()}
+            return per.mean(), metrics
+        batch = jax.tree_util.tree_map(lambda a: a[idx], data)
+        chosen, rejected = _pair_log_probs(params, model, batch)
+        ref_c = ref_r = None
+        if config.loss not in REFERENCE_FREE:
+            if config.precompute_ref:
+                ref_c, ref_r = ref[0][idx], ref[1][idx]
+            else:
+                rc, rr = _pair_log_probs(ref, model, batch)
+                ref_c, ref_r = jax.lax.stop_gradient((rc.total, rr.total))
+        per = pair_loss(config, hp, chosen, rejected, ref_c, ref_r)
+        if ref_c is None:
+            margin = chosen.mean - rejected.mean
+        else:
+            margin = (chosen.total - ref_c) - (rejected.total - ref_r)
+        metrics = {"accuracy": losses.implicit_reward_accuracy(margin, jnp.zeros_like(margin))
+                   .mean(), "margin": margin.mean(), "chosen_logp": chosen.total.mean(),
+                   "rejected_logp": rejected.total.mean(),
+                   "tokens": chosen.length.sum() + rejected.length.sum()}
+        return per.mean(), metrics
+
+    def step(state: LMState, hyperparams, data, ref):
+        key, idx_key = jax.random.split(state.key)
+        n = (data.examples if kto else data).prompts.shape[0]
+        idx = jax.random.randint(idx_key, (config.batch_size,), 0, n)
+        (params, opt_state), metrics = gradient_step(
+            lambda p, inputs: _with_loss(loss_fn(p, inputs)), optimizer(hyperparams))(
+            (state.params, state.opt_state), (hyperparams, data, ref, idx))
+        return LMState(params, opt_state, key, state.step + 1), metrics
+
+    return step
+
+
+def _with_loss(out):
+    loss, metrics = out
+    return loss, {**metrics, "loss": loss}
+
+
+REFERENCE_FREE = ("orpo", "simpo")
+
+
+class PreferenceEval(NamedTuple):
+    """Held-out preference statistics of a policy."""
+
+    accuracy: float  # fraction of pairs whose implicit reward ranks chosen above rejected
+    chosen_logp: np.ndarray  # [n] summed log-probs of the chosen completions
+    rejected_logp: np.ndarray  # [n]
+
+
+def evaluate_pairs(config: DPOConfig, params, model: TransformerConfig, pairs: Pairs,
+                   ref: tuple[Array, Array] | None) -> PreferenceEval:
+    """Implicit-reward preference accuracy on ``pairs``: ``logratio(chosen) >
+    logratio(rejected)`` for reference-based losses (KTO included), ``mean logp(chosen) >
+    mean logp(rejected)`` for the reference-free ones (their implicit reward)."""
+    chosen, rejected = jax.jit(lambda p: _pair_log_probs(p, model, pairs))(params)
+    if config.loss in REFERENCE_FREE or ref is None:
+        margin = chosen.mean - rejected.mean
+    else:
+        margin = (chosen.total - ref[0]) - (rejected.total - ref[1])
+    acc = float(losses.implicit_reward_accuracy(margin, jnp.zeros_like(margin)).mean())
+    return PreferenceEval(acc, np.asarray(chosen.total), np.asarray(rejected.total))
+
+
+class DPOResult(NamedTuple):
+    fit: FitResult
+    before: PreferenceEval
+    after: PreferenceEval
+
+
+def train_dpo(config: DPOConfig, params: Any, model: TransformerConfig, train_pairs,
+              eval_pairs: Pairs, *, ref_params: Any = None, progress: bool = True) -> DPOResult:
+    """Runs preference optimisation from ``params`` (the reference model is ``params`` unless
+    ``ref_params`` is given) on ``train_pairs`` (:class:`Pairs`, or :class:`Unpaired` for
+    ``kto``); evaluates held-out preference accuracy and log-prob movement on ``eval_pairs``."""
+    task = config.make_task()
+    ref_params = params if ref_params is None else ref_params
+    if config.loss == "kto":
+        data = kto_data(train_pairs)
+    elif isinstance(train_pairs, Unpaired):
+        raise ValueError(f"loss={config.loss!r} needs pairs (prompt, chosen, rejected); "
+                         "unpaired data (completion, label) only works with loss='kto'")
+    else:
+        data = train_pairs
+    if config.loss in REFERENCE_FREE:
+        ref = None
+    elif config.precompute_ref:
+        ref = reference_log_probs(ref_params, model, data)
+    else:
+        ref = ref_params
+    eval_ref = None
+    if config.loss not in REFERENCE_FREE:
+        eval_ref = reference_log_probs(ref_params, model, eval_pairs)
+    before = evaluate_pairs(config, params, model, eval_pairs, eval_ref)
+    hyperparams = config.hyperparams()
+    state = init_state(jax.random.PRNGKey(config.seed), params, hyperparams)
+    result = fit(make_dpo_step(config, model), state, config.steps, hyperparams, data, ref,
+                 evaluate=make_evaluator(model, task, config.eval_prompts),
+                 chunk=config.log_every, progress=progress, desc=config.loss,
+                 show=("loss", "accuracy"))
+    after = evaluate_pairs(config, result.state.params, model, eval_pairs, eval_ref)
+    return DPOResult(result, before, after)

@@ -1,0 +1,186 @@
+"""Preference data (synthetic pairs, JSON lines) and the DPO-family trainer."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxpo.envs.sequence_tasks import AdditionTask
+from purejaxpo.lm.config import DPOConfig, SFTConfig
+from purejaxpo.lm.dpo import (
+    kto_data,
+    make_dpo_step,
+    reference_log_probs,
+    train_dpo,
+)
+from purejaxpo.lm.common import init_state
+from purejaxpo.lm.model import init_params
+from purejaxpo.lm.pairs import Pairs, Unpaired, load_jsonl, synthetic_pairs, write_jsonl
+
+TINY = dict(num_layers=1, width=32, num_heads=2, mlp_ratio=2)
+
+
+def _policy():
+    model = SFTConfig(**TINY).model_config()
+    return model, init_params(jax.random.PRNGKey(0), model)
+
+
+def test_near_miss_pairs_differ_in_exactly_one_answer_token():
+    task = AdditionTask()
+    pairs = synthetic_pairs(jax.random.PRNGKey(0), task, 500)
+    chosen, rejected = np.asarray(pairs.chosen), np.asarray(pairs.rejected)
+    diff = chosen != rejected
+    assert np.all(diff.sum(1) == 1)
+    assert np.all(chosen[:, -1] == task.tokenizer.eos_id) and not diff[:, -1].any()
+    digits = set(task.answer_token_ids)
+    assert set(np.unique(rejected[:, :-1])) <= digits
+    # Every answer position gets corrupted some of the time.
+    assert set(np.flatnonzero(diff.any(0))) == set(range(task.answer_len - 1))
+    batch = task.heldout(500)
+    assert np.array_equal(synthetic_pairs(jax.random.PRNGKey(1), task, 500, heldout=True).prompts,
+                          batch.prompts)
+
+
+def test_policy_rejections_are_wrong_answers():
+    task = AdditionTask()
+    model, params = _policy()
+    pairs = synthetic_pairs(jax.random.PRNGKey(0), task, 200, rejected="policy",
+                            policy=(params, model))
+    batch = task.sample(jax.random.split(jax.random.PRNGKey(0), 3)[0], 200)
+    wrong = task.exact_match(batch._replace(prompts=pairs.prompts), pairs.rejected,
+                             pairs.rejected_mask)
+    assert np.all(np.asarray(wrong) == 0.0)
+    assert np.all(np.asarray(task.exact_match(batch, pairs.chosen, pairs.chosen_mask)) == 1.0)
+
+
+def test_jsonl_round_trip(tmp_path):
+    task = AdditionTask()
+    pairs = synthetic_pairs(jax.random.PRNGKey(0), task, 20)
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(str(path), pairs, task.tokenizer)
+    loaded = load_jsonl(str(path), task.tokenizer)
+    assert isinstance(loaded, Pairs)
+    for a, b in zip(pairs, loaded):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_jsonl_unpaired_and_padding(tmp_path):
+    tok = AdditionTask().tokenizer
+    path = tmp_path / "kto.jsonl"
+    path.write_text('{"prompt": "1 + 2 =", "completion": "3 0", "label": true}\n'
+                    '\n'
+                    '{"prompt": "12+34=", "completion": "6 4 <eos>", "label": false}\n')
+    data = load_jsonl(str(path), tok)
+    assert isinstance(data, Unpaired)
+    assert data.prompts.shape == (2, 6) and data.completions.shape == (2, 3)
+    assert list(np.asarray(data.prompt_valid[0])) == [False, False, True, True, True, True]
+    assert list(np.asarray(data.completion_mask[0])) == [True, True, True]
+    assert list(np.asarray(data.desirable)) == [True, False]
+
+
+@pytest.mark.parametrize("lines,message", [
+    (['{"prompt": "1+2=", "chosen": "3"}'], r"line 1: missing field 'rejected'"),
+    (['{"prompt": "1+2=", "chosen": "3", "rejected": "4"}', '{"prompt": "1+2=", "rejected": "4"}'],
+     r"line 2: missing field 'chosen'"),
+    (['{"prompt": "1+2=", "chosen": "3", "rejected": "4"}', "not json"], r"line 2: not valid JSON"),
+    (['{"prompt": "1+2=", "chosen": "3", "rejected": "x"}'], r"line 1: unknown token 'x'"),
+    (['{"prompt": "1+2=", "chosen": 3, "rejected": "4"}'], r"line 1: field 'chosen' must be a string"),
+    (['{"prompt": "1+2=", "completion": "3", "label": "yes"}'], r"line 1: field 'label' must be"),
+    (['[1, 2]'], r"line 1: expected a JSON object"),
+    ([], r"no examples"),
+])
+def test_jsonl_errors_name_the_line_and_field(tmp_path, lines, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(lines) + ("\n" if lines else ""))
+    with pytest.raises(ValueError, match=message):
+        load_jsonl(str(path), AdditionTask().tokenizer)
+
+
+def test_jsonl_too_long_for_the_model(tmp_path):
+    path = tmp_path / "long.jsonl"
+    path.write_text(json.dumps({"prompt": "1 2 3 4 5 6 7 8 9", "chosen": "1 2 3 4",
+                                "rejected": "1"}) + "\n")
+    with pytest.raises(ValueError, match="max_len 12"):
+        load_jsonl(str(path), AdditionTask().tokenizer, max_len=12)
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "ipo", "hinge", "robust", "kto", "orpo", "simpo"])
+def test_every_loss_steps_with_finite_metrics(loss):
+    model, params = _policy()
+    config = DPOConfig(loss=loss, batch_size=8, label_smoothing=0.1 if loss == "robust" else 0.0)
+    pairs = synthetic_pairs(jax.random.PRNGKey(0), config.make_task(), 32)
+    data = kto_data(pairs) if loss == "kto" else pairs
+    ref = reference_log_probs(params, model, data)
+    hp = config.hyperparams()
+    state, metrics = jax.jit(make_dpo_step(config, model))(
+        init_state(jax.random.PRNGKey(1), params, hp), hp, data, ref)
+    assert all(np.isfinite(np.asarray(v)).all() for v in metrics.values())
+    changed = any(not np.array_equal(a, b) for a, b in zip(
+        jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(state.params)))
+    assert changed
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "kto"])
+def test_precomputed_reference_equals_reference_model_in_the_step(loss):
+    model, params = _policy()
+    ref_params = init_params(jax.random.PRNGKey(7), model)
+    pairs = synthetic_pairs(jax.random.PRNGKey(0), AdditionTask(), 32)
+    cfg_pre = DPOConfig(loss=loss, batch_size=8, precompute_ref=True)
+    cfg_live = DPOConfig(loss=loss, batch_size=8, precompute_ref=False)
+    data = kto_data(pairs) if loss == "kto" else pairs
+    hp = cfg_pre.hyperparams()
+    state = init_state(jax.random.PRNGKey(1), params, hp)
+    pre, m_pre = jax.jit(make_dpo_step(cfg_pre, model))(
+        state, hp, data, reference_log_probs(ref_params, model, data))
+    live, m_live = jax.jit(make_dpo_step(cfg_live, model))(state, hp, data, ref_params)
+    np.testing.assert_allclose(m_pre["loss"], m_live["loss"], rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(pre.params), jax.tree_util.tree_leaves(live.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_kto_mismatched_pairs_pair_prompts_with_other_completions():
+    pairs = synthetic_pairs(jax.random.PRNGKey(0), AdditionTask(), 16)
+    data = kto_data(pairs)
+    assert len(data.examples) == 32
+    assert list(np.asarray(data.examples.desirable)) == [True] * 16 + [False] * 16
+    mis = np.asarray(data.mismatched)
+    assert np.all(mis != np.arange(32)) and sorted(mis) == list(range(32))
+
+
+def test_dpo_smoke_learns_to_rank_held_out_pairs():
+    """A short DPO run: held-out preference accuracy from 0 (policy == reference) to high.
+
+    Sorting: a near miss (one digit changed) usually breaks the order or the multiset, which a
+    tiny random policy learns to spot in a few dozen steps (on addition it needs a policy that
+    can add first: see the documented runs)."""
+    model = SFTConfig(task="sorting", **TINY).model_config()
+    params = init_params(jax.random.PRNGKey(0), model)
+    config = DPOConfig(task="sorting", loss="sigmoid", beta=0.5, steps=60, log_every=30,
+                       learning_rate=3e-3, batch_size=32, eval_prompts=64)
+    task = config.make_task()
+    train = synthetic_pairs(jax.random.PRNGKey(0), task, 2048)
+    held = synthetic_pairs(jax.random.PRNGKey(1), task, 256, heldout=True)
+    result = train_dpo(config, params, model, train, held, progress=False)
+    assert result.before.accuracy == 0.0  # every margin is exactly 0 at the start
+    assert result.after.accuracy > 0.8
+    moved = (result.after.chosen_logp - result.before.chosen_logp) - (
+        result.after.rejected_logp - result.before.rejected_logp)
+    assert np.mean(moved) > 0  # chosen rises relative to rejected
+    assert result.fit.metrics["loss"].shape == (60,)
+
+
+def test_dpo_config_validation():
+    with pytest.raises(ValueError, match="loss"):
+        DPOConfig(loss="dpo")
+    with pytest.raises(ValueError, match="label_smoothing"):
+        DPOConfig(label_smoothing=0.5)
+    with pytest.raises(ValueError, match="rejected"):
+        DPOConfig(rejected="random")
+    assert DPOConfig(loss="simpo").beta == 2.0
+    with pytest.raises(ValueError, match="needs pairs"):
+        model, params = _policy()
+        data = Unpaired(jnp.zeros((2, 3), jnp.int32), jnp.ones((2, 3), bool),
+                        jnp.zeros((2, 2), jnp.int32), jnp.ones((2, 2), bool), jnp.ones(2, bool))
+        train_dpo(DPOConfig(), params, model, data, None)
