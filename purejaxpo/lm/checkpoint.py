@@ -26,14 +26,24 @@ class Policy(NamedTuple):
     task: str
     task_args: dict[str, Any]
     meta: dict[str, Any]
+    kind: str = "policy"  # or "reward_model"
+
+
+MODEL_KINDS = ("policy", "reward_model")
 
 
 def save_policy(directory: str, params, model: TransformerConfig, *, task: str,
                 task_args: Mapping[str, Any] | None = None,
-                meta: Mapping[str, Any] | None = None) -> None:
-    """Writes ``params`` and ``policy.json`` to ``directory`` (replacing an earlier policy)."""
+                meta: Mapping[str, Any] | None = None, kind: str = "policy") -> None:
+    """Writes ``params`` and ``policy.json`` to ``directory`` (replacing an earlier policy).
+
+    ``kind`` is ``"policy"`` (a :class:`~purejaxpo.lm.model.Transformer`) or ``"reward_model"``
+    (a :class:`~purejaxpo.lm.model.RewardModel`).
+    """
     import orbax.checkpoint as ocp
 
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"kind={kind!r} is invalid: must be one of {MODEL_KINDS}")
     directory = os.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
     params_dir = os.path.join(directory, "params")
@@ -42,7 +52,7 @@ def save_policy(directory: str, params, model: TransformerConfig, *, task: str,
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(params_dir, jax.device_get(params))
     checkpointer.wait_until_finished()
-    info = {"model": model.to_dict(), "task": task, "task_args": dict(task_args or {}),
+    info = {"kind": kind, "model": model.to_dict(), "task": task, "task_args": dict(task_args or {}),
             "meta": dict(meta or {})}
     tmp = os.path.join(directory, POLICY_JSON + ".tmp")
     with open(tmp, "w") as f:
@@ -50,8 +60,9 @@ def save_policy(directory: str, params, model: TransformerConfig, *, task: str,
     os.replace(tmp, os.path.join(directory, POLICY_JSON))
 
 
-def load_policy(directory: str) -> Policy:
-    """Reads a folder written by :func:`save_policy`; ``ValueError`` if it is not one."""
+def load_policy(directory: str, kind: str | None = "policy") -> Policy:
+    """Reads a folder written by :func:`save_policy`; ``ValueError`` if it is not one, or if
+    it holds another ``kind`` of model (None accepts any)."""
     import orbax.checkpoint as ocp
 
     directory = os.path.abspath(directory)
@@ -61,7 +72,12 @@ def load_policy(directory: str) -> Policy:
                          "(write one with `purejaxpo lm sft --out DIR`)")
     with open(info_path) as f:
         info = json.load(f)
+    saved_kind = info.get("kind", "policy")
+    if kind is not None and saved_kind != kind:
+        raise ValueError(f"{directory!r} holds a {saved_kind}, not a {kind}")
     model = TransformerConfig.from_dict(info["model"])
-    abstract = jax.eval_shape(lambda key: init_params(key, model), jax.random.PRNGKey(0))
+    abstract = jax.eval_shape(lambda key: init_params(key, model, saved_kind),
+                              jax.random.PRNGKey(0))
     params = ocp.StandardCheckpointer().restore(os.path.join(directory, "params"), abstract)
-    return Policy(params, model, info["task"], info.get("task_args", {}), info.get("meta", {}))
+    return Policy(params, model, info["task"], info.get("task_args", {}), info.get("meta", {}),
+                  saved_kind)

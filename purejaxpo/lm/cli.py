@@ -53,16 +53,36 @@ def _rewards(items) -> tuple[tuple[str, float], ...] | None:
     return tuple(out)
 
 
-def _config(config_cls, args, owner: str, **fixed):
+# Config fields with their own flags (``--set`` names them to the flag).
+_RESERVED = {"task": "--task", "stop_exact_match": "--stop-exact-match",
+             "task_args": "--task-arg", "steps": "--steps", "seed": "--seed",
+             "rewards": "--reward", "loss": "--loss", "beta": "--beta",
+             "group_size": "--group-size"}
+
+
+def _check_settings(config_cls, args, owner: str) -> None:
+    """Rejects bad ``--set``, ``--task-arg`` and ``--reward`` values before anything loads."""
+    from purejaxpo.cli import parse_settings
+    from purejaxpo.envs.sequence_tasks import make_task
+
+    parse_settings(args.set, config_cls, owner, _RESERVED)
+    if args.task_arg or args.task:
+        make_task(args.task or "addition", **_task_args(args.task_arg))
+    _rewards(getattr(args, "reward", None))
+
+
+def _config(config_cls, args, owner: str, policy=None, **fixed):
+    """The validated config from ``--set``/flags; the task and its options default to the
+    ``policy``'s (the one training starts from)."""
     from purejaxpo.cli import parse_settings
 
-    reserved = {"task": "--task", "stop_exact_match": "--stop-exact-match", "task_args": "--task-arg", "steps": "--steps",
-                "seed": "--seed", "rewards": "--reward", "loss": "--loss", "beta": "--beta",
-                "group_size": "--group-size"}
-    values = parse_settings(args.set, config_cls, owner, reserved)
+    values = parse_settings(args.set, config_cls, owner, _RESERVED)
     values.update({k: v for k, v in fixed.items() if v is not None})
-    return config_cls(task=args.task, task_args=_task_args(args.task_arg), seed=args.seed,
-                      **values)
+    task = args.task or (policy.task if policy else "addition")
+    task_args = _task_args(args.task_arg)
+    if not args.task_arg and policy is not None and task == policy.task:
+        task_args = dict(policy.task_args)
+    return config_cls(task=task, task_args=task_args, seed=args.seed, **values)
 
 
 def _curve_summary(result, per: int) -> list[dict[str, float]]:
@@ -128,7 +148,7 @@ def _load_init(args):
     from purejaxpo.lm.checkpoint import load_policy
 
     policy = load_policy(args.init)
-    if policy.task != args.task:
+    if args.task and policy.task != args.task:
         print(f"note: {args.init} was trained on task {policy.task!r}; using --task {args.task!r}",
               file=sys.stderr)
     return policy
@@ -139,13 +159,25 @@ def cmd_grpo(args) -> int:
     from purejaxpo.lm.config import GRPOConfig
     from purejaxpo.lm.grpo import train_grpo
 
-    config = _config(GRPOConfig, args, "lm grpo", steps=args.steps, loss=args.loss,
-                     beta=args.beta, group_size=args.group_size, rewards=_rewards(args.reward))
+    _check_settings(GRPOConfig, args, "lm grpo")
     policy = _load_init(args)
-    result = train_grpo(config, policy.params, policy.model, progress=args.progress)
+    config = _config(GRPOConfig, args, "lm grpo", policy, steps=args.steps, loss=args.loss,
+                     beta=args.beta, group_size=args.group_size, rewards=_rewards(args.reward))
+    extra = None
+    if args.reward_model:
+        from purejaxpo.lm.checkpoint import load_policy
+        from purejaxpo.lm.reward_model import reward_function
+
+        rm = load_policy(args.reward_model, kind="reward_model")
+        extra = {"rm": reward_function(rm.params, rm.model)}
+        if not any(name == "rm" for name, _ in config.rewards):
+            config = config.replace(rewards=config.rewards + (("rm", 1.0),))
+    result = train_grpo(config, policy.params, policy.model, extra_rewards=extra,
+                        progress=args.progress)
     tokens = float(result.metrics["completion_tokens"].sum())
     out = _report(args, "grpo", config, result, tokens,
-                  {"init": args.init, "tokens_kind": "generated completion tokens"})
+                  {"init": args.init, "reward_model": args.reward_model,
+                   "tokens_kind": "generated completion tokens"})
     if args.out:
         save_policy(args.out, result.state.params, policy.model, task=config.task,
                     task_args=dict(config.task_args),
@@ -162,15 +194,17 @@ def cmd_eval(args) -> int:
     from purejaxpo.lm.common import make_evaluator
 
     policy = _load_init(args)
-    task = make_task(args.task, **(_task_args(args.task_arg) or policy.task_args))
+    name = args.task or policy.task
+    task = make_task(name, **(_task_args(args.task_arg) or
+                              (policy.task_args if name == policy.task else {})))
     evaluate = make_evaluator(policy.model, task, args.num_prompts)
     start = time.perf_counter()
     em = evaluate(policy.params)
-    out = {"command": "lm eval", "task": args.task, "init": args.init, "exact_match": em,
+    out = {"command": "lm eval", "task": name, "init": args.init, "exact_match": em,
            "num_prompts": args.num_prompts, "eval_s": time.perf_counter() - start,
            "device": device_description()}
     batch = task.heldout(args.num_prompts)
-    print(f"eval {args.task}: held-out greedy exact match {em:.3f} ({args.num_prompts} prompts)")
+    print(f"eval {name}: held-out greedy exact match {em:.3f} ({args.num_prompts} prompts)")
     from purejaxpo.lm.common import greedy_completions
 
     completions = greedy_completions(policy.params, policy.model, task, batch)
@@ -183,8 +217,25 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _reporting_errors(fn):
+    """Bad input (``ValueError``, raised before anything compiles) prints ``error: ...`` and
+    returns 2, as ``purejaxpo train`` does."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(args) -> int:
+        try:
+            return fn(args)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+
+    return run
+
+
 def _common(p, *, init: bool):
-    p.add_argument("--task", default="addition", help="addition or sorting (default addition)")
+    p.add_argument("--task", default=None,
+                   help="addition or sorting (default: the --init policy's task, else addition)")
     p.add_argument("--task-arg", action="append", metavar="NAME=VALUE",
                    help="task option, e.g. --task-arg digits=4 (repeatable)")
     if init:
@@ -204,7 +255,7 @@ def _trainer(p):
 
 
 def add_cli_parser(sub) -> None:
-    lm = sub.add_parser("lm", help="language-model policies: sft, grpo, dpo, eval",
+    lm = sub.add_parser("lm", help="language-model policies: sft, grpo, dpo, rm, eval",
                         description=__doc__.split("\n\n")[0])
     lm_sub = lm.add_subparsers(dest="lm_command", required=True)
 
@@ -214,7 +265,7 @@ def add_cli_parser(sub) -> None:
     sft.add_argument("--stop-exact-match", type=float, default=None, metavar="X",
                      help="stop early once greedy exact match on validation prompts reaches X "
                           "(e.g. 0.3 for a partly trained starting policy for RL)")
-    sft.set_defaults(func=cmd_sft)
+    sft.set_defaults(func=_reporting_errors(cmd_sft))
 
     grpo = lm_sub.add_parser("grpo", help="GRPO / Dr. GRPO / BNPO / DAPO / GSPO from a policy")
     _common(grpo, init=True)
@@ -227,15 +278,74 @@ def add_cli_parser(sub) -> None:
                       help="k3 KL coefficient to the initial policy (default 0: no reference)")
     grpo.add_argument("--reward", action="append", metavar="NAME=WEIGHT",
                       help="reward function and weight (repeatable; default correct=1 digits=0.5)")
-    grpo.set_defaults(func=cmd_grpo)
+    grpo.add_argument("--reward-model", metavar="DIR", default=None,
+                      help="a reward model from `lm rm --out DIR`, as reward 'rm' (weight 1 "
+                           "unless --reward rm=W)")
+    grpo.set_defaults(func=_reporting_errors(cmd_grpo))
+
+    rm = lm_sub.add_parser("rm", help="Bradley-Terry reward model on preference pairs")
+    _common(rm, init=False)
+    _trainer(rm)
+    rm.add_argument("--init", metavar="DIR", default=None,
+                    help="start the reward model's trunk from this policy (recommended)")
+    rm.set_defaults(func=_reporting_errors(cmd_rm))
 
     ev = lm_sub.add_parser("eval", help="held-out greedy exact match of a saved policy")
     _common(ev, init=True)
     ev.add_argument("--num-prompts", type=int, default=512, help="held-out prompts (default 512)")
     ev.add_argument("--examples", type=int, default=5, help="example completions to print")
-    ev.set_defaults(func=cmd_eval)
+    ev.add_argument("--no-progress", dest="progress", action="store_false",
+                    help="accepted for symmetry with the trainers (eval shows no progress bar)")
+    ev.set_defaults(func=_reporting_errors(cmd_eval))
 
     add_dpo_parser(lm_sub)
+
+
+def cmd_rm(args) -> int:
+    from purejaxpo.cli import device_description, write_json
+    from purejaxpo.lm.checkpoint import load_policy, save_policy
+    from purejaxpo.lm.config import RewardModelConfig
+    from purejaxpo.lm.reward_model import train_reward_model
+
+    _check_settings(RewardModelConfig, args, "lm rm")
+    policy = load_policy(args.init) if args.init else None
+    config = _config(RewardModelConfig, args, "lm rm", policy, steps=args.steps)
+    task = config.make_task()
+    init = (policy.params, policy.model) if policy else None
+    train, held = _synthetic_pairs(config, task, init)
+    result = train_reward_model(config, train, held, init_policy=init, progress=args.progress)
+    out = {"command": "lm rm", "task": config.task, "init": args.init,
+           "ranking_accuracy_before": result.fit.curve[0][1],
+           "ranking_accuracy_after": result.fit.curve[-1][1],
+           "steps": len(result.fit.metrics["loss"]), "run_s": result.fit.run_s,
+           "pairs_per_s": config.batch_size * len(result.fit.metrics["loss"]) / result.fit.run_s,
+           "device": device_description(), "config": config.to_dict(),
+           "curve": [{"step": s, "heldout_ranking_accuracy": a} for s, a in result.fit.curve]}
+    print(f"rm {config.task}: held-out ranking accuracy {out['ranking_accuracy_before']:.3f} -> "
+          f"{out['ranking_accuracy_after']:.3f} ({config.eval_pairs} pairs) | {out['steps']} "
+          f"steps in {out['run_s']:.1f} s | {out['device']}")
+    if args.json:
+        write_json(args.json, out)
+    if args.out:
+        save_policy(args.out, result.params, result.model, task=config.task,
+                    task_args=dict(config.task_args), kind="reward_model",
+                    meta={k: out[k] for k in ("command", "ranking_accuracy_after", "config")})
+        print(f"saved reward model to {args.out}")
+    return 0
+
+
+def _synthetic_pairs(config, task, policy):
+    """Training and held-out pairs generated from the task (rejected: ``config.rejected``)."""
+    import jax
+
+    from purejaxpo.lm.pairs import synthetic_pairs
+
+    key = jax.random.PRNGKey(config.seed)
+    train = synthetic_pairs(key, task, config.num_pairs, rejected=config.rejected,
+                            policy=policy)
+    held = synthetic_pairs(jax.random.fold_in(key, 1), task, config.eval_pairs,
+                           rejected=config.rejected, policy=policy, heldout=True)
+    return train, held
 
 
 def cmd_dpo(args) -> int:
@@ -246,8 +356,10 @@ def cmd_dpo(args) -> int:
     from purejaxpo.lm.dpo import train_dpo
     from purejaxpo.lm.pairs import Pairs, load_jsonl, synthetic_pairs
 
-    config = _config(DPOConfig, args, "lm dpo", steps=args.steps, loss=args.loss, beta=args.beta)
+    _check_settings(DPOConfig, args, "lm dpo")
     policy = _load_init(args)
+    config = _config(DPOConfig, args, "lm dpo", policy, steps=args.steps, loss=args.loss,
+                     beta=args.beta)
     task = config.make_task()
     key = jax.random.PRNGKey(config.seed)
     if args.pairs:
@@ -264,11 +376,7 @@ def cmd_dpo(args) -> int:
                                    heldout=True)
         source = args.pairs
     else:
-        init = (policy.params, policy.model)
-        train = synthetic_pairs(key, task, config.num_pairs, rejected=config.rejected,
-                                policy=init)
-        held = synthetic_pairs(jax.random.fold_in(key, 1), task, config.eval_pairs,
-                               rejected=config.rejected, policy=init, heldout=True)
+        train, held = _synthetic_pairs(config, task, (policy.params, policy.model))
         source = f"synthetic ({config.rejected})"
     result = train_dpo(config, policy.params, policy.model, train, held, progress=args.progress)
     extra = {
@@ -309,4 +417,4 @@ def add_dpo_parser(lm_sub) -> None:
     dpo.add_argument("--pairs", metavar="FILE.jsonl", default=None,
                      help="preference data: prompt/chosen/rejected (or prompt/completion/label "
                           "for kto) per line; default: generated from the task")
-    dpo.set_defaults(func=cmd_dpo)
+    dpo.set_defaults(func=_reporting_errors(cmd_dpo))

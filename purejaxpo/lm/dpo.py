@@ -198,7 +198,7 @@ REFERENCE_FREE = ("orpo", "simpo")
 class PreferenceEval(NamedTuple):
     """Held-out preference statistics of a policy."""
 
-    accuracy: float  # fraction of pairs whose implicit reward ranks chosen above rejected
+    accuracy: float  # fraction of pairs ranked right by the implicit reward (ties count half)
     chosen_logp: np.ndarray  # [n] summed log-probs of the chosen completions
     rejected_logp: np.ndarray  # [n]
 
@@ -207,13 +207,14 @@ def evaluate_pairs(config: DPOConfig, params, model: TransformerConfig, pairs: P
                    ref: tuple[Array, Array] | None) -> PreferenceEval:
     """Implicit-reward preference accuracy on ``pairs``: ``logratio(chosen) >
     logratio(rejected)`` for reference-based losses (KTO included), ``mean logp(chosen) >
-    mean logp(rejected)`` for the reference-free ones (their implicit reward)."""
+    mean logp(rejected)`` for the reference-free ones (their implicit reward). A tie counts as
+    half right, so a policy equal to its reference scores 0.5, not 0."""
     chosen, rejected = jax.jit(lambda p: _pair_log_probs(p, model, pairs))(params)
     if config.loss in REFERENCE_FREE or ref is None:
         margin = chosen.mean - rejected.mean
     else:
         margin = (chosen.total - ref[0]) - (rejected.total - ref[1])
-    acc = float(losses.implicit_reward_accuracy(margin, jnp.zeros_like(margin)).mean())
+    acc = float(jnp.mean(jnp.where(margin == 0, 0.5, (margin > 0).astype(jnp.float32))))
     return PreferenceEval(acc, np.asarray(chosen.total), np.asarray(rejected.total))
 
 

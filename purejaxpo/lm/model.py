@@ -178,7 +178,10 @@ class Transformer(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, tokens: Array, valid: Array, cache: KVCache | None = None):
+    def __call__(self, tokens: Array, valid: Array, cache: KVCache | None = None, *,
+                 return_hidden: bool = False):
+        """Logits ``[B, L, V]`` (or, with ``return_hidden``, the final normalised hidden states
+        ``[B, L, W]``) and the updated cache (None without a cache)."""
         cfg = self.config
         b, length = tokens.shape
         embed = nn.Embed(cfg.vocab_size, cfg.width,
@@ -211,7 +214,9 @@ class Transformer(nn.Module):
             new_k.append(k)
             new_v.append(v)
         x = nn.LayerNorm(name="ln_final")(x)
-        if cfg.tie_embeddings:
+        if return_hidden:
+            logits = x
+        elif cfg.tie_embeddings:
             logits = embed.attend(x)
         else:
             logits = nn.Dense(cfg.vocab_size, use_bias=False,
@@ -225,10 +230,30 @@ class Transformer(nn.Module):
         return logits, new_cache
 
 
-def init_params(key: Array, config: TransformerConfig):
-    """Random parameters of a :class:`Transformer` built from ``config``."""
+class RewardModel(nn.Module):
+    """A transformer trunk and a linear scalar head read at each sequence's last valid token.
+
+    ``apply(params, tokens [B, L], valid [B, L]) -> [B]`` scores; trained with the
+    Bradley-Terry loss on preference pairs (:mod:`purejaxpo.lm.reward_model`).
+    """
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, tokens: Array, valid: Array) -> Array:
+        hidden, _ = Transformer(self.config, name="trunk")(tokens, valid, return_hidden=True)
+        last = tokens.shape[1] - 1 - jnp.argmax(valid[:, ::-1], axis=1)
+        read = hidden[jnp.arange(tokens.shape[0]), last]
+        return nn.Dense(1, kernel_init=nn.initializers.normal(0.02), name="score")(read)[:, 0]
+
+
+MODEL_KINDS = {"policy": Transformer, "reward_model": RewardModel}
+
+
+def init_params(key: Array, config: TransformerConfig, kind: str = "policy"):
+    """Random parameters of a :class:`Transformer` (or :class:`RewardModel`) from ``config``."""
     tokens = jnp.zeros((1, 2), jnp.int32)
-    return Transformer(config).init(key, tokens, jnp.ones((1, 2), bool))["params"]
+    return MODEL_KINDS[kind](config).init(key, tokens, jnp.ones((1, 2), bool))["params"]
 
 
 def count_params(params) -> int:

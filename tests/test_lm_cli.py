@@ -1,0 +1,293 @@
+"""``purejaxpo lm sft|grpo|dpo|eval``: the JSON contract, policy folders, preference files, and
+bad input rejected before anything is trained or compiled.
+
+Every run uses a tiny transformer (1 layer, width 32) for a few steps; the cost is compilation,
+so one SFT policy (a module fixture) is the starting point of every other command.
+"""
+
+import json
+
+import pytest
+
+from purejaxpo import cli
+from purejaxpo.lm.config import LOSS_PRESETS
+
+TINY = ["--set", "num_layers=1", "--set", "width=32", "--set", "num_heads=2",
+        "--set", "mlp_ratio=2"]
+SHORT = ["--steps", "4", "--set", "log_every=2", "--set", "eval_prompts=16", "--no-progress"]
+DPO_SMALL = ["--set", "num_pairs=64", "--set", "eval_pairs=16", "--set", "batch_size=8"]
+
+
+def _run(argv, json_path) -> dict:
+    assert cli.main([str(a) for a in argv]) == 0
+    return json.loads(json_path.read_text())
+
+
+def _check_trainer_json(data, command: str, steps: int = 4):
+    """The keys every trainer writes, with sane values."""
+    assert data["command"] == command
+    assert data["task"] == "addition"
+    for key in ("exact_match_before", "exact_match_after"):
+        assert isinstance(data[key], float) and 0.0 <= data[key] <= 1.0, key
+    assert data["steps"] == steps
+    assert data["run_s"] > 0
+    assert data["tokens_per_s"] is not None and data["tokens_per_s"] > 0
+    assert isinstance(data["device"], str) and data["device"]
+    config = data["config"]
+    assert isinstance(config, dict)
+    assert config["steps"] == steps and config["log_every"] == 2 and config["eval_prompts"] == 16
+    # One row at step 0, then one per chunk of log_every steps with the chunk's metric means.
+    curve = data["curve"]
+    assert [row["step"] for row in curve] == [0, 2, 4]
+    assert curve[0]["heldout_exact_match"] == data["exact_match_before"]
+    assert curve[-1]["heldout_exact_match"] == data["exact_match_after"]
+    for row in curve[1:]:
+        assert "loss" in row and isinstance(row["loss"], float)
+    return config
+
+
+def _check_policy_folder(path, command: str):
+    info = json.loads((path / "policy.json").read_text())
+    assert info["task"] == "addition"
+    assert info["model"]["num_layers"] == 1 and info["model"]["width"] == 32
+    assert info["meta"]["command"] == command
+    assert (path / "params").is_dir()
+
+
+@pytest.fixture(scope="module")
+def sft(tmp_path_factory):
+    """``lm sft --out DIR --json J``: the policy folder and the JSON (shared by the module)."""
+    root = tmp_path_factory.mktemp("lm_sft")
+    out, path = root / "policy", root / "sft.json"
+    data = _run(["lm", "sft", *TINY, *SHORT, "--set", "batch_size=8", "--out", out,
+                 "--json", path], path)
+    return out, data
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fails the test if a command gets as far as building a model or compiling a step."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError("bad input reached training / compilation")
+
+    import purejaxpo.lm.common as common
+    import purejaxpo.lm.dpo as dpo
+    import purejaxpo.lm.grpo as grpo
+    import purejaxpo.lm.sft as sft_module
+
+    for module in (common, dpo, grpo, sft_module):
+        monkeypatch.setattr(module, "fit", boom)
+        monkeypatch.setattr(module, "make_evaluator", boom)
+    monkeypatch.setattr(sft_module, "init_params", boom)
+
+
+def _fails(argv, capsys, *needles):
+    """Runs ``main(argv)``, which must reject it: a ValueError, or (if the CLI catches errors
+    the way ``purejaxpo train`` does) exit code 2 with ``error: ...`` on stderr. Every needle
+    must be in the message."""
+    try:
+        code = cli.main([str(a) for a in argv])
+    except ValueError as err:
+        message = str(err)
+    else:
+        assert code == 2, f"expected failure, got exit code {code}"
+        message = capsys.readouterr().err
+        assert message.startswith("error:"), message
+    for needle in needles:
+        assert needle in message, (needle, message)
+    return message
+
+
+# -- the happy path: sft -> grpo -> eval, sft -> dpo ------------------------------------------
+
+
+def test_sft_writes_json_and_policy_folder(sft, capsys):
+    out, data = sft
+    config = _check_trainer_json(data, "lm sft")
+    assert config["num_layers"] == 1 and config["width"] == 32 and config["num_heads"] == 2
+    assert config["mlp_ratio"] == 2 and config["batch_size"] == 8
+    assert data["model"]["num_layers"] == 1 and data["model"]["width"] == 32
+    assert isinstance(data["params"], int) and data["params"] > 0
+    _check_policy_folder(out, "lm sft")
+
+
+def test_grpo_from_sft_then_eval(sft, tmp_path, capsys):
+    init, _ = sft
+    out, path = tmp_path / "grpo", tmp_path / "grpo.json"
+    data = _run(["lm", "grpo", "--init", init, *SHORT, "--set", "prompts_per_step=2",
+                 "--group-size", "2", "--loss", "dapo", "--beta", "0.04",
+                 "--reward", "correct=1", "--reward", "format=0.2",
+                 "--out", out, "--json", path], path)
+    config = _check_trainer_json(data, "lm grpo")
+    assert data["init"] == str(init)
+    assert config["loss"] == "dapo" and config["group_size"] == 2
+    assert config["prompts_per_step"] == 2 and config["beta"] == 0.04
+    # The dapo preset filled the fields left unset.
+    assert config["clip_eps_high"] == 0.28 and config["clip_eps"] == 0.2
+    assert config["filter_zero_spread"] is True and config["aggregation"] == "token_mean"
+    # --reward replaces the default rewards (correct=1 digits=0.5) entirely.
+    assert config["rewards"] == {"correct": 1.0, "format": 0.2}
+    for row in data["curve"][1:]:
+        assert {"reward", "reward/correct", "reward/format", "kl",
+                "zero_spread_fraction"} <= set(row)
+        assert "reward/digits" not in row
+    _check_policy_folder(out, "lm grpo")
+    printed = capsys.readouterr().out
+    assert "grpo addition: held-out greedy exact match" in printed
+    assert f"saved policy to {out}" in printed
+
+    eval_path = tmp_path / "eval.json"
+    ev = _run(["lm", "eval", "--init", out, "--num-prompts", "16", "--examples", "3",
+               "--json", eval_path], eval_path)
+    assert ev["command"] == "lm eval" and ev["task"] == "addition" and ev["init"] == str(out)
+    assert isinstance(ev["exact_match"], float) and 0.0 <= ev["exact_match"] <= 1.0
+    assert ev["num_prompts"] == 16 and ev["eval_s"] > 0 and ev["device"]
+    assert len(ev["examples"]) == 3
+    for line in ev["examples"]:
+        prompt = line.split("=")[0].split()
+        assert len(prompt) == 7 and prompt[3] == "+", line  # "a a a + b b b = ..."
+    assert "eval addition: held-out greedy exact match" in capsys.readouterr().out
+
+
+def _check_dpo_json(data, command: str):
+    config = _check_trainer_json(data, command)
+    for key in ("pref_accuracy", "pref_accuracy_before"):
+        assert isinstance(data[key], float) and 0.0 <= data[key] <= 1.0, key
+    for key in ("chosen_logp_delta", "rejected_logp_delta"):
+        assert isinstance(data[key], float), key
+    assert data["pairs_per_s"] > 0
+    assert config["batch_size"] == 8
+    return config
+
+
+def test_dpo_kto_from_sft(sft, tmp_path, capsys):
+    init, _ = sft
+    out, path = tmp_path / "kto", tmp_path / "kto.json"
+    data = _run(["lm", "dpo", "--init", init, *SHORT, *DPO_SMALL, "--loss", "kto",
+                 "--beta", "0.3", "--out", out, "--json", path], path)
+    config = _check_dpo_json(data, "lm dpo[kto]")
+    assert config["loss"] == "kto" and config["beta"] == 0.3
+    assert config["num_pairs"] == 64 and config["eval_pairs"] == 16
+    assert data["pairs"] == "synthetic (policy)" and data["init"] == str(init)
+    _check_policy_folder(out, "lm dpo[kto]")
+    assert "held-out preference accuracy" in capsys.readouterr().out
+
+
+def _addition_line(a: int, b: int) -> dict:
+    """A pair for 3-digit addition: the reversed 4-digit sum, and one with a wrong last digit."""
+    answer = f"{a + b:04d}"[::-1]
+    wrong = answer[:-1] + str((int(answer[-1]) + 1) % 10)
+    return {"prompt": " ".join(f"{a:03d}") + " + " + " ".join(f"{b:03d}") + " =",
+            "chosen": " ".join(answer), "rejected": " ".join(wrong)}
+
+
+def test_addition_line_format():
+    assert _addition_line(123, 456) == {"prompt": "1 2 3 + 4 5 6 =", "chosen": "9 7 5 0",
+                                        "rejected": "9 7 5 1"}
+
+
+def test_dpo_default_loss_from_pairs_file(sft, tmp_path):
+    init, _ = sft
+    pairs = tmp_path / "pairs.jsonl"
+    lines = [_addition_line(100 + 67 * i, 7 + 81 * i) for i in range(12)]
+    pairs.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    path = tmp_path / "dpo.json"
+    data = _run(["lm", "dpo", "--init", init, *SHORT, *DPO_SMALL, "--pairs", pairs,
+                 "--json", path], path)
+    config = _check_dpo_json(data, "lm dpo[sigmoid]")
+    assert config["loss"] == "sigmoid" and config["beta"] == 0.5  # the defaults
+    assert data["pairs"] == str(pairs)
+
+
+def test_malformed_pairs_file_names_the_line_and_field(sft, tmp_path, capsys, no_training):
+    init, _ = sft
+    lines = [_addition_line(100 + i, 200 + i) for i in range(10)]
+    del lines[2]["rejected"]
+    pairs = tmp_path / "bad.jsonl"
+    pairs.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    _fails(["lm", "dpo", "--init", init, *SHORT, *DPO_SMALL, "--pairs", pairs], capsys,
+           "line 3", "'rejected'", str(pairs))
+
+
+# -- GRPO loss presets (configuration only: training is stubbed out) -------------------------
+
+
+class _Captured(Exception):
+    pass
+
+
+@pytest.mark.parametrize("loss", sorted(LOSS_PRESETS))
+def test_grpo_loss_presets_reach_the_config(loss, sft, monkeypatch):
+    import purejaxpo.lm.grpo as grpo
+
+    def capture(config, *args, **kwargs):
+        raise _Captured(config)
+
+    monkeypatch.setattr(grpo, "train_grpo", capture)
+    init, _ = sft
+    with pytest.raises(_Captured) as info:
+        cli.main(["lm", "grpo", "--init", str(init), "--loss", loss, "--no-progress",
+                  "--set", "clip_eps_high=0.5"])
+    config = info.value.args[0].to_dict()
+    assert config["loss"] == loss
+    expected = {**LOSS_PRESETS[loss], "clip_eps_high": 0.5}  # an explicit --set wins
+    assert {k: config[k] for k in expected} == expected
+
+
+# -- bad input fails before anything is trained or compiled ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["lm", "sft", "--set", "num_layer=1"], ["num_layer", "Did you mean", "num_layers"]),
+        (["lm", "sft", "--set", "widht=32"], ["Did you mean", "width"]),
+        (["lm", "grpo", "--init", "{missing}", "--set", "prompts_per_stp=2"],
+         ["Did you mean", "prompts_per_step"]),
+        (["lm", "dpo", "--init", "{missing}", "--set", "num_pair=64"],
+         ["Did you mean", "num_pairs"]),
+        (["lm", "sft", "--set", "steps=3"], ["--steps"]),  # has its own flag
+        (["lm", "grpo", "--init", "{missing}", "--set", "rewards=x"], ["--reward"]),
+        (["lm", "sft", "--set", "width=wide"], ["width"]),
+        (["lm", "sft", "--task-arg", "digits=0"], ["digits"]),
+        (["lm", "grpo", "--init", "{missing}", "--task-arg", "digits=0"], ["digits"]),
+        (["lm", "sft", "--task-arg", "digits"], ["--task-arg", "name=value"]),
+        (["lm", "sft", "--task-arg", "colour=3"], ["colour"]),
+        (["lm", "sft", "--task", "additon"], ["addition"]),
+        (["lm", "grpo", "--init", "{missing}", "--reward", "correct=lots"], ["--reward"]),
+        (["lm", "grpo", "--init", "{empty}"], ["policy.json"]),
+        (["lm", "dpo", "--init", "{empty}"], ["policy.json"]),
+        (["lm", "eval", "--init", "{empty}"], ["policy.json"]),
+    ],
+)
+def test_bad_input_fails_before_training(argv, needles, tmp_path, capsys, no_training):
+    empty = tmp_path / "not_a_policy"
+    empty.mkdir()
+    argv = [a.format(missing=tmp_path / "missing", empty=empty) for a in argv]
+    if argv[1] != "eval":
+        argv.append("--no-progress")
+    _fails(argv, capsys, *needles)
+
+
+def test_unknown_reward_fails_before_training(sft, capsys, no_training):
+    init, _ = sft
+    _fails(["lm", "grpo", "--init", init, "--reward", "nonexistent=1", "--no-progress"], capsys,
+           "unknown reward", "nonexistent", "correct")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["lm", "grpo", "--init", "x", "--loss", "ppo"],
+        ["lm", "dpo", "--init", "x", "--loss", "dapo"],
+        ["lm", "grpo", "--init", "x", "--group-size", "two"],
+        ["lm", "grpo", "--loss", "grpo"],  # --init is required
+        ["lm", "ppo"],
+    ],
+)
+def test_bad_flags_exit_via_argparse(argv, capsys, no_training):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
