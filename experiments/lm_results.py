@@ -35,7 +35,7 @@ DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "kto", "orpo", "simpo")
 
 
 def cli(*args: str) -> dict:
-    json_path = OUT / f"{args[1]}{'_' + args[args.index('--loss') + 1] if '--loss' in args else ''}.json"
+    json_path = OUT / f"{args[0]}{'_' + args[args.index('--loss') + 1] if '--loss' in args else ''}.json"
     cmd = [sys.executable, "-m", "purejaxpo", "lm", *args, "--json", str(json_path), "--no-progress"]
     print("$ purejaxpo lm " + " ".join(args), flush=True)
     start = time.perf_counter()

@@ -1,0 +1,18 @@
+"""Language-model policy optimisation on sequence policies, in pure JAX.
+
+* :mod:`~purejaxpo.lm.model`: a decoder-only flax transformer (RoPE or learned positions) with
+  an explicit KV cache, and a reward-model variant with a scalar head.
+* :mod:`~purejaxpo.lm.sampling`: jitted sampling (temperature, top-k, top-p, EOS and masks) and
+  per-token log-probs of completions.
+* :mod:`~purejaxpo.lm.objectives`: token-level GRPO-family objectives (token or sequence
+  ratios, the three loss aggregations) composed from :mod:`purejaxpo.losses`.
+* Trainers, each a pure ``step(state, hyperparams, ...)`` compiled once and run in ``lax.scan``
+  chunks: :mod:`~purejaxpo.lm.sft`, :mod:`~purejaxpo.lm.grpo` (GRPO, BNPO, Dr. GRPO, DAPO,
+  GSPO), :mod:`~purejaxpo.lm.dpo` (DPO, cDPO, IPO, hinge, robust DPO, KTO, ORPO, SimPO),
+  :mod:`~purejaxpo.lm.reward_model` (Bradley-Terry).
+* :mod:`~purejaxpo.lm.pairs`: preference pairs (synthetic or JSON lines);
+  :mod:`~purejaxpo.lm.checkpoint`: orbax parameters plus a JSON of the model config.
+* Tasks with verifiable rewards (addition, sorting) live in :mod:`purejaxpo.envs.sequence_tasks`.
+
+On the command line: ``purejaxpo lm sft|grpo|dpo|rm|eval``.
+"""

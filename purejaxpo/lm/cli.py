@@ -255,6 +255,8 @@ def _trainer(p):
 
 
 def add_cli_parser(sub) -> None:
+    from purejaxpo.lm.config import LOSS_PRESETS
+
     lm = sub.add_parser("lm", help="language-model policies: sft, grpo, dpo, rm, eval",
                         description=__doc__.split("\n\n")[0])
     lm_sub = lm.add_subparsers(dest="lm_command", required=True)
@@ -272,7 +274,7 @@ def add_cli_parser(sub) -> None:
     _trainer(grpo)
     grpo.add_argument("--group-size", type=int, default=None, help="completions per prompt")
     grpo.add_argument("--loss", default=None,
-                      choices=["grpo", "bnpo", "dr_grpo", "dapo", "gspo"],
+                      choices=list(LOSS_PRESETS),
                       help="loss variant (default grpo)")
     grpo.add_argument("--beta", type=float, default=None,
                       help="k3 KL coefficient to the initial policy (default 0: no reference)")
