@@ -12,7 +12,7 @@ from purejaxpo.lm.common import init_state, run_loop
 from purejaxpo.lm.config import GRPOConfig, SFTConfig
 from purejaxpo.lm.grpo import make_grpo_step
 from purejaxpo.lm.model import init_params
-from purejaxpo.lm.sft import make_sft_step, train_sft
+from purejaxpo.lm.sft import train_sft
 
 TINY = dict(num_layers=1, width=32, num_heads=2, mlp_ratio=2)
 

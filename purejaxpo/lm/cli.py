@@ -85,7 +85,7 @@ def _config(config_cls, args, owner: str, policy=None, **fixed):
     return config_cls(task=task, task_args=task_args, seed=args.seed, **values)
 
 
-def _curve_summary(result, per: int) -> list[dict[str, float]]:
+def _curve_summary(result) -> list[dict[str, float]]:
     """One row per chunk: step, held-out exact match, chunk means of the training metrics."""
     rows = []
     for i, (step, em) in enumerate(result.curve):
@@ -110,7 +110,7 @@ def _report(args, kind: str, config, result, tokens: float, extra: dict[str, Any
         "tokens_per_s": tokens / result.run_s if result.run_s > 0 else None,
         "device": device_description(),
         "config": config.to_dict(),
-        "curve": _curve_summary(result, config.log_every),
+        "curve": _curve_summary(result),
         **extra,
     }
     print(f"{kind} {config.task}: held-out greedy exact match "
