@@ -52,12 +52,8 @@ def sequence_log_probs(params, model: TransformerConfig, prompts, prompt_valid, 
 
 
 def _pair_log_probs(params, model, pairs: Pairs) -> tuple[SequenceLogProbs, SequenceLogProbs]:
-    """Chosen and rejected log-probs from one pass over the ``[2B]`` concatenated batch."""
-    cat = lambda a, b: jnp.concatenate([a, b], axis=0)  # noqa: E731
-    both = sequence_log_probs(
-        params, model, cat(pairs.prompts, pairs.prompts),
-        cat(pairs.prompt_valid, pairs.prompt_valid), cat(pairs.chosen, pairs.rejected),
-        cat(pairs.chosen_mask, pairs.rejected_mask))
+    """Chosen and rejected log-probs from one pass over the ``[2B]`` stacked batch."""
+    both = sequence_log_probs(params, model, *pairs.stacked())
     n = pairs.prompts.shape[0]
     split = lambda x: (x[:n], x[n:])  # noqa: E731
     (tc, tr), (lc, lr) = split(both.total), split(both.length)

@@ -82,8 +82,11 @@ def make_grpo_step(config: GRPOConfig, model: TransformerConfig, task: SequenceT
 
         metrics = {}
         total = jnp.zeros((num_prompts * group,), jnp.float32)
+        exact = None
         for name, fn, weight in rewards:
             value = fn(batch, completions.tokens, completions.mask).astype(jnp.float32)
+            if fn == task.exact_match:  # the exact-match metric below is this reward
+                exact = value
             metrics[f"reward/{name}"] = value.mean()
             total = total + weight * value
         grouped = total.reshape(num_prompts, group)
@@ -127,8 +130,9 @@ def make_grpo_step(config: GRPOConfig, model: TransformerConfig, task: SequenceT
 
         metrics.update({k: v.mean() for k, v in aux.items()})
         metrics["reward"] = total.mean()
-        metrics["exact_match"] = task.exact_match(
-            batch, completions.tokens, completions.mask).mean()
+        if exact is None:
+            exact = task.exact_match(batch, completions.tokens, completions.mask)
+        metrics["exact_match"] = exact.mean()
         metrics["zero_spread_fraction"] = zero_spread.mean()
         metrics["completion_length"] = completions.mask.sum(axis=1).mean()
         metrics["completion_tokens"] = completions.mask.sum()

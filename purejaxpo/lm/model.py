@@ -93,15 +93,14 @@ class KVCache(NamedTuple):
 
     Attributes:
       k, v: ``[num_layers, B, S, H, D]``.
-      valid: ``[B, S]``, true where a slot holds a real (non-pad) token.
-      length: ``[B]`` int32, how many valid tokens each sequence has so far (the next position).
+      valid: ``[B, S]``, true where a slot holds a real (non-pad) token (its row sum is the
+        next token's position).
       index: scalar int32, the next slot to write (the same for every sequence).
     """
 
     k: Array
     v: Array
     valid: Array
-    length: Array
     index: Array
 
 
@@ -110,8 +109,7 @@ def init_cache(config: TransformerConfig, batch: int, dtype=jnp.float32) -> KVCa
     shape = (config.num_layers, batch, config.max_len, config.num_heads, config.head_dim)
     return KVCache(
         k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
-        valid=jnp.zeros((batch, config.max_len), bool),
-        length=jnp.zeros((batch,), jnp.int32), index=jnp.zeros((), jnp.int32))
+        valid=jnp.zeros((batch, config.max_len), bool), index=jnp.zeros((), jnp.int32))
 
 
 def positions_from_valid(valid: Array, start: Array | None = None) -> Array:
@@ -186,7 +184,7 @@ class Transformer(nn.Module):
         b, length = tokens.shape
         embed = nn.Embed(cfg.vocab_size, cfg.width,
                          embedding_init=nn.initializers.normal(0.02), name="embed")
-        start = None if cache is None else cache.length
+        start = None if cache is None else jnp.sum(cache.valid, axis=-1, dtype=jnp.int32)
         positions = positions_from_valid(valid, start)
         x = embed(tokens)
         if cfg.positions == "learned":
@@ -224,9 +222,7 @@ class Transformer(nn.Module):
         if cache is None:
             return logits, None
         new_cache = KVCache(
-            k=jnp.stack(new_k), v=jnp.stack(new_v), valid=key_valid,
-            length=cache.length + jnp.sum(valid, axis=-1, dtype=jnp.int32),
-            index=cache.index + length)
+            k=jnp.stack(new_k), v=jnp.stack(new_v), valid=key_valid, index=cache.index + length)
         return logits, new_cache
 
 

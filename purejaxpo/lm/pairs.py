@@ -41,6 +41,13 @@ class Pairs(NamedTuple):
     def __len__(self) -> int:
         return int(self.prompts.shape[0])
 
+    def stacked(self) -> tuple[Array, Array, Array, Array]:
+        """``(prompts, prompt_valid, completions, completion_mask)`` ``[2n, ...]``: the chosen
+        completions, then the rejected ones, each after its prompt (one model pass for both)."""
+        cat = lambda a, b: jnp.concatenate([a, b], axis=0)  # noqa: E731
+        return (cat(self.prompts, self.prompts), cat(self.prompt_valid, self.prompt_valid),
+                cat(self.chosen, self.rejected), cat(self.chosen_mask, self.rejected_mask))
+
 
 class Unpaired(NamedTuple):
     """``n`` completions labelled desirable or not (KTO): ``[n, P]``, ``[n, N]``, ``[n]``."""
@@ -57,11 +64,8 @@ class Unpaired(NamedTuple):
 
 def pairs_to_unpaired(pairs: Pairs) -> Unpaired:
     """Each pair as two unpaired examples: chosen (desirable), rejected (undesirable)."""
-    cat = lambda a, b: jnp.concatenate([a, b], axis=0)  # noqa: E731
     n = len(pairs)
-    return Unpaired(cat(pairs.prompts, pairs.prompts), cat(pairs.prompt_valid, pairs.prompt_valid),
-                    cat(pairs.chosen, pairs.rejected), cat(pairs.chosen_mask, pairs.rejected_mask),
-                    jnp.concatenate([jnp.ones(n, bool), jnp.zeros(n, bool)]))
+    return Unpaired(*pairs.stacked(), jnp.concatenate([jnp.ones(n, bool), jnp.zeros(n, bool)]))
 
 
 def near_miss(key: Array, task: SequenceTask, batch: TaskBatch) -> Array:

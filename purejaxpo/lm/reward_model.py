@@ -34,10 +34,7 @@ def score(params, model: TransformerConfig, prompts: Array, prompt_valid: Array,
 
 
 def _pair_scores(params, model, pairs: Pairs) -> tuple[Array, Array]:
-    cat = lambda a, b: jnp.concatenate([a, b], axis=0)  # noqa: E731
-    both = score(params, model, cat(pairs.prompts, pairs.prompts),
-                 cat(pairs.prompt_valid, pairs.prompt_valid), cat(pairs.chosen, pairs.rejected),
-                 cat(pairs.chosen_mask, pairs.rejected_mask))
+    both = score(params, model, *pairs.stacked())
     n = pairs.prompts.shape[0]
     return both[:n], both[n:]
 
