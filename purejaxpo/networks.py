@@ -348,7 +348,7 @@ class RecurrentActorCritic(ActorCritic):
         truncated episode bootstraps from its own memory.
         """
         done = jnp.logical_or(traj.terminated, traj.truncated)
-        hiddens = self.unroll(params, traj.agent_state[0], traj.obs, episode_starts(done))
+        hiddens = self.unroll(params, traj.agent_state, traj.obs, episode_starts(done))
         next_hiddens = self.step(params, hiddens, traj.final_obs)
         return self.head_value(params, hiddens), self.head_value(params, next_hiddens)
 

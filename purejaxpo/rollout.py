@@ -23,9 +23,9 @@ class Transition(NamedTuple):
       final_obs: observation after the step, before any automatic reset: bootstrap from it.
       episode_done, episode_return, episode_length: episode statistics (raw reward units);
         return and length are meaningful where ``episode_done``.
-      agent_state: the policy's memory that step t acted from, already reset at episode starts
-        (``[T, B, H]`` for a GRU; ``()`` for a feed-forward policy). ``agent_state[0]`` is the
-        state at the start of the rollout, from which an update unrolls the whole sequence.
+      agent_state: the policy's memory at the start of the rollout (``[B, H]`` for a GRU, not
+        time-major; ``()`` for a feed-forward policy): an update unrolls the whole sequence from
+        it (``policy.unroll`` with the episode starts gives every step's memory again).
     """
 
     obs: jax.Array
@@ -93,12 +93,12 @@ def collect(key, venv, policy, params, carry: EnvCarry, num_steps: int):
             episode_done=info["episode_done"],
             episode_return=info["episode_return"],
             episode_length=info["episode_length"],
-            agent_state=carry.agent_state,
         )
         done = jnp.logical_or(terminated, truncated)
         return EnvCarry(env_state, obs, reset_memory(agent_state, done)), transition
 
-    return jax.lax.scan(step, carry, jax.random.split(key, num_steps))
+    new_carry, traj = jax.lax.scan(step, carry, jax.random.split(key, num_steps))
+    return new_carry, traj._replace(agent_state=carry.agent_state)
 
 
 def episode_metrics(traj: Transition) -> dict[str, jax.Array]:

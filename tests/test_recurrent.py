@@ -80,8 +80,14 @@ def test_unroll_resets_hidden_state_at_episode_boundaries():
 
 def test_rollout_carries_memory_and_zeroes_it_after_episode_ends():
     config = RecurrentPPOConfig(**TINY)
-    _, _, (traj, traj2), (carry, _) = _rollout(config)
-    state = np.asarray(traj.agent_state)  # [T, B, H], the state each step acted from
+    policy, params, (traj, traj2), (carry, _) = _rollout(config)
+    done = jnp.logical_or(traj.terminated, traj.truncated)
+    # [T, B, H], the state each step acted from: the rollout keeps only the initial state, the
+    # rest is unrolled from it through the same episode starts.
+    hiddens = policy.unroll(params, traj.agent_state, traj.obs, episode_starts(done))
+    state = np.concatenate([np.asarray(traj.agent_state)[None],
+                            np.asarray(hiddens)[:-1]], 0)
+    state = np.where(np.asarray(episode_starts(done))[..., None], 0.0, state)
     assert state.shape == (16, 4, 16)
     done = np.asarray(traj.terminated | traj.truncated)
     assert done.any() and not done.all()
@@ -92,7 +98,7 @@ def test_rollout_carries_memory_and_zeroes_it_after_episode_ends():
     assert np.all(np.abs(state[1:][~starts[1:]]).sum(-1) > 0)
     # ... and carried over to the next rollout, reset where the last step ended an episode.
     carried = np.asarray(carry.agent_state)
-    np.testing.assert_array_equal(np.asarray(traj2.agent_state[0]), carried)
+    np.testing.assert_array_equal(np.asarray(traj2.agent_state), carried)
     np.testing.assert_array_equal(np.abs(carried).sum(-1) == 0, done[-1])
 
 
@@ -100,7 +106,7 @@ def test_update_recomputes_rollout_log_probs_and_values_exactly():
     """Before any gradient step, the sequences' recomputed log-probs give ratio == 1."""
     config = RecurrentPPOConfig(**TINY)
     policy, params, (_, traj), _ = _rollout(config)  # second rollout: starts mid-episode
-    assert np.abs(np.asarray(traj.agent_state[0])).sum() > 0
+    assert np.abs(np.asarray(traj.agent_state)).sum() > 0
     values, next_values = policy.rollout_values(params, traj)
     assert values.shape == next_values.shape == (16, 4)
     # next_values[t] == values[t + 1] wherever step t did not end an episode.
@@ -127,7 +133,7 @@ def test_continuous_recurrent_policy_shapes():
                                 num_minibatches=2, gru_size=8)
     policy, params, (traj,), _ = _rollout(config, num_rollouts=1)
     assert policy.continuous and params["actor"]["params"]["log_std"].shape == (1,)
-    assert traj.action.shape == (8, 4, 1) and traj.agent_state.shape == (8, 4, 8)
+    assert traj.action.shape == (8, 4, 1) and traj.agent_state.shape == (4, 8)
     dist, value = policy.evaluate(params, Rollout(traj, *policy.rollout_values(params, traj),
                                                   jnp.zeros((8, 4))).sequence_batch())
     np.testing.assert_allclose(dist.log_prob(jnp.swapaxes(traj.action, 0, 1)),

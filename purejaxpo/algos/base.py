@@ -121,7 +121,7 @@ class Rollout(NamedTuple):
             "values": self.values, "advantages": self.advantages, "targets": self.targets,
             "resets": episode_starts(done),
         })
-        seqs["agent_state"] = jax.tree_util.tree_map(lambda x: x[0], self.traj.agent_state)
+        seqs["agent_state"] = self.traj.agent_state
         return seqs
 
     def batch(self, policy) -> dict[str, Any]:
