@@ -58,6 +58,8 @@ import os
 import sys
 import time
 
+import _bench_common as bench  # next to this file (never purejaxpo: see above)
+
 
 def _parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -130,8 +132,6 @@ def _make_ppo_class(lr_schedule: str, grad_clip: str):
 
 def main(argv=None) -> int:
     args = _parse_args(argv)
-    import importlib.metadata as md
-
     import jax
     import jaxlib
     import numpy as np
@@ -190,12 +190,6 @@ def main(argv=None) -> int:
     global_step = np.asarray(ts.global_step).reshape(-1)
     assert (global_step == env_steps).all(), (global_step, env_steps)
 
-    def version(dist):
-        try:
-            return md.version(dist)
-        except md.PackageNotFoundError:
-            return None
-
     out = {
         "impl": "rejax",
         "compile_s": compile_s,
@@ -210,10 +204,7 @@ def main(argv=None) -> int:
         "steps_per_s": env_steps * args.seeds / run_s,
         "jax": jax.__version__,
         "jaxlib": jaxlib.__version__,
-        "rejax": version("rejax"),
-        "gymnax": version("gymnax"),
-        "flax": version("flax"),
-        "optax": version("optax"),
+        **bench.dist_versions(("rejax", "gymnax", "flax", "optax")),
         "device": str(jax.devices()[0]),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "lr_schedule": args.lr_schedule,

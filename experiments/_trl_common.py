@@ -35,6 +35,7 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
+from _bench_common import machine_busy_s  # noqa: E402  (next to this file; the runners put it on sys.path)
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 VOCAB = [PAD, BOS, EOS, *[str(d) for d in range(10)], "+", "="]
@@ -155,16 +156,6 @@ def check_tokenizer(tok) -> None:
     assert tok.decode([12, 10, 8, 3, EOS_ID], skip_special_tokens=True) == "9 7 5 0"
 
 
-def _machine_busy_s() -> float | None:
-    """CPU-seconds all processes on the machine have been busy (Linux /proc/stat), or None."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
-
-
 class StepTimer:
     """A ``TrainerCallback`` factory: wall time of every optimiser step (perf_counter).
 
@@ -191,14 +182,14 @@ class StepTimer:
                 self.on_end_hooks = []
 
             def on_step_begin(self, args, state, control, **kwargs):
-                self._m0 = _machine_busy_s()
+                self._m0 = machine_busy_s()
                 self._c0 = time.process_time()
                 self._t0 = time.perf_counter()
 
             def on_step_end(self, args, state, control, **kwargs):
                 t1 = time.perf_counter()
                 c1 = time.process_time()
-                m1 = _machine_busy_s()
+                m1 = machine_busy_s()
                 self.durations.append(t1 - self._t0)
                 self.cpu.append(c1 - self._c0)
                 others = None if m1 is None or self._m0 is None else max(0.0, (m1 - self._m0) - (c1 - self._c0))

@@ -36,14 +36,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _bench_common as bench  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TRL_PYTHON = ROOT / ".venv-trl" / "bin" / "python"
@@ -120,14 +120,10 @@ def _purejaxpo_dpo(steps: int, precompute: bool) -> dict:
 
 
 def _run(cmd: list[str], env=None) -> dict:
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        path = f.name
-    proc = subprocess.run(cmd + ["--json", path], cwd=ROOT, env=env, capture_output=True,
-                          text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    with open(path) as f:
-        return json.load(f)
+    child = bench.run_child_json(cmd, cwd=ROOT, env=env)
+    if child["json"] is None:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{child['stderr'][-3000:]}")
+    return child["json"]
 
 
 def _ours(kind: str, **kw) -> dict:
@@ -143,16 +139,6 @@ def _trl(kind: str, steps: int, **kw) -> dict:
     for k, v in kw.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     return _run(cmd)
-
-
-def _cpu() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{platform.processor()}, {os.cpu_count()} cores"
 
 
 def main() -> int:
@@ -211,8 +197,9 @@ def main() -> int:
                      "purejaxpo_step_s": med("purejaxpo dpo precomputed-ref", "median_step_s"),
                      "trl_step_s": med("trl dpo", "median_step_s"),
                      "ratio": ours / theirs if ours and theirs else None})
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": _cpu(),
-              "repeats": args.repeats, "steps": args.steps, "rows": rows, "runs": runs}
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "cpu": bench.cpu_description(), "repeats": args.repeats, "steps": args.steps,
+              "rows": rows, "runs": runs}
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.only is None else f"_{args.only}"
     (RESULTS / f"lm_vs_trl{suffix}.json").write_text(json.dumps(result, indent=1))

@@ -37,15 +37,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _bench_common as bench  # noqa: E402
+from _bench_common import fmt, median  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "experiments" / "_rejax_runner.py"
@@ -89,100 +91,13 @@ REJAX_SETTINGS = {
 
 
 # --------------------------------------------------------------------------------------------
-# CPU accounting: how busy the machine is, and how much of it was not our child process.
-
-
-def _cpu_jiffies() -> tuple[int, int] | None:
-    """(busy, total) jiffies summed over all CPUs, from /proc/stat; None where unavailable."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    total = sum(fields[:8])  # guest time is already counted in user
-    return total - idle, total
-
-
-def _busy_cores(interval: float = 1.0) -> float | None:
-    a = _cpu_jiffies()
-    time.sleep(interval)
-    b = _cpu_jiffies()
-    if a is None or b is None or b[1] == a[1]:
-        return None
-    ncpu = os.cpu_count() or 1
-    return (b[0] - a[0]) / (b[1] - a[1]) * ncpu
-
-
-def _wait_idle(max_wait: float, threshold: float) -> float | None:
-    """Waits until fewer than `threshold` cores are busy, or `max_wait` seconds have passed."""
-    deadline = time.monotonic() + max_wait
-    while True:
-        busy = _busy_cores(1.0)
-        if busy is None or busy < threshold or time.monotonic() >= deadline:
-            return busy
-        print(f"  (waiting for the machine to go idle: {busy:.2f} cores busy)", flush=True)
-        time.sleep(4.0)
-
-
-def _run_child(cmd: list[str], env: dict, timeout: float) -> dict:
-    """Runs `cmd`; returns stdout, stderr, rc, wall time and foreign CPU use (cores)."""
-    clk = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    t_before = os.times()
-    j_before = _cpu_jiffies()
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-        )
-        rc, out, err = proc.returncode, proc.stdout, proc.stderr
-    except subprocess.TimeoutExpired as e:
-        rc = None
-        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        err = (e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")) + (
-            f"\n[timed out after {timeout:.0f} s]"
-        )
-    wall = time.perf_counter() - t0
-    t_after = os.times()
-    j_after = _cpu_jiffies()
-    foreign = None
-    if j_before is not None and j_after is not None and wall > 0:
-        system_cpu_s = (j_after[0] - j_before[0]) / clk
-        child_cpu_s = (t_after.children_user - t_before.children_user) + (
-            t_after.children_system - t_before.children_system
-        )
-        foreign = max(0.0, (system_cpu_s - child_cpu_s) / wall)
-    return {"rc": rc, "stdout": out, "stderr": err, "wall_s": wall, "foreign_cpu": foreign}
-
-
-# --------------------------------------------------------------------------------------------
 # The two sides.
 
 
-def _resolve_python(path: str) -> str:
-    p = Path(path)
-    if not p.is_absolute() and not p.exists() and (ROOT / p).exists():
-        p = ROOT / p
-    return str(p)
-
-
 def _probe_versions(python: str, env: dict, side: str) -> dict:
-    dists = ("jax", "jaxlib", "flax", "optax", "gymnax", side)
-    code = (
-        "import json, importlib.metadata as m, sys\n"
-        "def v(d):\n"
-        "    try: return m.version(d)\n"
-        "    except m.PackageNotFoundError: return None\n"
-        f"print(json.dumps({{k: v(k) for k in {dists!r}}} | "
-        "{'python': sys.version.split()[0]}))\n"
+    return bench.probe_versions(
+        python, ("jax", "jaxlib", "flax", "optax", "gymnax", side), cwd=ROOT, env=env
     )
-    try:
-        out = subprocess.run(
-            [python, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-        )
-        return json.loads(out.stdout.strip().splitlines()[-1])
-    except Exception as e:  # noqa: BLE001 - reported, not fatal
-        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def _purejaxpo_help(python: str, env: dict) -> str | None:
@@ -197,44 +112,29 @@ def _purejaxpo_help(python: str, env: dict) -> str | None:
 
 
 def _run_purejaxpo(args, env, seed: int | None, no_progress: bool, timeout: float) -> dict:
-    with tempfile.TemporaryDirectory(prefix="bench_pjp_") as tmp:
-        json_path = Path(tmp) / "result.json"
-        cmd = [
-            args.purejaxpo_python, "-m", "purejaxpo", "train", "ppo",
-            "--env", "CartPole-v1",
-            "--seeds", str(args.seeds),
-            "--total-timesteps", str(args.total_timesteps),
-            "--num-envs", str(NUM_ENVS),
-        ]
-        for k, v in PPO_SETTINGS.items():
-            cmd += ["--set", f"{k}={v}"]
-        if seed is not None:
-            cmd += ["--seed", str(seed)]
-        if no_progress:  # its tqdm bar is fed by a host callback per update: not for timing
-            cmd += ["--no-progress"]
-        cmd += ["--json", str(json_path)]
-        child = _run_child(cmd, env, timeout)
-        result = {"impl": "purejaxpo", "cmd": cmd, **_child_meta(child)}
-        if child["rc"] == 0 and json_path.exists():
-            data = json.loads(json_path.read_text())
-            fr = data.get("final_return")
-            per_seed = fr if isinstance(fr, list) else [fr]
-            mean_fr = data.get("mean_final_return")
-            if mean_fr is None and per_seed and None not in per_seed:
-                mean_fr = statistics.fmean(per_seed)
-            result.update(
-                ok=True,
-                compile_s=data.get("compile_s"),
-                run_s=data.get("run_s"),
-                final_return=mean_fr,
-                final_return_per_seed=per_seed,
-                reported_steps_per_s=data.get("steps_per_s"),
-                device=data.get("device"),
-                raw=data,
-            )
-        else:
-            result.update(ok=False, error=_tail(child["stderr"] or child["stdout"]))
-    return result
+    cmd = [
+        args.purejaxpo_python, "-m", "purejaxpo", "train", "ppo",
+        "--env", "CartPole-v1",
+        "--seeds", str(args.seeds),
+        "--total-timesteps", str(args.total_timesteps),
+        "--num-envs", str(NUM_ENVS),
+    ]
+    for k, v in PPO_SETTINGS.items():
+        cmd += ["--set", f"{k}={v}"]
+    if seed is not None:
+        cmd += ["--seed", str(seed)]
+    if no_progress:  # its tqdm bar is fed by host callbacks: not for timing
+        cmd += ["--no-progress"]
+    child = bench.run_child_json(cmd, cwd=ROOT, env=env, timeout=timeout)
+    data = child["json"]
+    if data is None:
+        return _failed("purejaxpo", child)
+    fr = data.get("final_return")
+    per_seed = fr if isinstance(fr, list) else [fr]
+    mean_fr = data.get("mean_final_return")
+    if mean_fr is None and per_seed and None not in per_seed:
+        mean_fr = statistics.fmean(per_seed)
+    return _succeeded("purejaxpo", child, data, mean_fr, per_seed)
 
 
 def _run_rejax(args, env, seed: int, timeout: float) -> dict:
@@ -249,43 +149,39 @@ def _run_rejax(args, env, seed: int, timeout: float) -> dict:
     ]
     for k, v in REJAX_SETTINGS.items():
         cmd += [k, v]
-    child = _run_child(cmd, env, timeout)
-    result = {"impl": "rejax", "cmd": cmd, **_child_meta(child)}
+    child = {**bench.run_child(cmd, cwd=ROOT, env=env, timeout=timeout), "cmd": cmd}
     line = next(
         (ln for ln in reversed(child["stdout"].splitlines()) if ln.startswith("{")), None
     )
-    if child["rc"] == 0 and line:
-        data = json.loads(line)
-        result.update(
-            ok=True,
-            compile_s=data["compile_s"],
-            run_s=data["run_s"],
-            final_return=data["final_return"],
-            final_return_per_seed=data.get("final_return_per_seed"),
-            reported_steps_per_s=data.get("steps_per_s"),
-            device=data.get("device"),
-            raw=data,
-        )
-    else:
-        result.update(ok=False, error=_tail(child["stderr"] or child["stdout"]))
-    return result
+    if child["rc"] != 0 or not line:
+        return _failed("rejax", child)
+    data = json.loads(line)
+    return _succeeded(
+        "rejax", child, data, data["final_return"], data.get("final_return_per_seed")
+    )
 
 
-def _child_meta(child: dict) -> dict:
-    return {"rc": child["rc"], "wall_s": child["wall_s"], "foreign_cpu": child["foreign_cpu"]}
+def _succeeded(impl: str, child: dict, data: dict, final_return, per_seed) -> dict:
+    return {
+        "impl": impl, "cmd": child["cmd"], **bench.child_meta(child),
+        "ok": True,
+        "compile_s": data.get("compile_s"),
+        "run_s": data.get("run_s"),
+        "final_return": final_return,
+        "final_return_per_seed": per_seed,
+        "reported_steps_per_s": data.get("steps_per_s"),
+        "device": data.get("device"),
+        "raw": data,
+    }
 
 
-def _tail(text: str, n: int = 2000) -> str:
-    return text[-n:]
+def _failed(impl: str, child: dict) -> dict:
+    return {"impl": impl, "cmd": child["cmd"], **bench.child_meta(child),
+            "ok": False, "error": bench.tail(child["stderr"] or child["stdout"])}
 
 
 # --------------------------------------------------------------------------------------------
 # Summary and output.
-
-
-def _median(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
 
 
 def _summarise(runs: list[dict], impl: str, env_steps_per_seed: int, seeds: int) -> dict | None:
@@ -298,20 +194,16 @@ def _summarise(runs: list[dict], impl: str, env_steps_per_seed: int, seeds: int)
     return {
         "runs": len(mine),
         "ok": len(ok),
-        "compile_s": _median([r.get("compile_s") for r in ok]),
-        "run_s": _median(run_s),
+        "compile_s": median([r.get("compile_s") for r in ok]),
+        "run_s": median(run_s),
         "run_s_min": min(run_s) if run_s else None,
         "run_s_max": max(run_s) if run_s else None,
-        "final_return": _median([r.get("final_return") for r in ok]),
-        "steps_per_s": _median(sps),
+        "final_return": median([r.get("final_return") for r in ok]),
+        "steps_per_s": median(sps),
         "max_foreign_cpu": max(
             (r["foreign_cpu"] for r in mine if r.get("foreign_cpu") is not None), default=None
         ),
     }
-
-
-def _fmt(x, spec=".2f"):
-    return "n/a" if x is None else format(x, spec)
 
 
 def _table(summary: dict, ratio) -> list[str]:
@@ -325,27 +217,16 @@ def _table(summary: dict, ratio) -> list[str]:
         if s is None:
             continue
         lines.append(
-            f"| {impl} | {s['ok']}/{s['runs']} | {_fmt(s['compile_s'])} | {_fmt(s['run_s'])} "
-            f"| {_fmt(s['run_s_min'])}-{_fmt(s['run_s_max'])} | {_fmt(s['final_return'], '.1f')} "
-            f"| {_fmt(s['steps_per_s'], ',.0f')} |"
+            f"| {impl} | {s['ok']}/{s['runs']} | {fmt(s['compile_s'])} | {fmt(s['run_s'])} "
+            f"| {fmt(s['run_s_min'])}-{fmt(s['run_s_max'])} | {fmt(s['final_return'], '.1f')} "
+            f"| {fmt(s['steps_per_s'], ',.0f')} |"
         )
     lines.append("")
     lines.append(
-        f"rejax_run_s / purejaxpo_run_s = {_fmt(ratio, '.3f')}"
+        f"rejax_run_s / purejaxpo_run_s = {fmt(ratio, '.3f')}"
         + ("" if ratio is None else "  (> 1: purejaxpo is faster)")
     )
     return lines
-
-
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 def _parse_args(argv=None):
@@ -386,8 +267,8 @@ def main(argv=None) -> int:
     if args.skip_rejax and args.skip_purejaxpo:
         print("nothing to run: both sides skipped", file=sys.stderr)
         return 2
-    args.rejax_python = _resolve_python(args.rejax_python)
-    args.purejaxpo_python = _resolve_python(args.purejaxpo_python)
+    args.rejax_python = bench.resolve_python(args.rejax_python, ROOT)
+    args.purejaxpo_python = bench.resolve_python(args.purejaxpo_python, ROOT)
 
     env = dict(os.environ)
     if args.safe_scheduler and "xla_cpu_enable_concurrency_optimized_scheduler" not in env.get(
@@ -417,13 +298,7 @@ def main(argv=None) -> int:
             return 2
         versions["rejax"] = _probe_versions(args.rejax_python, env, "rejax")
 
-    machine = {
-        "processor": platform.processor(),
-        "cpu_model": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-    }
+    machine = bench.machine_info()
     print(f"machine: {machine['processor'] or '?'} ({machine['cpu_model']}), "
           f"{machine['cpu_count']} CPUs; XLA_FLAGS={env.get('XLA_FLAGS', '')!r}")
     for impl, v in versions.items():
@@ -434,7 +309,9 @@ def main(argv=None) -> int:
     for r in range(args.repeats):
         seed = args.base_seed + r * args.seeds
         for impl in impls:
-            busy = _wait_idle(args.wait_idle, args.idle_threshold) if args.wait_idle > 0 else None
+            busy = (
+                bench.wait_idle(args.wait_idle, args.idle_threshold) if args.wait_idle > 0 else None
+            )
             print(f"[{r + 1}/{args.repeats}] {impl} (seed {seed}) ...", end=" ", flush=True)
             if impl == "purejaxpo":
                 res = _run_purejaxpo(
@@ -447,8 +324,8 @@ def main(argv=None) -> int:
             runs.append(res)
             if res.get("ok"):
                 print(f"compile {res['compile_s']:.2f} s, run {res['run_s']:.2f} s, "
-                      f"return {_fmt(res['final_return'], '.1f')}, "
-                      f"foreign cpu {_fmt(res['foreign_cpu'])} cores", flush=True)
+                      f"return {fmt(res['final_return'], '.1f')}, "
+                      f"foreign cpu {fmt(res['foreign_cpu'])} cores", flush=True)
             else:
                 print(f"FAILED (rc={res['rc']}):\n{res.get('error', '')}", flush=True)
 
@@ -550,8 +427,8 @@ def _markdown(results: dict, table: list[str]) -> str:
     for r in results["runs"]:
         lines.append(
             f"| {r['repeat'] + 1} | {r['impl']} | {'yes' if r.get('ok') else 'no'} "
-            f"| {_fmt(r.get('compile_s'))} | {_fmt(r.get('run_s'))} "
-            f"| {_fmt(r.get('final_return'), '.1f')} | {_fmt(r.get('foreign_cpu'))} |"
+            f"| {fmt(r.get('compile_s'))} | {fmt(r.get('run_s'))} "
+            f"| {fmt(r.get('final_return'), '.1f')} | {fmt(r.get('foreign_cpu'))} |"
         )
     lines.append("")
     lines.append(

@@ -26,11 +26,16 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _bench_common as bench  # noqa: E402
 
 import purejaxpo  # noqa: F401
 
@@ -72,7 +77,7 @@ def main(argv=None) -> int:
 
     record = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {device}",
+        "machine": f"{bench.cpu_model() or platform.machine()}, {device}",
         "jax": jax.__version__,
         "configs": args.configs, "seeds": args.seeds, "runs": runs,
         "total_timesteps": base.total_timesteps, "env_steps": env_steps,

@@ -1,0 +1,223 @@
+"""Pieces the benchmark scripts in this folder share: run a child process and time it, measure how
+busy the CPUs are (and how much of that was not the child), and describe the machine.
+
+Standard library only, and no purejaxpo import: it is also imported inside other virtual
+environments (the rejax and TRL ones) by scripts of this folder, which find it next to them
+(a script run as ``python experiments/X.py`` has this folder on ``sys.path``; the TRL runners put
+it there themselves). :func:`probe_versions` runs it inside another interpreter by path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+# --------------------------------------------------------------------------------------------
+# CPU accounting: how busy the machine is, and how much of it was not our child process.
+
+
+def cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies summed over all CPUs, from /proc/stat; None where unavailable."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def machine_busy_s() -> float | None:
+    """CPU-seconds all processes on the machine have been busy (Linux /proc/stat), or None."""
+    j = cpu_jiffies()
+    return None if j is None else j[0] / _CLK_TCK
+
+
+def busy_cores(interval: float = 1.0) -> float | None:
+    """How many cores were busy (all processes) over the next ``interval`` seconds."""
+    a = cpu_jiffies()
+    time.sleep(interval)
+    b = cpu_jiffies()
+    if a is None or b is None or b[1] == a[1]:
+        return None
+    ncpu = os.cpu_count() or 1
+    return (b[0] - a[0]) / (b[1] - a[1]) * ncpu
+
+
+def wait_idle(max_wait: float, threshold: float) -> float | None:
+    """Waits until fewer than `threshold` cores are busy, or `max_wait` seconds have passed."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy = busy_cores(1.0)
+        if busy is None or busy < threshold or time.monotonic() >= deadline:
+            return busy
+        print(f"  (waiting for the machine to go idle: {busy:.2f} cores busy)", flush=True)
+        time.sleep(4.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Child processes.
+
+
+def run_child(cmd: list[str], *, cwd=None, env: dict | None = None,
+              timeout: float | None = None) -> dict:
+    """Runs `cmd`; returns stdout, stderr, rc, wall time and foreign CPU use (cores).
+
+    ``foreign_cpu``: cores that other processes (not the child and its own children) kept busy,
+    on average, while the child lived; 0 is an undisturbed run. ``rc`` is None on a timeout.
+    """
+    t_before = os.times()
+    j_before = cpu_jiffies()
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+        )
+        rc, out, err = proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as e:
+        rc = None
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        err = (e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")) + (
+            f"\n[timed out after {timeout:.0f} s]"
+        )
+    wall = time.perf_counter() - t0
+    t_after = os.times()
+    j_after = cpu_jiffies()
+    foreign = None
+    if j_before is not None and j_after is not None and wall > 0:
+        system_cpu_s = (j_after[0] - j_before[0]) / _CLK_TCK
+        child_cpu_s = (t_after.children_user - t_before.children_user) + (
+            t_after.children_system - t_before.children_system
+        )
+        foreign = max(0.0, (system_cpu_s - child_cpu_s) / wall)
+    return {"rc": rc, "stdout": out, "stderr": err, "wall_s": wall, "foreign_cpu": foreign}
+
+
+def run_child_json(cmd: list[str], *, cwd=None, env: dict | None = None,
+                   timeout: float | None = None, flag: str = "--json") -> dict:
+    """:func:`run_child` on ``cmd + [flag, PATH]`` (PATH a temporary file the child writes).
+
+    Adds ``cmd`` (the command as run) and ``json`` (the file's contents, parsed; None unless the
+    child exited with 0 and wrote valid JSON) to :func:`run_child`'s dict.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench_") as tmp:
+        path = Path(tmp) / "result.json"
+        full = [*cmd, flag, str(path)]
+        child = run_child(full, cwd=cwd, env=env, timeout=timeout)
+        data = None
+        if child["rc"] == 0 and path.exists():
+            try:
+                data = json.loads(path.read_text())
+            except ValueError:
+                pass
+    return {**child, "cmd": full, "json": data}
+
+
+def child_meta(child: dict) -> dict:
+    """The part of :func:`run_child`'s result worth keeping in a results file."""
+    return {"rc": child["rc"], "wall_s": child["wall_s"], "foreign_cpu": child["foreign_cpu"]}
+
+
+def tail(text: str, n: int = 2000) -> str:
+    return text[-n:]
+
+
+# --------------------------------------------------------------------------------------------
+# Versions and the machine.
+
+
+def dist_versions(dists) -> dict:
+    """{distribution: installed version or None} in this interpreter."""
+    import importlib.metadata as md
+
+    def version(d):
+        try:
+            return md.version(d)
+        except md.PackageNotFoundError:
+            return None
+
+    return {d: version(d) for d in dists}
+
+
+def probe_versions(python: str, dists, *, cwd=None, env: dict | None = None,
+                   timeout: float = 120) -> dict:
+    """:func:`dist_versions` (and ``python``) as seen by another interpreter, e.g. another venv."""
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(HERE)!r}); import _bench_common as b; "
+        f"print(json.dumps({{**b.dist_versions({tuple(dists)!r}), "
+        "'python': sys.version.split()[0]}))"
+    )
+    try:
+        out = subprocess.run(
+            [python, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+            timeout=timeout,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except Exception as e:  # noqa: BLE001 - reported, not fatal
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def cpu_model() -> str | None:
+    """The CPU's ``model name`` from /proc/cpuinfo, or None."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_description() -> str:
+    """``"<CPU model>, <N> cores"`` (``platform.processor()`` where the model is unknown)."""
+    return f"{cpu_model() or platform.processor()}, {os.cpu_count()} cores"
+
+
+def machine_info() -> dict:
+    return {
+        "processor": platform.processor(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Summaries.
+
+
+def median(xs):
+    """Median of the values that are not None; None if there are none."""
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, spec=".2f"):
+    return "n/a" if x is None else format(x, spec)
+
+
+def resolve_python(path: str, root: Path) -> str:
+    """An interpreter path as given, or relative to ``root`` where it exists only there."""
+    p = Path(path)
+    if not p.is_absolute() and not p.exists() and (root / p).exists():
+        p = root / p
+    return str(p)
+
+
+if __name__ == "__main__":  # pragma: no cover - a quick look at what the helpers see
+    print(json.dumps({**machine_info(), "busy_cores": busy_cores(1.0),
+                      "executable": sys.executable}, indent=1))
