@@ -17,114 +17,21 @@ setting used.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
 import sys
-import types
-import typing
-from typing import Any
 
 import purejaxpo  # noqa: F401  (before JAX starts: honours PUREJAXPO_XLA_SAFETY)
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+from purejaxpo.settings import device_description, write_json
 
 
-def _field_types(config_cls) -> dict[str, Any]:
-    hints = typing.get_type_hints(config_cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(config_cls)}
+def build_config(algo: str, args):
+    """The validated config for ``algo`` from ``--env``, ``--set`` and the size flags."""
+    from purejaxpo.presets import from_settings
 
-
-def parse_value(name: str, text: str, annotation) -> Any:
-    """Converts ``text`` to the type of config field ``name``; ValueError names the field."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        if text.strip().lower() in ("none", "null") and type(None) in args:
-            return None
-        (annotation,) = [a for a in args if a is not type(None)]
-        origin = typing.get_origin(annotation)
-    try:
-        if annotation is bool:
-            low = text.strip().lower()
-            if low in _TRUE:
-                return True
-            if low in _FALSE:
-                return False
-            raise ValueError
-        if annotation is int:
-            value = float(text)
-            if not value.is_integer():
-                raise ValueError
-            return int(value)
-        if annotation is float:
-            return float(text)
-        if origin is tuple:
-            return tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-        return text
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is invalid: expected {getattr(annotation, '__name__', annotation)}") from None
-
-
-def parse_settings(items, config_cls, owner: str, reserved: dict[str, str] | None = None
-                   ) -> dict[str, Any]:
-    """``--set name=value`` items as typed values for the fields of ``config_cls``.
-
-    ``reserved`` maps field names that have their own flag to that flag (``{"env": "--env"}``);
-    every error is a ``ValueError`` naming the setting.
-    """
-    types_ = _field_types(config_cls)
-    values: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r} is invalid: expected name=value")
-        name, text = item.split("=", 1)
-        name = name.strip().replace("-", "_")
-        if name in (reserved or {}):
-            raise ValueError(f"--set {name}: use {reserved[name]} instead")
-        if name not in types_:
-            import difflib
-
-            close = difflib.get_close_matches(name, list(types_), n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"--set {name}: unknown setting for {owner}.{hint} Known: {', '.join(sorted(types_))}")
-        values[name] = parse_value(name, text, types_[name])
-    return values
-
-
-def build_config(algo: str, args) -> Any:
-    """The validated config for ``algo`` from the parsed command-line arguments."""
-    from purejaxpo.algos import ALGORITHMS
-
-    config_cls, _ = ALGORITHMS[algo]
-    values = parse_settings(args.set, config_cls, algo, {"env": "--env"})
-    for flag in ("total_timesteps", "num_envs"):
-        value = getattr(args, flag)
-        if value is not None:
-            values[flag] = value
-    from purejaxpo.presets import preset
-
-    return preset(algo, args.env, **values)
-
-
-def write_json(path: str, data) -> None:
-    """Writes ``data`` to ``path`` (creating its folder) and says so."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1)
-    print(f"wrote {path}")
-
-
-def device_description() -> str:
-    import jax
-
-    dev = jax.devices()[0]
-    kind = getattr(dev, "device_kind", dev.platform)
-    if dev.platform == "cpu":
-        return f"cpu ({os.cpu_count()} cores), {jax.device_count()} device(s), jax {jax.__version__}"
-    return f"{dev.platform}: {kind} x{jax.device_count()}, jax {jax.__version__}"
+    return from_settings(algo, args.env, args.set, total_timesteps=args.total_timesteps,
+                         num_envs=args.num_envs)
 
 
 class _Progress:
@@ -165,7 +72,7 @@ def cmd_train(args) -> int:
     import numpy as np
 
     from purejaxpo.algos import ALGORITHMS
-    from purejaxpo.metrics import final_return
+    from purejaxpo.metrics import divergence, final_return
     from purejaxpo.timing import compile_and_run
 
     _, make_train = ALGORITHMS[args.algo]
@@ -196,13 +103,26 @@ def cmd_train(args) -> int:
         progress.close()
     if args.log:
         print(f"wrote {args.log}")
-    finals = final_return(metrics)
+    diverged, diverged_at = divergence(metrics)
+    finals = final_return(metrics, warn=False)  # diverged seeds: NaN, reported below
     env_steps = args.seeds * config.num_updates * config.batch_size
     steps_per_s = env_steps / run_s
     for i, value in enumerate(finals):
-        print(f"  seed {i:3d}  final_return {value:9.2f}")
-    mean_final = float(np.nanmean(finals)) if np.isfinite(finals).any() else float("nan")
-    print(f"mean final_return {mean_final:.2f} (min {np.nanmin(finals):.2f}, max {np.nanmax(finals):.2f})")
+        note = f"  DIVERGED at update {diverged_at[i]}" if diverged[i] else ""
+        print(f"  seed {i:3d}  final_return {value:9.2f}{note}")
+    ok = finals[np.isfinite(finals)]
+    mean_final = float(np.mean(ok)) if ok.size else float("nan")
+    if ok.size:
+        print(f"mean final_return {mean_final:.2f} (min {ok.min():.2f}, max {ok.max():.2f})"
+              + (f" over the {ok.size} seed(s) with a return" if ok.size < len(finals) else ""))
+    else:
+        print("mean final_return nan (no seed has a return)")
+    if diverged.any():
+        seeds = [int(i) for i in np.flatnonzero(diverged)]
+        print(f"warning: {len(seeds)} of {args.seeds} seed(s) diverged (non-finite loss or "
+              f"parameters): seed(s) {seeds} at update(s) "
+              f"{[int(diverged_at[i]) for i in seeds]}; their final_return is NaN. "
+              "Lower learning_rate or max_grad_norm.", file=sys.stderr)
     print(f"compile {compile_s:.1f} s, run {run_s:.2f} s, {steps_per_s:,.0f} env steps/s")
 
     if args.json:
@@ -218,6 +138,8 @@ def cmd_train(args) -> int:
             "num_updates": config.num_updates,
             "final_return": [clean(v) for v in finals],
             "mean_final_return": clean(mean_final),
+            "diverged": [int(i) for i in np.flatnonzero(diverged)],
+            "diverged_at_update": [int(u) if d else None for d, u in zip(diverged, diverged_at)],
             "compile_s": compile_s,
             "run_s": run_s,
             "steps_per_s": steps_per_s,
@@ -262,6 +184,9 @@ def _train_with_checkpoints(args, config, train, keys, progress):
     from purejaxpo import checkpoint
 
     every = args.checkpoint_every or config.num_updates
+    if args.resume and checkpoint.latest_step(args.checkpoint_dir) is None:
+        print(f"--resume: no checkpoint in {args.checkpoint_dir!r} yet; starting from scratch",
+              file=sys.stderr, flush=True)
     meta = checkpoint.describe(args.algo, config, batch_shape=[args.seeds], seeds=args.seeds,
                                seed=args.seed)
     writer = None
@@ -396,9 +321,9 @@ def make_parser() -> argparse.ArgumentParser:
     envs = sub.add_parser("envs", help="list the environment names")
     envs.set_defaults(func=cmd_envs)
 
-    from purejaxpo.sweep import add_cli_parser
+    from purejaxpo.cli_sweep import add_cli_parser as add_sweep_parser
 
-    add_cli_parser(sub)  # purejaxpo sweep ALGO --grid lr=1e-4,3e-4 --seeds 8
+    add_sweep_parser(sub)  # purejaxpo sweep ALGO --grid lr=1e-4,3e-4 --seeds 8
 
     from purejaxpo.lm.cli import add_cli_parser as add_lm_parser
 

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from purejaxpo.envs.registry import validate_env_name
 from purejaxpo.networks import ACTIVATIONS
+from purejaxpo.update import OPTIMIZERS
 
 
 def _fail(field: str, value: Any, valid: str) -> None:
@@ -45,6 +46,13 @@ def check_float(field: str, value: Any, low: float, high: float = math.inf, *,
         lb = "(" if low_open else "["
         hb = ")" if high_open or high == math.inf else "]"
         _fail(field, value, f"must be in {lb}{low}, {high}{hb}")
+
+
+def check_optimizer(kind: Any, eps: Any) -> None:
+    """Checks the ``optimizer`` (one of ``update.OPTIMIZERS``) and ``optimizer_eps`` fields."""
+    if kind not in OPTIMIZERS:
+        _fail("optimizer", kind, f"must be one of {list(OPTIMIZERS)}")
+    check_float("optimizer_eps", eps, 0.0, low_open=True)
 
 
 def check_bool(field: str, value: Any) -> None:

@@ -3,12 +3,46 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
+NONFINITE = "nonfinite"
+"""The per-update metric (1.0 where a loss or a parameter was NaN or infinite) that the
+programs add; :func:`divergence` reads it."""
 
-def final_return(metrics, fraction: float = 0.05) -> np.ndarray:
+
+def divergence(metrics) -> tuple[np.ndarray, np.ndarray]:
+    """Which runs diverged, and at which update.
+
+    Args:
+      metrics: metrics ``[..., num_updates]`` with the ``nonfinite`` metric.
+
+    Returns:
+      ``(diverged, first_update)``: ``[...]`` bool, and ``[...]`` int64, the index of the first
+      update after which a loss or a parameter was non-finite (-1 where the run stayed finite).
+      Both all-False / -1 when the metrics have no ``nonfinite`` entry.
+    """
+    if NONFINITE not in metrics:
+        shape = np.shape(metrics["episode_return_sum"])[:-1]
+        return np.zeros(shape, bool), np.full(shape, -1, np.int64)
+    bad = np.asarray(metrics[NONFINITE]) > 0
+    diverged = bad.any(-1)
+    return diverged, np.where(diverged, bad.argmax(-1), -1)
+
+
+def diverged_runs(metrics) -> list[int]:
+    """Flat indices of the runs that diverged (over every leading axis)."""
+    diverged, _ = divergence(metrics)
+    return [int(i) for i in np.flatnonzero(np.ravel(diverged))]
+
+
+def final_return(metrics, fraction: float = 0.05, *, warn: bool = True) -> np.ndarray:
     """Mean return of the episodes completed in the last ``fraction`` of a run's env steps.
+
+    A run that diverged (see :func:`divergence`) gets NaN, never a number that looks fine (a
+    policy with NaN parameters may still act, e.g. the argmax of NaN logits), and a warning
+    names those runs unless ``warn`` is false.
 
     Args:
       metrics: the ``metrics`` of a ``TrainResult``, with ``episode_return_sum`` and
@@ -26,4 +60,14 @@ def final_return(metrics, fraction: float = 0.05) -> np.ndarray:
     s = sums[..., -last:].sum(-1)
     c = counts[..., -last:].sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(c > 0, s / np.maximum(c, 1), np.nan)
+        out = np.where(c > 0, s / np.maximum(c, 1), np.nan)
+    diverged, first = divergence(metrics)
+    if diverged.any():
+        if warn:
+            runs = [int(i) for i in np.flatnonzero(np.ravel(diverged))]
+            at = [int(u) for u in np.ravel(first)[runs]]
+            warnings.warn(f"{len(runs)} run(s) diverged (non-finite loss or parameters): runs "
+                          f"{runs} at updates {at}; their final_return is NaN", RuntimeWarning,
+                          stacklevel=2)
+        out = np.where(diverged, np.nan, out)
+    return out

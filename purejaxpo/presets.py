@@ -80,3 +80,16 @@ def preset(algo: str, env: str, **overrides):
     config_cls, _ = ALGORITHMS[algo]
     values = {"env": env, **PRESETS.get((algo, env), {}), **overrides}
     return config_cls(**values)
+
+
+def from_settings(algo: str, env: str, items=(), **values):
+    """:func:`preset` with ``name=value`` text settings (``items``, e.g. ``["lr=1e-3"]``) and
+    typed ``values`` (None values are ignored) on top; ValueError names the setting."""
+    from purejaxpo.algos import ALGORITHMS
+    from purejaxpo.settings import parse_settings
+
+    if algo not in ALGORITHMS:
+        raise ValueError(f"algo={algo!r} is invalid: must be one of {sorted(ALGORITHMS)}")
+    parsed = parse_settings(items, ALGORITHMS[algo][0], algo, {"env": "--env"})
+    parsed.update({k: v for k, v in values.items() if v is not None})
+    return preset(algo, env, **parsed)

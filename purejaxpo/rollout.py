@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
@@ -56,6 +57,46 @@ class EnvCarry(NamedTuple):
     agent_state: Any = ()
 
 
+def policy_distribution(policy, params, state, obs):
+    """``(state, pi(.|obs))`` for ``[B, *obs_shape]`` observations: one step of ``policy``.
+
+    A recurrent policy first advances its memory ``state`` with ``obs`` (as its ``act`` does);
+    a feed-forward one returns ``state`` unchanged.
+    """
+    if policy.recurrent:
+        state = policy.step(params, state, obs)
+        return state, policy.head_distribution(params, state)
+    return state, policy.distribution(params, obs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Greedy:
+    """``policy`` acting with the mode of its distribution instead of a sample.
+
+    It has the policy protocol's acting part (``act``, ``initial_state``, ``env_action``,
+    ``recurrent``), so :func:`collect` runs it like any policy: e.g. to evaluate a trained
+    policy greedily. ``act`` ignores its key; the log-probability is that of the mode.
+    """
+
+    policy: Any
+
+    @property
+    def recurrent(self) -> bool:
+        return self.policy.recurrent
+
+    def initial_state(self, num_envs: int):
+        return self.policy.initial_state(num_envs)
+
+    def act(self, key, params, state, obs):
+        del key
+        state, dist = policy_distribution(self.policy, params, state, obs)
+        action = dist.mode()
+        return state, action, dist.log_prob(action)
+
+    def env_action(self, action):
+        return self.policy.env_action(action)
+
+
 def collect(key, venv, policy, params, carry: EnvCarry, num_steps: int):
     """Runs ``policy`` for ``num_steps`` steps in every environment of ``venv``.
 
@@ -108,10 +149,16 @@ def episode_metrics(traj: Transition) -> dict[str, jax.Array]:
     ``episode_return_sum`` and ``episode_count`` are always defined and let a caller average
     over several updates exactly.
     """
-    done = traj.episode_done.astype(jnp.float32)
+    return episode_statistics(traj.episode_done, traj.episode_return, traj.episode_length)
+
+
+def episode_statistics(done, returns, lengths) -> dict[str, jax.Array]:
+    """:func:`episode_metrics` from any shape of ``done`` (bool), ``returns`` and ``lengths``
+    (same shape; only entries where ``done`` count)."""
+    done = done.astype(jnp.float32)
     count = jnp.sum(done)
-    ret_sum = jnp.sum(traj.episode_return * done)
-    len_sum = jnp.sum(traj.episode_length.astype(jnp.float32) * done)
+    ret_sum = jnp.sum(jnp.where(done > 0, returns, 0.0))
+    len_sum = jnp.sum(jnp.where(done > 0, lengths, 0).astype(jnp.float32))
     safe = jnp.maximum(count, 1.0)
     return {
         "episode_return_sum": ret_sum,

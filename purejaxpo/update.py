@@ -26,6 +26,10 @@ def linear_schedule(learning_rate, total_steps: int, steps_per_decay: int = 1, a
     return schedule
 
 
+OPTIMIZERS = ("adam", "rmsprop")
+"""The optimiser kinds :func:`make_optimizer` builds (a config's ``optimizer`` setting)."""
+
+
 def make_optimizer(schedule, max_grad_norm, *, eps: float = 1e-5,
                    kind: str = "adam") -> optax.GradientTransformation:
     """Global-norm gradient clipping followed by Adam (or RMSProp, decay 0.99) with ``schedule``.
@@ -37,7 +41,7 @@ def make_optimizer(schedule, max_grad_norm, *, eps: float = 1e-5,
     elif kind == "rmsprop":
         opt = optax.rmsprop(schedule, decay=0.99, eps=eps)  # PyTorch / SB3 alpha
     else:
-        raise ValueError(f"optimizer kind must be 'adam' or 'rmsprop', got {kind!r}")
+        raise ValueError(f"optimizer={kind!r} is invalid: must be one of {list(OPTIMIZERS)}")
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)
 
 

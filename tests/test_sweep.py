@@ -49,7 +49,8 @@ def test_one_compile_and_table_shape(reference):
     assert traces == 1 and result.num_compilations == 1
     table = result.table
     assert list(table.columns) == ["config", "learning_rate", "clip_eps", "seed",
-                                   "final_return", "compilation"]
+                                   "final_return", "compilation", "diverged_at_update"]
+    assert table["diverged_at_update"].isna().all()  # lr <= 1e-3: every run stays finite
     assert len(table) == 12 and result.curves.shape == (12, BASE.num_updates)
     assert table["seed"].tolist() == [0, 1] * 6
     assert table["learning_rate"].tolist()[::2] == [1e-3, 1e-3, 3e-4, 3e-4, 1e-4, 1e-4]

@@ -20,11 +20,8 @@ import jax.numpy as jnp
 
 from purejaxpo import advantages, losses
 from purejaxpo.algos.base import OnPolicySetup, as_train, build_policy, on_policy_program
-from purejaxpo.config import RLConfig, _fail, check_bool, check_float
+from purejaxpo.config import RLConfig, check_bool, check_float, check_optimizer
 from purejaxpo.update import gradient_step, linear_schedule, make_optimizer
-
-OPTIMIZERS = ("rmsprop", "adam")
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class A2CConfig(RLConfig):
@@ -57,9 +54,7 @@ class A2CConfig(RLConfig):
         check_float("gae_lambda", self.gae_lambda, 0.0, 1.0)
         check_float("ent_coef", self.ent_coef, 0.0)
         check_float("vf_coef", self.vf_coef, 0.0)
-        if self.optimizer not in OPTIMIZERS:
-            _fail("optimizer", self.optimizer, f"must be one of {list(OPTIMIZERS)}")
-        check_float("optimizer_eps", self.optimizer_eps, 0.0, low_open=True)
+        check_optimizer(self.optimizer, self.optimizer_eps)
         check_bool("normalize_advantages", self.normalize_advantages)
 
 

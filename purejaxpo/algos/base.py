@@ -157,6 +157,29 @@ class TrainState(NamedTuple):
     extra: Any = ()
 
 
+def per_run(state: TrainState) -> TrainState:
+    """``state`` with every leaf tied to the run's key, so that ``vmap`` batches every leaf.
+
+    Why: under ``jax.vmap`` over seeds, a leaf of ``init``'s state that does not depend on the
+    key (the optimiser's step count, the update counter, the hyperparameters) stays unbatched
+    inside a fused ``run(init(key), n)``, and XLA compiles the ops on it as scalar kernels; the
+    same state restored from a checkpoint, or made by a separate ``init`` program, has a seed
+    axis on every leaf, and those ops become vector kernels. The two round differently: Adam's
+    bias correction ``1 - b ** count`` is an ``f32[]`` ``power`` in the one program and an
+    ``f32[seeds]`` ``power`` in the other, and the last bit it differs in grows into different
+    returns. Tying every leaf to the (per-seed) key gives both programs the same batched ops,
+    so a plain run, a chunked or checkpointed one and a resumed one agree bitwise. The values
+    are unchanged (``where(true, x, x)``), and an unbatched run is not affected.
+    """
+    key = state.key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    word = jnp.ravel(key)[0]
+    tie = word == word  # true, but carries the key's batch axis
+    tied = jax.tree_util.tree_map(lambda x: jnp.where(tie, x, x), state._replace(key=()))
+    return tied._replace(key=state.key)
+
+
 class Program(NamedTuple):
     """A training run in two pure pieces, so it can be checkpointed and resumed.
 
@@ -193,15 +216,34 @@ def as_train(program: Program) -> Callable:
     return train
 
 
+def nonfinite(params, metrics: dict[str, jax.Array]) -> jax.Array:
+    """float32 1.0 where any parameter or any loss metric (a name containing ``loss``) is NaN
+    or infinite, else 0.0. Non-finite gradients reach the parameters through the optimiser, so
+    they are caught here too; episode statistics (NaN when no episode ended) are not looked at.
+    """
+    leaves = jax.tree_util.tree_leaves(params) + [v for k, v in metrics.items() if "loss" in k]
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+    return jnp.logical_not(finite).astype(jnp.float32)
+
+
 def run_updates(update: Callable, state: TrainState, num_updates: int,
                 progress: Callable[[int], None] | None = None):
     """Scans ``update(state) -> (state, metrics)`` over ``num_updates`` updates.
 
+    Adds the ``nonfinite`` metric (see :func:`nonfinite`): a diverged run is detected inside
+    the program, with no host sync, and :func:`purejaxpo.metrics.divergence` reads the first
+    update where it happened from the metrics.
+
     The hyperparameters are not carried through the scan (``update`` closes over them), so a
     whole run traced with constant hyperparameters compiles exactly as before the split.
     """
+
+    def checked(state):
+        state, metrics = update(state)
+        return state, {**metrics, "nonfinite": nonfinite(state.params, metrics)}
+
     hp = state.hyperparams
-    carry, metrics = scan_updates(update, state._replace(hyperparams=()), num_updates, progress)
+    carry, metrics = scan_updates(checked, state._replace(hyperparams=()), num_updates, progress)
     return carry._replace(hyperparams=hp), metrics
 
 
@@ -254,8 +296,8 @@ def on_policy_program(config: RLConfig, policy: ActorCritic,
         params = policy.init(k_params)
         obs, env_state = venv.reset(k_env)
         env_carry = EnvCarry(env_state, obs, policy.initial_state(config.num_envs))
-        return TrainState(params, parts.tx.init(params), env_carry, key,
-                          jnp.zeros((), jnp.int32), hp)
+        return per_run(TrainState(params, parts.tx.init(params), env_carry, key,
+                                  jnp.zeros((), jnp.int32), hp))
 
     def run(state: TrainState, num_updates: int):
         hp = state.hyperparams

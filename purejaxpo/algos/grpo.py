@@ -32,10 +32,11 @@ from purejaxpo.algos.base import (
     as_train,
     build_env,
     build_policy,
+    per_run,
     run_updates,
 )
 from purejaxpo.config import RLConfig, _fail, check_bool, check_float, check_int
-from purejaxpo.rollout import EnvCarry, collect
+from purejaxpo.rollout import EnvCarry, collect, episode_statistics
 from purejaxpo.update import (
     flatten_time_batch,
     gradient_step,
@@ -175,8 +176,8 @@ def make_train(config: GRPOConfig, *, progress: Callable[[int], None] | None = N
         key, k_params = jax.random.split(key)
         params = policy.init(k_params)
         # No env carry: every update resets the environments. ``extra`` holds the reference.
-        return TrainState(params, tx.init(params), (), key, jnp.zeros((), jnp.int32), hp,
-                          extra=params)
+        return per_run(TrainState(params, tx.init(params), (), key, jnp.zeros((), jnp.int32),
+                                  hp, extra=params))
 
     def run(state: TrainState, num_updates: int):
         hp = state.hyperparams
@@ -210,16 +211,9 @@ def make_train(config: GRPOConfig, *, progress: Callable[[int], None] | None = N
                 k_epochs, (params, opt_state), batch, step_fn,
                 num_epochs=config.num_epochs, num_minibatches=config.num_minibatches,
             )
-            count = jnp.sum(finished.astype(jnp.float32))
-            ret_sum = jnp.sum(jnp.where(finished, returns, 0.0))
-            len_sum = jnp.sum(jnp.where(finished, jnp.sum(mask, axis=0), 0)).astype(jnp.float32)
-            safe = jnp.maximum(count, 1.0)
             metrics = {k: jnp.mean(v) for k, v in loss_metrics.items()}
+            metrics.update(episode_statistics(finished, returns, jnp.sum(mask, axis=0)))
             metrics.update({
-                "episode_return_sum": ret_sum,
-                "episode_count": count,
-                "episode_return": jnp.where(count > 0, ret_sum / safe, jnp.nan),
-                "episode_length": jnp.where(count > 0, len_sum / safe, jnp.nan),
                 "zero_spread_groups": jnp.mean(
                     jnp.all(group_returns == group_returns[:, :1], axis=1).astype(jnp.float32)),
                 "learning_rate": schedule(index * steps_per_update),

@@ -18,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, ClassVar
 
-from purejaxpo.algos.a2c import OPTIMIZERS, actor_critic_loss, make_single_step_train
-from purejaxpo.config import RLConfig, _fail, check_bool, check_float
+from purejaxpo.algos.a2c import actor_critic_loss, make_single_step_train
+from purejaxpo.config import RLConfig, check_bool, check_float, check_optimizer
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -54,9 +54,7 @@ class REINFORCEConfig(RLConfig):
         check_bool("normalize_returns", self.normalize_returns)
         check_float("ent_coef", self.ent_coef, 0.0)
         check_float("vf_coef", self.vf_coef, 0.0)
-        if self.optimizer not in OPTIMIZERS:
-            _fail("optimizer", self.optimizer, f"must be one of {list(OPTIMIZERS)}")
-        check_float("optimizer_eps", self.optimizer_eps, 0.0, low_open=True)
+        check_optimizer(self.optimizer, self.optimizer_eps)
 
 
 def make_train(config: REINFORCEConfig, *, progress: Callable[[int], None] | None = None):

@@ -1,0 +1,148 @@
+"""``purejaxpo sweep``: a hyperparameter sweep x seeds from the command line.
+
+    purejaxpo sweep ppo --env CartPole-v1 --grid lr=1e-4,3e-4,1e-3 --grid clip_eps=0.1,0.2 --seeds 8
+    purejaxpo sweep ppo --random 32 --range lr=1e-5:1e-2:log --range ent_coef=0:0.02 --seeds 4
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import typing
+from typing import Sequence
+
+from purejaxpo.settings import device_description, field_types, parse_value, resolve_name, write_json
+from purejaxpo.sweep import Range, best, plan_sweep, run_plan, summary
+
+
+def parse_grid(items: Sequence[str], config_cls) -> dict[str, list]:
+    """``["lr=1e-4,3e-4", "hidden_sizes=64,64/128,128"]`` -> ``{field: [values]}``.
+
+    Values are separated by commas; for list-valued fields (``hidden_sizes``) by ``/``.
+    """
+    types_ = field_types(config_cls)
+    grid: dict[str, list] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--grid {item!r} is invalid: expected name=v1,v2,...")
+        name, text = item.split("=", 1)
+        field = resolve_name(name, config_cls)
+        if field in grid:
+            raise ValueError(f"--grid {field}: given twice")
+        annotation = types_[field]
+        is_tuple = typing.get_origin(annotation) is tuple
+        parts = [p for p in text.split("/" if is_tuple else ",") if p.strip()]
+        if not parts:
+            raise ValueError(f"--grid {field}: no values given")
+        grid[field] = [parse_value(field, p.strip(), annotation) for p in parts]
+    return grid
+
+
+def parse_range(items: Sequence[str], config_cls) -> dict[str, Range]:
+    """``["lr=1e-5:1e-2:log", "ent_coef=0:0.02"]`` -> ``{field: Range}``."""
+    ranges: dict[str, Range] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--range {item!r} is invalid: expected name=low:high[:log]")
+        name, text = item.split("=", 1)
+        field = resolve_name(name, config_cls)
+        parts = text.split(":")
+        scale = parts[2].strip().lower() if len(parts) == 3 else "uniform"
+        if len(parts) not in (2, 3) or scale not in ("log", "uniform"):
+            raise ValueError(f"--range {field}={text!r} is invalid: expected low:high, "
+                             "low:high:log or low:high:uniform")
+        try:
+            low, high = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise ValueError(f"--range {field}={text!r} is invalid: low and high must be "
+                             "numbers") from None
+        if field in ranges:
+            raise ValueError(f"--range {field}: given twice")
+        ranges[field] = Range(low, high, scale == "log")
+    return ranges
+
+
+def cmd_sweep(args) -> int:
+    """``purejaxpo sweep``: validates everything (exit 2 on bad input), then runs the sweep."""
+    import jax
+
+    from purejaxpo.algos import ALGORITHMS
+    from purejaxpo.presets import from_settings
+
+    try:
+        base = from_settings(args.algo, args.env, args.set, total_timesteps=args.total_timesteps,
+                             num_envs=args.num_envs)
+        config_cls = ALGORITHMS[args.algo][0]
+        grid = parse_grid(args.grid or [], config_cls)
+        ranges = parse_range(args.range or [], config_cls)
+        if args.random is not None and not ranges:
+            raise ValueError("--random: random search needs at least one --range")
+        if ranges and args.random is None:
+            raise ValueError("--range: give the number of samples with --random N")
+        for flag in ("seeds", "chunk_size", "log_every"):
+            value = getattr(args, flag)
+            if value is not None and value < 1:
+                raise ValueError(f"--{flag.replace('_', '-')}={value} is invalid: "
+                                 "must be an integer >= 1")
+        plan = plan_sweep(jax.random.PRNGKey(args.seed), args.algo, base, grid=grid,
+                          ranges=ranges, num_samples=args.random, seeds=args.seeds)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    if jax.process_index() == 0:
+        print(f"purejaxpo sweep {args.algo} on {base.env}, {device_description()}", flush=True)
+    result = run_plan(plan, chunk_size=args.chunk_size, log_every=args.log_every)
+    if jax.process_index() != 0:
+        return 0
+    table = summary(result)
+    with_pd_options = table.to_string(index=False, float_format=lambda v: f"{v:.6g}")
+    print(f"\nconfigurations, best first (final_return over {plan.seeds} seed(s)):")
+    print(with_pd_options)
+    top = best(result)
+    print("best: " + ", ".join(f"{n}={top[n]}" for n in plan.swept)
+          + f" -> mean final_return {top['mean_final_return']:.2f}")
+    print(f"{result.num_compilations} compilation(s), {result.device_count} device(s); "
+          f"compile {result.compile_s:.1f} s, run {result.run_s:.2f} s, "
+          f"{result.steps_per_s:,.0f} env steps/s")
+    if args.json:
+        out = result.to_json()
+        out.update(seed=args.seed, device=device_description())
+        write_json(args.json, out)
+    if args.csv:
+        os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
+        result.table.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+def add_cli_parser(sub) -> None:
+    """Adds the ``sweep`` sub-command to the ``purejaxpo`` parser's ``sub``-parsers."""
+    from purejaxpo.algos import ALGORITHMS
+
+    p = sub.add_parser("sweep", help="a hyperparameter sweep x seeds, one program per static "
+                       "setting")
+    p.add_argument("algo", choices=sorted(ALGORITHMS))
+    p.add_argument("--env", default="CartPole-v1",
+                   help="gymnax environment; starts from its tuned preset (default CartPole-v1)")
+    p.add_argument("--grid", action="append", metavar="NAME=V1,V2,...",
+                   help="values to try (repeatable; the sweep is their product); lr means "
+                   "learning_rate; list settings separate values by '/' (hidden_sizes=64,64/32)")
+    p.add_argument("--random", type=int, default=None, metavar="N",
+                   help="random search: N samples from the --range settings")
+    p.add_argument("--range", action="append", metavar="NAME=LOW:HIGH[:log]",
+                   help="range to sample with --random (uniform, or log-uniform with :log)")
+    p.add_argument("--seeds", type=int, default=4, help="seeds per configuration (default 4)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="base PRNG seed of the runs and of the random search (default 0)")
+    p.add_argument("--total-timesteps", type=int, default=None, help="env steps per run")
+    p.add_argument("--num-envs", type=int, default=None, help="parallel environments per run")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="any config field of the base config (repeatable)")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="runs per device at a time (less memory); default all at once")
+    p.add_argument("--log-every", type=int, default=1,
+                   help="keep metrics as means over windows of this many updates")
+    p.add_argument("--json", metavar="PATH", help="write every run and the timings here")
+    p.add_argument("--csv", metavar="PATH", help="write the table (one row per run) here")
+    p.set_defaults(func=cmd_sweep)

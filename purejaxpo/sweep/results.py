@@ -1,0 +1,118 @@
+"""What a sweep returns: one row per run, curves, timings; summaries over seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from purejaxpo.sweep.plan import SweepPlan
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """What :func:`sweep` returns (the same on every process of a multi-host sweep).
+
+    Attributes:
+      table: one row per run (``[num_configs * seeds]`` rows, configuration-major): ``config``
+        (configuration index), each swept setting, ``seed`` (index), ``final_return`` (NaN
+        for a run that diverged), ``compilation`` (index of the program that ran it),
+        ``diverged_at_update`` (first update with a non-finite loss or parameter; missing
+        where the run stayed finite).
+      curves: ``[runs, W]`` float64 ``episode_return`` per window of ``log_every`` updates, rows
+        in table order; NaN-padded on the right when static settings give different ``W``.
+      metrics: every metric the same way, ``{name: [runs, W]}``.
+      env_steps: ``[runs, W]`` env steps done at the end of each window (NaN padding).
+      plan: the :class:`SweepPlan` (configs, groups, keys).
+      compile_s, run_s: summed over compilations (run time includes gathering results).
+      num_compilations, device_count, process_count: how it ran.
+    """
+
+    table: Any
+    curves: np.ndarray
+    metrics: dict[str, np.ndarray]
+    env_steps: np.ndarray
+    plan: SweepPlan
+    compile_s: float
+    run_s: float
+    num_compilations: int
+    device_count: int
+    process_count: int
+
+    @property
+    def total_env_steps(self) -> int:
+        """Env steps of every run of the sweep (padding excluded)."""
+        return sum(c.num_updates * c.batch_size for c in self.plan.configs) * self.plan.seeds
+
+    @property
+    def steps_per_s(self) -> float:
+        """Env steps of the whole sweep per second of run time."""
+        return self.total_env_steps / self.run_s if self.run_s > 0 else float("nan")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON contract of ``purejaxpo sweep --json``."""
+        import pandas as pd
+
+        def clean(v):
+            if isinstance(v, tuple):
+                return list(v)
+            if isinstance(v, (np.floating, float)):
+                return float(v) if math.isfinite(v) else None
+            if isinstance(v, np.integer):
+                return int(v)
+            if v is None or v is pd.NA:
+                return None
+            return v
+
+        runs = [{k: clean(v) for k, v in row.items()} for row in self.table.to_dict("records")]
+        top = best(self)
+        return {
+            "algo": self.plan.algo,
+            "env": self.plan.base.env,
+            "swept": list(self.plan.swept),
+            "seeds": self.plan.seeds,
+            "num_configs": len(self.plan.configs),
+            "runs": runs,
+            "best": {k: clean(v) for k, v in top.items() if k != "config_obj"},
+            "compile_s": self.compile_s,
+            "run_s": self.run_s,
+            "steps_per_s": self.steps_per_s,
+            "num_compilations": self.num_compilations,
+            "device_count": self.device_count,
+            "process_count": self.process_count,
+            "config": self.plan.base.to_dict(),
+        }
+
+
+def summary(result: SweepResult):
+    """One row per configuration, best first: swept settings, ``mean_final_return``,
+    ``std_final_return``, ``min_final_return``, ``max_final_return`` over seeds (NaN last)."""
+    import pandas as pd
+
+    table = result.table
+    agg = table.groupby("config")["final_return"].agg(["mean", "std", "min", "max"])
+    agg.columns = [f"{c}_final_return" for c in agg.columns]
+    agg["diverged"] = table.groupby("config")["diverged_at_update"].count()
+    first = table.drop_duplicates("config").set_index("config")[list(result.plan.swept)]
+    out = pd.concat([first, agg], axis=1).reset_index()
+    return out.sort_values("mean_final_return", ascending=False, na_position="last",
+                           kind="stable").reset_index(drop=True)
+
+
+def best(result: SweepResult) -> dict[str, Any]:
+    """The configuration with the highest mean ``final_return`` over seeds.
+
+    Returns:
+      ``{"config": index, <swept setting>: value, ..., "mean_final_return": float,
+      "std_final_return": float, "config_obj": the full config}``.
+    """
+    row = summary(result).iloc[0].to_dict()
+    index = int(row["config"])
+    out = {"config": index}
+    out.update({n: result.plan.overrides[index][n] for n in result.plan.swept})  # exact types
+    out["mean_final_return"] = float(row["mean_final_return"])
+    out["std_final_return"] = float(row["std_final_return"])
+    out["config_obj"] = result.plan.configs[index]
+    return out
