@@ -196,6 +196,24 @@ def machine_info() -> dict:
     }
 
 
+def machine_markdown(m: dict) -> list[str]:
+    """:func:`machine_info`'s dict as markdown list items."""
+    return [
+        f"- `platform.processor()`: `{m['processor'] or '(empty)'}`"
+        + (f" ({m['cpu_model']})" if m.get("cpu_model") else ""),
+        f"- `os.cpu_count()`: {m['cpu_count']}",
+        f"- platform: {m['platform']}, Python {m['python']}",
+    ]
+
+
+def foreign_cpu_note(cpu_count) -> str:
+    """What the ``foreign_cpu`` column of a runs table means."""
+    return (
+        "Foreign CPU: cores used by other processes while the run's process lived (0 is an "
+        f"undisturbed run; the machine has {cpu_count} cores)."
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Summaries.
 
@@ -204,6 +222,24 @@ def median(xs):
     """Median of the values that are not None; None if there are none."""
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
+
+
+def summarise_runs(runs: list[dict]) -> dict:
+    """Counts, compile and run time (median; run time also min-max) and the most foreign CPU of
+    some runs, each a dict with ``ok``, ``compile_s``, ``run_s`` and ``foreign_cpu``."""
+    ok = [r for r in runs if r.get("ok")]
+    run_s = [r["run_s"] for r in ok if r.get("run_s")]
+    return {
+        "runs": len(runs),
+        "ok": len(ok),
+        "compile_s": median([r.get("compile_s") for r in ok]),
+        "run_s": median(run_s),
+        "run_s_min": min(run_s) if run_s else None,
+        "run_s_max": max(run_s) if run_s else None,
+        "max_foreign_cpu": max(
+            (r["foreign_cpu"] for r in runs if r.get("foreign_cpu") is not None), default=None
+        ),
+    }
 
 
 def fmt(x, spec=".2f"):

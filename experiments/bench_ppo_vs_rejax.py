@@ -188,21 +188,15 @@ def _summarise(runs: list[dict], impl: str, env_steps_per_seed: int, seeds: int)
     mine = [r for r in runs if r["impl"] == impl]
     if not mine:
         return None
+    summary = bench.summarise_runs(mine)
     ok = [r for r in mine if r.get("ok")]
-    run_s = [r["run_s"] for r in ok if r.get("run_s")]
-    sps = [env_steps_per_seed * seeds / s for s in run_s]
+    sps = [env_steps_per_seed * seeds / r["run_s"] for r in ok if r.get("run_s")]
+    foreign = summary.pop("max_foreign_cpu")  # keeps it the last key
     return {
-        "runs": len(mine),
-        "ok": len(ok),
-        "compile_s": median([r.get("compile_s") for r in ok]),
-        "run_s": median(run_s),
-        "run_s_min": min(run_s) if run_s else None,
-        "run_s_max": max(run_s) if run_s else None,
+        **summary,
         "final_return": median([r.get("final_return") for r in ok]),
         "steps_per_s": median(sps),
-        "max_foreign_cpu": max(
-            (r["foreign_cpu"] for r in mine if r.get("foreign_cpu") is not None), default=None
-        ),
+        "max_foreign_cpu": foreign,
     }
 
 
@@ -383,10 +377,7 @@ def _markdown(results: dict, table: list[str]) -> str:
         "",
         "## Machine",
         "",
-        f"- `platform.processor()`: `{m['processor'] or '(empty)'}`"
-        + (f" ({m['cpu_model']})" if m.get("cpu_model") else ""),
-        f"- `os.cpu_count()`: {m['cpu_count']}",
-        f"- platform: {m['platform']}, Python {m['python']}",
+        *bench.machine_markdown(m),
     ]
     for impl in ("purejaxpo", "rejax"):
         if impl in v:
@@ -431,11 +422,7 @@ def _markdown(results: dict, table: list[str]) -> str:
             f"| {fmt(r.get('final_return'), '.1f')} | {fmt(r.get('foreign_cpu'))} |"
         )
     lines.append("")
-    lines.append(
-        "Foreign CPU: cores used by other processes while the run's process lived (0 is an "
-        "undisturbed run; the machine has "
-        f"{m['cpu_count']} cores)."
-    )
+    lines.append(bench.foreign_cpu_note(m["cpu_count"]))
     return "\n".join(lines) + "\n"
 
 
