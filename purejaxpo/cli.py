@@ -30,8 +30,8 @@ def build_config(algo: str, args):
     """The validated config for ``algo`` from ``--env``, ``--set`` and the size flags."""
     from purejaxpo.presets import from_settings
 
-    return from_settings(algo, args.env, args.set, total_timesteps=args.total_timesteps,
-                         num_envs=args.num_envs)
+    return from_settings(algo, args.env, args.set, prefix="--set ",
+                         total_timesteps=args.total_timesteps, num_envs=args.num_envs)
 
 
 class _Progress:
@@ -168,7 +168,7 @@ def check_checkpoint_args(args) -> None:
     if getattr(args, "log", None):
         from purejaxpo.logs import check_log_path
 
-        check_log_path(args.log)
+        check_log_path(args.log, "--log")
 
 
 def _train_with_checkpoints(args, config, train, keys, progress):

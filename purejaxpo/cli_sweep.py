@@ -70,8 +70,8 @@ def cmd_sweep(args) -> int:
     from purejaxpo.presets import from_settings
 
     try:
-        base = from_settings(args.algo, args.env, args.set, total_timesteps=args.total_timesteps,
-                             num_envs=args.num_envs)
+        base = from_settings(args.algo, args.env, args.set, prefix="--set ",
+                             total_timesteps=args.total_timesteps, num_envs=args.num_envs)
         config_cls = ALGORITHMS[args.algo][0]
         grid = parse_grid(args.grid or [], config_cls)
         ranges = parse_range(args.range or [], config_cls)

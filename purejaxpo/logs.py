@@ -22,11 +22,11 @@ import numpy as np
 FORMATS = (".csv", ".jsonl")
 
 
-def check_log_path(path: str, flag: str = "--log") -> str:
-    """Returns the format (``.csv`` or ``.jsonl``) of ``path``; ValueError naming ``flag``."""
+def check_log_path(path: str, name: str = "path") -> str:
+    """Returns the format (``.csv`` or ``.jsonl``) of ``path``; ValueError naming ``name``."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:
-        raise ValueError(f"{flag}={path!r} is invalid: must end in .csv or .jsonl")
+        raise ValueError(f"{name}={path!r} is invalid: must end in .csv or .jsonl")
     return ext
 
 

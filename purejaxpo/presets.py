@@ -82,14 +82,18 @@ def preset(algo: str, env: str, **overrides):
     return config_cls(**values)
 
 
-def from_settings(algo: str, env: str, items=(), **values):
-    """:func:`preset` with ``name=value`` text settings (``items``, e.g. ``["lr=1e-3"]``) and
-    typed ``values`` (None values are ignored) on top; ValueError names the setting."""
+def from_settings(algo: str, env: str, items=(), *, prefix: str = "", **values):
+    """:func:`preset` with ``name=value`` text settings (``items``, e.g.
+    ``["learning_rate=1e-3"]``) and typed ``values`` (None values are ignored) on top.
+
+    ValueError names the setting (after ``prefix``: the command line passes ``"--set "``).
+    """
     from purejaxpo.algos import ALGORITHMS
     from purejaxpo.settings import parse_settings
 
     if algo not in ALGORITHMS:
         raise ValueError(f"algo={algo!r} is invalid: must be one of {sorted(ALGORITHMS)}")
-    parsed = parse_settings(items, ALGORITHMS[algo][0], algo, {"env": "--env"})
+    reserved = {"env": "--env" if prefix else "the env argument"}
+    parsed = parse_settings(items, ALGORITHMS[algo][0], algo, reserved, prefix=prefix)
     parsed.update({k: v for k, v in values.items() if v is not None})
     return preset(algo, env, **parsed)

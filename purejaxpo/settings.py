@@ -83,26 +83,27 @@ def parse_value(name: str, text: str, annotation) -> Any:
                          f"{getattr(annotation, '__name__', annotation)}") from None
 
 
-def parse_settings(items, config_cls, owner: str, reserved: Mapping[str, str] | None = None
-                   ) -> dict[str, Any]:
+def parse_settings(items, config_cls, owner: str, reserved: Mapping[str, str] | None = None,
+                   *, prefix: str = "--set ") -> dict[str, Any]:
     """``name=value`` items (``--set``) as typed values for the fields of ``config_cls``.
 
-    ``reserved`` maps field names that have their own flag to that flag (``{"env": "--env"}``);
-    every error is a ``ValueError`` naming the setting.
+    ``reserved`` maps field names that are given some other way to that way
+    (``{"env": "--env"}``); every error is a ``ValueError`` naming the setting, after ``prefix``
+    (``"--set "`` for the command line, ``""`` from Python).
     """
     types_ = field_types(config_cls)
     values: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
-            raise ValueError(f"--set {item!r} is invalid: expected name=value")
+            raise ValueError(f"{prefix}{item!r} is invalid: expected name=value")
         name, text = item.split("=", 1)
         name = name.strip().replace("-", "_")
         if name in (reserved or {}):
-            raise ValueError(f"--set {name}: use {reserved[name]} instead")
+            raise ValueError(f"{prefix}{name}: use {reserved[name]} instead")
         if name not in types_:
             close = difflib.get_close_matches(name, list(types_), n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"--set {name}: unknown setting for {owner}.{hint} "
+            raise ValueError(f"{prefix}{name}: unknown setting for {owner}.{hint} "
                              f"Known: {', '.join(sorted(types_))}")
         values[name] = parse_value(name, text, types_[name])
     return values

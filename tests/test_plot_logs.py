@@ -38,6 +38,8 @@ def test_log_rows_per_update_per_run(tmp_path, ext):
 
 def test_log_path_must_be_csv_or_jsonl():
     with pytest.raises(ValueError, match="--log"):
+        logs.check_log_path("out.txt", "--log")  # as the CLI calls it
+    with pytest.raises(ValueError, match="^path='out.txt' is invalid"):  # library: the argument
         logs.check_log_path("out.txt")
 
 
