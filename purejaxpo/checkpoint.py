@@ -7,13 +7,28 @@ and, after each chunk, saves with orbax:
 
 * ``state``: every leaf of the (possibly vmapped) :class:`~purejaxpo.algos.base.TrainState`:
   parameters, optimiser state, environment state with its normaliser statistics, PRNG key,
-  update index and hyperparameters. Leaves are stored flat (``leaf_00000``, ...) and put back
-  into the tree that ``init`` builds for the config, so any optax or env state round-trips.
+  update index and hyperparameters. Each leaf is stored under its tree path
+  (:func:`leaf_path`: ``params/actor/params/Dense_0/kernel``, ``opt_state/1/0/mu/actor/...``,
+  ``env/env_state/obs_rms/mean``, ``key``, ...), so any optax or env state round-trips.
 * ``history``: the metrics of every update so far (``[..., updates_done]``).
-* ``meta``: JSON with the algorithm name, ``config.to_dict()``, the batch shape and the step.
+* ``meta``: JSON with the on-disk ``format``, the algorithm name, ``config.to_dict()``, the
+  batch shape and the step.
 
 ``config.json`` at the top of the directory holds the same static description, so
 :func:`load` rebuilds the policy from the directory alone.
+
+Restoring (:func:`load`, and resuming in :func:`run_with_checkpoints`) checks every saved leaf
+against the tree that ``init`` builds for the config (traced abstractly with
+``jax.eval_shape``): the same paths, and at each path the same shape and dtype. A checkpoint
+written for another config or by another version of the code is refused with a ``ValueError``
+naming the first leaf that does not fit; it is never put into the wrong slots.
+
+On-disk formats (``meta["format"]``, :data:`FORMAT`):
+
+* 2 (written now): leaves keyed by tree path.
+* 1 (read only): leaves keyed by position (``leaf_00000``, ...) in the order of
+  ``jax.tree_util.tree_leaves``. Read by position, with the same count, shape and dtype check;
+  an error names the leaf's index and the path expected there.
 
 Resuming is bitwise exact: ``run`` is the same compiled chunk whether or not the process was
 restarted in between, and the PRNG key and update index are part of the state. orbax writes each
@@ -35,7 +50,9 @@ import jax.numpy as jnp
 import numpy as np
 
 CONFIG_FILE = "config.json"
-FORMAT = 1
+FORMAT = 2
+"""The on-disk format written: 2 keys each state leaf by its tree path; 1 (read only) by position."""
+POSITIONAL_FORMAT = 1
 
 
 def make_program(algo: str, config, *, progress: Callable[[int], None] | None = None):
@@ -71,13 +88,132 @@ def _write_json_atomic(path: str, data: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _flat(tree) -> dict[str, Any]:
-    return {f"leaf_{i:05d}": leaf for i, leaf in enumerate(jax.tree_util.tree_leaves(tree))}
+def _key_name(entry) -> str:
+    """One step of a tree path as text: a dict key, a field name or a sequence index."""
+    tu = jax.tree_util
+    if isinstance(entry, tu.DictKey):
+        return str(entry.key)
+    if isinstance(entry, tu.GetAttrKey):
+        return entry.name
+    if isinstance(entry, tu.SequenceKey):
+        return str(entry.idx)
+    if isinstance(entry, tu.FlattenedIndexKey):
+        return str(entry.key)
+    raise TypeError(f"unsupported pytree key {entry!r} ({type(entry).__name__})")
 
 
-def _unflat(treedef, flat: Mapping[str, Any]):
-    leaves = [flat[f"leaf_{i:05d}"] for i in range(treedef.num_leaves)]
-    return jax.tree_util.tree_unflatten(treedef, leaves)
+def leaf_path(path) -> str:
+    """The name a leaf is stored under: its ``tree_flatten_with_path`` keys joined by ``/``.
+
+    ``DictKey`` gives the key, ``GetAttrKey`` (NamedTuple and dataclass fields) the name,
+    ``SequenceKey`` the index: e.g. ``opt_state/1/0/mu/actor/params/Dense_0/kernel``.
+    """
+    return "/".join(_key_name(entry) for entry in path)
+
+
+def leaf_paths(tree) -> list[tuple[str, Any]]:
+    """``(path, leaf)`` for every leaf of ``tree``, in ``tree_leaves`` order."""
+    return [(leaf_path(p), leaf) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def flatten_state(tree) -> dict[str, Any]:
+    """``{path: leaf}`` for every leaf of ``tree`` (what a checkpoint stores; format 2)."""
+    flat: dict[str, Any] = {}
+    for path, leaf in leaf_paths(tree):
+        if path in flat:
+            raise ValueError(f"two leaves of the state have the same path {path!r}")
+        flat[path] = leaf
+    return flat
+
+
+def _positional_name(index: int) -> str:
+    return f"leaf_{index:05d}"
+
+
+def _is_positional(flat: Mapping[str, Any]) -> bool:
+    return bool(flat) and all(
+        k.startswith("leaf_") and k[5:].isdigit() and len(k) == 10 for k in flat)
+
+
+def _spec(x) -> str:
+    return f"shape {tuple(np.shape(x))} dtype {np.dtype(x.dtype).name}"
+
+
+def _fits(got, want) -> bool:
+    return (tuple(np.shape(got)) == tuple(want.shape)
+            and np.dtype(got.dtype) == np.dtype(want.dtype))
+
+
+def restore_state(abstract, flat: Mapping[str, Any], fmt: int = FORMAT, *, where: str = "the checkpoint"):
+    """The state tree of ``abstract`` filled from a checkpoint's leaves, after checking them.
+
+    Args:
+      abstract: the tree the run expects (``jax.eval_shape`` of its ``init``): structure,
+        shapes and dtypes.
+      flat: the saved leaves, ``{path: array}`` (format 2) or ``{"leaf_00000": array, ...}``
+        (format 1).
+      fmt: the checkpoint's format (``meta["format"]``).
+      where: how error messages name the checkpoint.
+
+    Raises:
+      ValueError: a saved leaf is missing, unexpected, or of another shape or dtype than the
+        run's; the message names the first such leaf (its path, or for format 1 its index and
+        the path expected there) and both shapes and dtypes.
+    """
+    expected = leaf_paths(abstract)
+    treedef = jax.tree_util.tree_structure(abstract)
+    if fmt > FORMAT:
+        raise ValueError(f"{where} has format {fmt}, newer than this version of purejaxpo "
+                         f"reads (format <= {FORMAT})")
+    if fmt == POSITIONAL_FORMAT:
+        if flat and not _is_positional(flat):
+            raise ValueError(f"{where} says format 1 but its leaves are not named leaf_00000, ...")
+        if len(flat) != len(expected):
+            raise ValueError(f"{where} does not fit this run: it holds {len(flat)} leaves "
+                             f"(format 1, stored by position), the run's state has "
+                             f"{len(expected)}")
+        leaves = []
+        for i, (path, want) in enumerate(expected):
+            got = flat.get(_positional_name(i))
+            if got is None:
+                raise ValueError(f"{where} does not fit this run: leaf {i} "
+                                 f"({_positional_name(i)}, expected path {path!r}) is missing")
+            if not _fits(got, want):
+                raise ValueError(f"{where} does not fit this run: leaf {i} (format 1, stored by "
+                                 f"position; the run expects path {path!r} there) has "
+                                 f"{_spec(got)} in the checkpoint, the run expects {_spec(want)}")
+            leaves.append(jnp.asarray(got))
+        return jax.tree_util.tree_unflatten(treedef, leaves)
+
+    problems = []
+    for path, want in expected:
+        if path not in flat:
+            problems.append(f"leaf {path!r} ({_spec(want)}) is missing from the checkpoint")
+        elif not _fits(flat[path], want):
+            problems.append(f"leaf {path!r} has {_spec(flat[path])} in the checkpoint, the run "
+                            f"expects {_spec(want)}")
+    wanted = {path for path, _ in expected}
+    for path in sorted(set(flat) - wanted):
+        problems.append(f"the checkpoint has an unexpected leaf {path!r} ({_spec(flat[path])}) "
+                        f"that the run's state does not have")
+    if problems:
+        more = f" (and {len(problems) - 1} more mismatching leaves)" if len(problems) > 1 else ""
+        raise ValueError(f"{where} does not fit this run: {problems[0]}{more}")
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(flat[path]) for path, _ in expected])
+
+
+def _batched(abstract, batch_shape):
+    """``abstract`` with ``batch_shape`` leading axes on every leaf."""
+    batch_shape = tuple(batch_shape)
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct((*batch_shape, *x.shape), x.dtype), abstract)
+
+
+def _format_of(meta: Mapping[str, Any], flat: Mapping[str, Any]) -> int:
+    fmt = meta.get("format")
+    if fmt is None:  # a caller's meta without describe(): tell by the names
+        return POSITIONAL_FORMAT if _is_positional(flat) else FORMAT
+    return int(fmt)
 
 
 def _manager(directory: str, *, max_to_keep: int | None = 2, read_only: bool = False):
@@ -109,13 +245,17 @@ def all_steps(directory: str) -> list[int]:
 
 
 def save(manager, step: int, state, metrics: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
-    """Saves ``state`` (any pytree), the metrics so far and ``meta`` as checkpoint ``step``."""
+    """Saves ``state`` (any pytree), the metrics so far and ``meta`` as checkpoint ``step``.
+
+    The state's leaves are stored under their tree paths (:func:`flatten_state`); the saved
+    meta gets ``format`` (:data:`FORMAT`) and ``step``.
+    """
     import orbax.checkpoint as ocp
 
     manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(_flat(state)),
+        state=ocp.args.StandardSave(flatten_state(state)),
         history=ocp.args.StandardSave({k: np.asarray(v) for k, v in metrics.items()}),
-        meta=ocp.args.JsonSave({**meta, "step": int(step)}),
+        meta=ocp.args.JsonSave({**meta, "format": FORMAT, "step": int(step)}),
     ))
     manager.wait_until_finished()
 
@@ -154,8 +294,14 @@ class Checkpoint(NamedTuple):
 def load(directory: str, step: int | None = None) -> Checkpoint:
     """Loads checkpoint ``step`` (default: the latest complete one) from ``directory`` alone.
 
-    The tree structure comes from the saved config (``init`` traced abstractly, nothing run).
-    Raises ``FileNotFoundError`` if the directory has no complete checkpoint.
+    The tree structure comes from the saved config (``init`` traced abstractly, nothing run,
+    with the saved ``batch_shape`` as leading axes); every saved leaf is checked against it
+    (see :func:`restore_state`).
+
+    Raises:
+      FileNotFoundError: the directory has no complete checkpoint (at ``step``).
+      ValueError: the saved state does not fit the tree that the saved config builds with this
+        version of the code (names the first leaf that does not fit).
     """
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"checkpoint directory {directory!r} does not exist")
@@ -169,8 +315,16 @@ def load(directory: str, step: int | None = None) -> Checkpoint:
     algo = meta["algo"]
     config = config_from_dict(algo, meta["config"])
     program = make_program(algo, config)
-    treedef = jax.tree_util.tree_structure(jax.eval_shape(program.init, jax.random.PRNGKey(0)))
-    state = _unflat(treedef, {k: jnp.asarray(v) for k, v in flat.items()})
+    abstract = jax.eval_shape(program.init, jax.random.PRNGKey(0))
+    fmt = _format_of(meta, flat)
+    batch_shape = meta.get("batch_shape")
+    if batch_shape is None:  # not recorded: the extra leading axes of the first leaf
+        path, want = leaf_paths(abstract)[0]
+        saved = flat.get(_positional_name(0) if fmt == POSITIONAL_FORMAT else path)
+        shape = np.shape(saved) if saved is not None else ()
+        batch_shape = shape[:max(0, len(shape) - len(want.shape))]
+    state = restore_state(_batched(abstract, batch_shape), flat, fmt,
+                          where=f"the checkpoint at step {step} in {directory!r}")
     metrics = {k: np.asarray(v) for k, v in metrics.items()}
     return Checkpoint(algo, config, state, metrics, meta, int(step))
 
@@ -203,8 +357,9 @@ def run_with_checkpoints(
       every: updates per chunk (default: all in one chunk).
       directory: checkpoint directory (None: no checkpoints, just chunked running).
       resume: continue from the latest complete checkpoint in ``directory``; its ``meta``
-        must match ``meta`` (same algorithm and config). Without it, ``directory`` must not
-        already hold checkpoints.
+        must match ``meta`` (same algorithm and config), and its state must fit the tree
+        ``init_fn`` builds (every leaf's path, shape and dtype: see :func:`restore_state`).
+        Without it, ``directory`` must not already hold checkpoints.
       meta: JSON-ready description saved with each checkpoint (see :func:`describe`); also
         written to ``directory/config.json``.
       on_chunk: host callback ``(start, stop, chunk_metrics)`` after each chunk (and after
@@ -216,19 +371,21 @@ def run_with_checkpoints(
       ``(state, metrics)``: final state and numpy metrics ``[*batch, total_updates]``.
 
     Raises:
-      ValueError: naming the flag (``--checkpoint-every``, ``--checkpoint-dir``, ``--resume``).
+      ValueError: naming the argument (``every=``, ``directory=``, ``resume=True``): an
+        invalid ``every``, ``resume`` without a directory, a directory that already holds
+        checkpoints without ``resume``, or a checkpoint of another run on resume.
     """
     if every is None:
         every = total_updates
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"--checkpoint-every={every!r} is invalid: must be an integer >= 1")
+        raise ValueError(f"every={every!r} is invalid: must be an integer >= 1")
     if resume and directory is None:
-        raise ValueError("--resume needs --checkpoint-dir")
+        raise ValueError("resume=True needs a checkpoint directory (directory=None)")
     meta = dict(meta or {})
     manager = None
     if directory is not None:
         if os.path.exists(directory) and not os.path.isdir(directory):
-            raise ValueError(f"--checkpoint-dir={directory!r} is invalid: not a directory")
+            raise ValueError(f"directory={directory!r} is invalid: not a directory")
         manager = _manager(directory, max_to_keep=max_to_keep)
     try:
         return _run_chunks(init_fn, run_fn, total_updates, every, manager, directory, resume,
@@ -254,21 +411,17 @@ def _run_chunks(init_fn, run_fn, total_updates, every, manager, directory, resum
     metrics: dict[str, np.ndarray] | None = None
     latest = manager.latest_step() if manager is not None else None
     if latest is not None and not resume:
-        raise ValueError(f"--checkpoint-dir={directory!r} already holds checkpoints (latest "
-                         f"step {latest}): pass --resume to continue, or use a new directory")
+        raise ValueError(f"directory={directory!r} already holds checkpoints (latest step "
+                         f"{latest}): pass resume=True to continue, or use a new directory")
     if latest is not None:
         flat, saved_metrics, saved_meta = _restore(manager, latest)
         problem = _mismatch(saved_meta, meta)
         if problem:
-            raise ValueError(f"--resume: the checkpoint in {directory!r} is of another run "
+            raise ValueError(f"resume=True: the checkpoint in {directory!r} is of another run "
                              f"({problem})")
-        abstract = jax.eval_shape(init_fn)
-        treedef = jax.tree_util.tree_structure(abstract)
-        state = _unflat(treedef, {k: jnp.asarray(v) for k, v in flat.items()})
-        for got, want in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(abstract)):
-            if got.shape != want.shape or got.dtype != want.dtype:
-                raise ValueError(f"--resume: the checkpoint in {directory!r} does not fit this "
-                                 f"run ({got.shape} {got.dtype} vs {want.shape} {want.dtype})")
+        state = restore_state(jax.eval_shape(init_fn), flat, _format_of(saved_meta, flat),
+                              where=f"resume=True: the checkpoint at step {latest} in "
+                                    f"{directory!r}")
         metrics = {k: np.asarray(v) for k, v in saved_metrics.items()}
         done = int(latest)
         if on_chunk is not None:

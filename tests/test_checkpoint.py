@@ -10,6 +10,7 @@ import textwrap
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -64,9 +65,10 @@ def test_resume_from_checkpoint_is_bitwise_identical(algo, tmp_path):
     np.testing.assert_array_equal(np.asarray(loaded.state.update), [n, n])
     # A different config refuses to resume from it.
     other = ck.describe(algo, config.replace(learning_rate=1e-3), batch_shape=[2])
-    with pytest.raises(ValueError, match="--resume.*learning_rate"):
+    # The library names its own arguments (the CLI names its flags itself).
+    with pytest.raises(ValueError, match="resume=True.*learning_rate"):
         ck.run_with_checkpoints(init, run, n, every=4, directory=d, meta=other, resume=True)
-    with pytest.raises(ValueError, match="--checkpoint-dir"):
+    with pytest.raises(ValueError, match="directory=.*already holds checkpoints.*resume=True"):
         ck.run_with_checkpoints(init, run, n, every=4, directory=d, meta=meta)
 
 
@@ -197,3 +199,29 @@ def test_bad_checkpoint_flags_exit_2(argv, message, tmp_path, capsys):
 def test_eval_of_missing_checkpoint_exits_2(tmp_path, capsys):
     assert cli.main(["eval", str(tmp_path / "nothing")]) == 2
     assert "CHECKPOINT" in capsys.readouterr().err
+
+
+def test_library_errors_name_its_arguments_not_flags(tmp_path):
+    init = lambda: {"w": jnp.zeros(2)}  # noqa: E731
+    run = lambda state, num_updates: (state, {"m": jnp.zeros(num_updates)})  # noqa: E731
+    messages = []
+    for every in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=r"every=.* is invalid") as err:
+            ck.run_with_checkpoints(init, run, 2, every=every)
+        messages.append(str(err.value))
+    with pytest.raises(ValueError, match="resume=True needs a checkpoint directory") as err:
+        ck.run_with_checkpoints(init, run, 2, resume=True)
+    messages.append(str(err.value))
+    afile = tmp_path / "file"
+    afile.write_text("")
+    with pytest.raises(ValueError, match="directory=.* is invalid: not a directory") as err:
+        ck.run_with_checkpoints(init, run, 2, directory=str(afile))
+    messages.append(str(err.value))
+    d = str(tmp_path / "ck")
+    ck.run_with_checkpoints(init, run, 2, every=1, directory=d)
+    with pytest.raises(ValueError, match="already holds checkpoints .*pass resume=True") as err:
+        ck.run_with_checkpoints(init, run, 2, every=1, directory=d)
+    messages.append(str(err.value))
+    assert not any("--" in m for m in messages), messages
+    state, metrics = ck.run_with_checkpoints(init, run, 3, every=1, directory=d, resume=True)
+    assert ck.latest_step(d) == 3 and metrics["m"].shape == (3,)
