@@ -12,10 +12,16 @@ reset automatically; ``info["final_observation"]`` is the observation that ended
 
 Wrappers may be built inside a traced function with traced settings (``NormalizeReward``'s
 ``gamma``), which is how the discount stays sweepable.
+
+``stack.freeze(state)`` gives the same stack with every normaliser's statistics fixed to those
+in ``state`` (a state of a stack built the same way, e.g. a training run's, with any number of
+environments): they normalise as in training but never update, which is how a trained policy
+is evaluated.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import jax
@@ -58,6 +64,11 @@ class VecEnv:
         obs, state = jax.vmap(self.env.reset, in_axes=(0, None))(keys, self.env_params)
         return obs.astype(jnp.float32), state
 
+    def freeze(self, state) -> "VecEnv":
+        """Nothing to freeze: the environments keep no statistics."""
+        del state
+        return self
+
     def step(self, key, state, action):
         keys = jax.random.split(key, self.num_envs)
         obs, state, reward, terminated, truncated, info = jax.vmap(
@@ -78,6 +89,8 @@ class VecEnv:
 class Wrapper:
     """Base class: forwards everything it does not override to the wrapped environment."""
 
+    state_type: type | None = None  # the state this wrapper's reset/step return
+
     def __init__(self, inner):
         self.inner = inner
 
@@ -85,6 +98,22 @@ class Wrapper:
         if name == "inner":  # not set yet (e.g. during copying): avoid infinite recursion
             raise AttributeError(name)
         return getattr(self.inner, name)
+
+    def freeze(self, state) -> "Wrapper":
+        """A copy of this stack whose normalisers use the statistics in ``state``, never updated.
+
+        ``state`` is a state of a stack built the same way (the same wrappers in the same
+        order), e.g. the training environments' state in a checkpoint; only its statistics are
+        used, so its number of environments does not matter. Raises ``ValueError`` if a level
+        of ``state`` is not the state of the wrapper at that level.
+        """
+        if self.state_type is not None and not isinstance(state, self.state_type):
+            raise ValueError(f"{type(self).__name__}.freeze: the state at this level is a "
+                             f"{type(state).__name__}, not a {self.state_type.__name__}: it "
+                             f"is not a state of this wrapper stack")
+        frozen = copy.copy(self)
+        frozen.inner = self.inner.freeze(state.inner)
+        return frozen
 
 
 @struct.dataclass
@@ -101,6 +130,8 @@ class EpisodeStatistics(Wrapper):
     ``episode_length`` ``[B]``, meaningful where ``episode_done`` is true.
     Place it below any reward normalisation so that returns stay in the task's units.
     """
+
+    state_type = EpisodeStatisticsState
 
     def reset(self, key, group_size: int = 1):
         obs, inner = self.inner.reset(key, group_size)
@@ -162,24 +193,43 @@ class NormalizeObservation(Wrapper):
 
     The statistics are part of the state (and so of checkpoints); ``info["final_observation"]``
     is normalised with the same statistics as ``obs``.
+
+    Attributes:
+      statistics: None while the statistics update (training); a :class:`RunningMeanStd` to
+        normalise with, unchanged, instead (see :meth:`freeze`).
     """
 
-    def __init__(self, inner, clip: float = 10.0, eps: float = 1e-8):
+    state_type = NormalizeObservationState
+
+    def __init__(self, inner, clip: float = 10.0, eps: float = 1e-8,
+                 statistics: RunningMeanStd | None = None):
         super().__init__(inner)
         self.clip = clip
         self.eps = eps
+        self.statistics = statistics
+
+    def freeze(self, state) -> "NormalizeObservation":
+        frozen = super().freeze(state)
+        frozen.statistics = state.obs_rms
+        return frozen
 
     def normalize(self, obs: jax.Array, rms: RunningMeanStd) -> jax.Array:
         return jnp.clip((obs - rms.mean) / jnp.sqrt(rms.var + self.eps), -self.clip, self.clip)
 
     def reset(self, key, group_size: int = 1):
         obs, inner = self.inner.reset(key, group_size)
-        rms = RunningMeanStd.create(obs.shape[1:]).update(obs)
+        if self.statistics is None:
+            rms = RunningMeanStd.create(obs.shape[1:]).update(obs)
+        else:
+            rms = self.statistics
         return self.normalize(obs, rms), NormalizeObservationState(inner, rms)
 
     def step(self, key, state, action):
         obs, inner, reward, terminated, truncated, info = self.inner.step(key, state.inner, action)
-        rms = state.obs_rms.update(obs)
+        if self.statistics is None:
+            rms = state.obs_rms.update(obs)
+        else:
+            rms = self.statistics
         info = dict(info)
         info["final_observation"] = self.normalize(info["final_observation"], rms)
         obs = self.normalize(obs, rms)
@@ -197,24 +247,39 @@ class NormalizeReward(Wrapper):
     """Scales rewards by the running std of the discounted return (as Gymnasium's wrapper).
 
     ``gamma`` may be a traced value (it is the agent's discount, and so sweepable).
+
+    Attributes:
+      statistics: None while the statistics update (training); a :class:`RunningMeanStd` of
+        the discounted return to scale with, unchanged, instead (see :meth:`freeze`).
     """
 
-    def __init__(self, inner, gamma, clip: float = 10.0, eps: float = 1e-8):
+    state_type = NormalizeRewardState
+
+    def __init__(self, inner, gamma, clip: float = 10.0, eps: float = 1e-8,
+                 statistics: RunningMeanStd | None = None):
         super().__init__(inner)
         self.gamma = gamma
         self.clip = clip
         self.eps = eps
+        self.statistics = statistics
+
+    def freeze(self, state) -> "NormalizeReward":
+        frozen = super().freeze(state)
+        frozen.statistics = state.return_rms
+        return frozen
 
     def reset(self, key, group_size: int = 1):
         obs, inner = self.inner.reset(key, group_size)
-        return obs, NormalizeRewardState(
-            inner, RunningMeanStd.create(()), jnp.zeros(obs.shape[0], jnp.float32)
-        )
+        rms = RunningMeanStd.create(()) if self.statistics is None else self.statistics
+        return obs, NormalizeRewardState(inner, rms, jnp.zeros(obs.shape[0], jnp.float32))
 
     def step(self, key, state, action):
         obs, inner, reward, terminated, truncated, info = self.inner.step(key, state.inner, action)
         discounted = state.discounted_return * self.gamma + reward
-        rms = state.return_rms.update(discounted)
+        if self.statistics is None:
+            rms = state.return_rms.update(discounted)
+        else:
+            rms = self.statistics
         reward = jnp.clip(reward / jnp.sqrt(rms.var + self.eps), -self.clip, self.clip)
         done = jnp.logical_or(terminated, truncated)
         state = NormalizeRewardState(inner, rms, jnp.where(done, 0.0, discounted))

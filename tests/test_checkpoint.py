@@ -225,3 +225,104 @@ def test_library_errors_name_its_arguments_not_flags(tmp_path):
     assert not any("--" in m for m in messages), messages
     state, metrics = ck.run_with_checkpoints(init, run, 3, every=1, directory=d, resume=True)
     assert ck.latest_step(d) == 3 and metrics["m"].shape == (3,)
+
+
+# Evaluation: the training rollout and env stack, the run's normaliser statistics frozen.
+
+
+def _trained(algo="ppo", num_updates=4, **overrides):
+    config_cls, make_train = ALGORITHMS[algo]
+    config = config_cls(**{**TINY[algo], **overrides})
+    train = make_train(config)
+    state = jax.jit(train.init)(jax.random.PRNGKey(0))
+    state, _ = jax.jit(train.run, static_argnums=1)(state, num_updates)
+    return config, state
+
+
+def test_freeze_fixes_normaliser_statistics_wherever_they_sit():
+    from purejaxpo.envs import (EpisodeStatistics, NormalizeObservation, NormalizeReward, VecEnv,
+                                make)
+
+    env, params = make("CartPole-v1")
+    # Observation normalisation below reward normalisation: not make_vec_env's order.
+    build = lambda n: NormalizeReward(NormalizeObservation(EpisodeStatistics(  # noqa: E731
+        VecEnv(env, params, n))), 0.9)
+    train_env = build(4)
+    _, state = train_env.reset(jax.random.PRNGKey(0))
+    for i in range(3):
+        _, state, *_ = train_env.step(jax.random.PRNGKey(i), state, jnp.ones(4, jnp.int32))
+    obs_rms, return_rms = state.inner.obs_rms, state.return_rms
+    frozen = build(2).freeze(state)  # another number of envs: only the statistics are used
+    obs, s = frozen.reset(jax.random.PRNGKey(5))
+    raw, _ = VecEnv(env, params, 2).reset(jax.random.PRNGKey(5))
+    expected = np.clip((raw - obs_rms.mean) / np.sqrt(obs_rms.var + 1e-8), -10, 10)
+    np.testing.assert_allclose(obs, expected, rtol=1e-6)
+    for i in range(5):
+        obs, s, reward, *_ = frozen.step(jax.random.PRNGKey(10 + i), s, jnp.zeros(2, jnp.int32))
+    assert _leaves_equal(s.inner.obs_rms, obs_rms) and _leaves_equal(s.return_rms, return_rms)
+    np.testing.assert_allclose(reward, np.clip(1.0 / np.sqrt(return_rms.var + 1e-8), -10, 10),
+                               rtol=1e-6)
+    # The training stack is untouched: it still updates.
+    _, s2, *_ = train_env.step(jax.random.PRNGKey(9), state, jnp.ones(4, jnp.int32))
+    assert not _leaves_equal(s2.inner.obs_rms, obs_rms)
+    # A state of another stack is refused.
+    with pytest.raises(ValueError, match="NormalizeReward.freeze"):
+        NormalizeReward(EpisodeStatistics(VecEnv(env, params, 2)), 0.9).freeze(state.inner)
+
+
+def test_greedy_policy_acts_with_the_mode():
+    from purejaxpo.algos.base import build_policy
+    from purejaxpo.rollout import Greedy
+
+    for algo, overrides in (("ppo", {}), ("ppo", {"env": "Pendulum-v1"})):
+        config, state = _trained(algo, 1, **overrides)
+        policy = build_policy(config)
+        obs = state.env.obs
+        _, action, log_prob = Greedy(policy).act(jax.random.PRNGKey(0), state.params, (), obs)
+        dist = policy.distribution(state.params, obs)
+        np.testing.assert_array_equal(action, dist.mode())
+        np.testing.assert_allclose(log_prob, dist.log_prob(dist.mode()), rtol=1e-6)
+        assert Greedy(policy).initial_state(4) == () and not Greedy(policy).recurrent
+    config = ALGORITHMS["ppo_rnn"][0](env="CueRecall-v0", total_timesteps=1024, num_envs=4,
+                                      num_steps=16, num_minibatches=2, num_epochs=1, gru_size=16)
+    policy = build_policy(config)
+    params = policy.init(jax.random.PRNGKey(0))
+    obs = jnp.ones((4, *policy.obs_shape))
+    h0 = policy.initial_state(4)
+    h, action, _ = Greedy(policy).act(None, params, h0, obs)
+    np.testing.assert_array_equal(h, policy.step(params, h0, obs))
+    np.testing.assert_array_equal(action, policy.head_distribution(params, h).mode())
+
+
+def test_evaluate_plays_one_raw_episode_per_env_with_frozen_statistics():
+    config, state = _trained("a2c")  # CartPole, observations and rewards normalised
+    env_state = state.env.env_state
+    key = jax.random.PRNGKey(7)
+    for greedy in (False, True):
+        returns, finished = jax.jit(lambda p, e: ck.evaluate(  # noqa: B023
+            key, "a2c", config, p, e, num_episodes=6, greedy=greedy))(state.params, env_state)
+        returns, finished = np.asarray(returns), np.asarray(finished)
+        assert returns.shape == finished.shape == (6,)
+        # CartPole pays 1 per step: raw returns are whole episode lengths, 8 to 500.
+        assert finished.all()
+        assert np.array_equal(returns, np.round(returns)) and (returns >= 8).all()
+        assert (returns <= 500).all()
+    # Other statistics normalise differently, so the policy sees other observations.
+    moved = env_state.replace(obs_rms=env_state.obs_rms.replace(mean=env_state.obs_rms.mean + 3.0))
+    a = ck.evaluate(key, "a2c", config, state.params, env_state, num_episodes=16, greedy=True)
+    b = ck.evaluate(key, "a2c", config, state.params, moved, num_episodes=16, greedy=True)
+    assert not np.array_equal(np.asarray(a[0]), np.asarray(b[0]))
+    with pytest.raises(ValueError, match="env_state"):
+        ck.evaluate(key, "a2c", config, state.params, None, num_episodes=2)
+
+
+def test_first_episodes_of_a_rollout():
+    from purejaxpo.rollout import Transition
+
+    done = jnp.array([[0, 0, 0], [1, 0, 0], [0, 0, 1], [1, 0, 0]], bool)  # [T=4, B=3]
+    running = jnp.array([[1, 1, 1], [2, 2, 2], [1, 3, 3], [2, 4, 1]], jnp.float32)
+    zeros = jnp.zeros((4, 3))
+    traj = Transition(zeros, zeros, zeros, zeros, zeros, zeros, zeros, done, running, zeros)
+    returns, finished = ck._first_episodes(traj)
+    np.testing.assert_array_equal(finished, [True, False, True])
+    np.testing.assert_array_equal(returns, [2, 4, 3])  # env 1 never ended: every step counts
