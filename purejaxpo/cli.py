@@ -165,6 +165,13 @@ def check_checkpoint_args(args) -> None:
         raise ValueError("--resume needs --checkpoint-dir")
     if directory is not None and os.path.exists(directory) and not os.path.isdir(directory):
         raise ValueError(f"--checkpoint-dir={directory!r} is invalid: not a directory")
+    if directory is not None and not getattr(args, "resume", False):
+        from purejaxpo.checkpoint import latest_step
+
+        latest = latest_step(directory)
+        if latest is not None:
+            raise ValueError(f"--checkpoint-dir={directory!r} already holds checkpoints (latest "
+                             f"step {latest}): pass --resume to continue, or use a new directory")
     if getattr(args, "log", None):
         from purejaxpo.logs import check_log_path
 
