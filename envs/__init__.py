@@ -10,6 +10,7 @@
 """
 
 from purejaxpo.envs.memory import CueRecall, CueRecallParams
+from purejaxpo.envs.probes import PROBES, Probe, ProbeParams
 from purejaxpo.envs.registry import env_names, make, validate_env_name
 from purejaxpo.envs.wrappers import (
     EpisodeStatistics,
@@ -22,6 +23,9 @@ from purejaxpo.envs.wrappers import (
 __all__ = [
     "CueRecall",
     "CueRecallParams",
+    "PROBES",
+    "Probe",
+    "ProbeParams",
     "env_names",
     "make",
     "validate_env_name",

@@ -7,11 +7,13 @@ import difflib
 import gymnax
 
 from purejaxpo.envs.memory import CueRecall
+from purejaxpo.envs.probes import PROBES
 
 # purejaxpo's own environments (gymnax API), by name. Kept here rather than registered in
 # gymnax's global registry, so importing purejaxpo changes nothing in gymnax.
 ENVIRONMENTS = {
     "CueRecall-v0": CueRecall,
+    **PROBES,  # ProbeConstant-v0, ...: tiny tasks with exactly known values (envs/probes.py)
 }
 
 
