@@ -23,6 +23,9 @@ import jax.numpy as jnp
 Array = chex.Array
 Numeric = chex.Numeric
 
+ADVANTAGE_SCALES = ("std", "none")
+"""The ``scale`` values :func:`group_advantages` accepts (GRPO's std scaling, Dr. GRPO's none)."""
+
 
 def _check_time_major(*arrays: Array) -> None:
     chex.assert_rank(arrays[0], {1, 2})
@@ -151,8 +154,8 @@ def group_advantages(
       Training: A Critical Perspective", 2025 (Dr. GRPO).
     """
     chex.assert_rank(rewards, 2)
-    if scale not in ("std", "none"):
-        raise ValueError(f"scale must be 'std' or 'none', got {scale!r}")
+    if scale not in ADVANTAGE_SCALES:
+        raise ValueError(f"scale must be one of {ADVANTAGE_SCALES}, got {scale!r}")
     group_size = rewards.shape[1]
     mean = jnp.mean(rewards, axis=1, keepdims=True)
     centred = rewards - mean

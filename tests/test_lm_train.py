@@ -175,3 +175,13 @@ def test_policy_checkpoint_round_trip(tmp_path):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="not a saved policy"):
         load_policy(str(tmp_path))
+
+
+def test_shared_names_are_defined_once():
+    from purejaxpo import advantages
+    from purejaxpo.lm import checkpoint, config, model
+
+    assert config.ADVANTAGE_SCALES is advantages.ADVANTAGE_SCALES
+    assert checkpoint.MODEL_KINDS is model.MODEL_KINDS
+    with pytest.raises(ValueError, match="kind"):
+        init_params(jax.random.PRNGKey(0), _tiny_policy()[1], "critic")

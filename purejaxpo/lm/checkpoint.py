@@ -15,7 +15,7 @@ from typing import Any, Mapping, NamedTuple
 
 import jax
 
-from purejaxpo.lm.model import TransformerConfig, init_params
+from purejaxpo.lm.model import MODEL_KINDS, TransformerConfig, init_params
 
 POLICY_JSON = "policy.json"
 
@@ -26,10 +26,7 @@ class Policy(NamedTuple):
     task: str
     task_args: dict[str, Any]
     meta: dict[str, Any]
-    kind: str = "policy"  # or "reward_model"
-
-
-MODEL_KINDS = ("policy", "reward_model")
+    kind: str = "policy"  # a key of MODEL_KINDS: "policy" or "reward_model"
 
 
 def save_policy(directory: str, params, model: TransformerConfig, *, task: str,
@@ -43,7 +40,7 @@ def save_policy(directory: str, params, model: TransformerConfig, *, task: str,
     import orbax.checkpoint as ocp
 
     if kind not in MODEL_KINDS:
-        raise ValueError(f"kind={kind!r} is invalid: must be one of {MODEL_KINDS}")
+        raise ValueError(f"kind={kind!r} is invalid: must be one of {tuple(MODEL_KINDS)}")
     directory = os.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
     params_dir = os.path.join(directory, "params")

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import jax.numpy as jnp
 
+from purejaxpo.advantages import ADVANTAGE_SCALES
 from purejaxpo.config import _fail, check_bool, check_float, check_int
 from purejaxpo.envs.sequence_tasks import SequenceTask, make_task
 from purejaxpo.lm.model import POSITION_KINDS, TransformerConfig
@@ -193,7 +194,6 @@ LOSS_PRESETS: dict[str, dict[str, Any]] = {
     "gspo": dict(ratio_level="sequence", aggregation="sequence_mean", advantage_scale="std",
                  filter_zero_spread=False, clip_eps=3e-4, clip_eps_high=4e-4),
 }
-ADVANTAGE_SCALES = ("std", "none")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

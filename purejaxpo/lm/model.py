@@ -244,10 +244,13 @@ class RewardModel(nn.Module):
 
 
 MODEL_KINDS = {"policy": Transformer, "reward_model": RewardModel}
+"""The kinds of model a parameter tree (and a saved folder) can hold, and their flax module."""
 
 
 def init_params(key: Array, config: TransformerConfig, kind: str = "policy"):
     """Random parameters of a :class:`Transformer` (or :class:`RewardModel`) from ``config``."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"kind={kind!r} is invalid: must be one of {tuple(MODEL_KINDS)}")
     tokens = jnp.zeros((1, 2), jnp.int32)
     return MODEL_KINDS[kind](config).init(key, tokens, jnp.ones((1, 2), bool))["params"]
 
