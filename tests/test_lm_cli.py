@@ -6,6 +6,8 @@ so one SFT policy (a module fixture) is the starting point of every other comman
 """
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -291,3 +293,14 @@ def test_bad_flags_exit_via_argparse(argv, capsys, no_training):
         cli.main(argv)
     assert info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_lm_modules_never_import_the_command_line():
+    """No import circle: the LM library and its command line stand without ``purejaxpo.cli``
+    (which imports ``purejaxpo.lm.cli``) or ``purejaxpo.sweep``."""
+    code = ("import sys, importlib, pkgutil, purejaxpo.lm as lm\n"
+            "for m in pkgutil.iter_modules(lm.__path__): "
+            "importlib.import_module('purejaxpo.lm.' + m.name)\n"
+            "bad = [m for m in ('purejaxpo.cli', 'purejaxpo.sweep') if m in sys.modules]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

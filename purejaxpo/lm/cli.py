@@ -6,11 +6,14 @@
                       [--reward correct=1 --reward digits=0.5] [--out runs/grpo] [--json grpo.json]
     purejaxpo lm dpo  --task addition --init runs/sft --loss sigmoid|ipo|hinge|robust|kto|orpo|simpo
                       [--beta B] [--pairs FILE.jsonl] [--steps N] [--out DIR] [--json PATH]
+    purejaxpo lm rm   --task addition [--init runs/sft] [--steps N] [--out DIR] [--json PATH]
     purejaxpo lm eval --task addition --init runs/grpo [--json eval.json]
 
 Every trainer prints held-out greedy exact match before and after (a fixed set of prompts that
 training never samples on purpose), the run time and the throughput, and with ``--json``
 writes them with the full config and the curves.
+
+This module only parses arguments, calls the library (:mod:`purejaxpo.lm`) and prints.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import sys
 from typing import Any
 
 import numpy as np
+
+from purejaxpo.settings import device_description, parse_settings, write_json
 
 
 def _task_args(items) -> dict[str, Any]:
@@ -62,7 +67,6 @@ _RESERVED = {"task": "--task", "stop_exact_match": "--stop-exact-match",
 
 def _check_settings(config_cls, args, owner: str) -> None:
     """Rejects bad ``--set``, ``--task-arg`` and ``--reward`` values before anything loads."""
-    from purejaxpo.cli import parse_settings
     from purejaxpo.envs.sequence_tasks import make_task
 
     parse_settings(args.set, config_cls, owner, _RESERVED)
@@ -74,8 +78,6 @@ def _check_settings(config_cls, args, owner: str) -> None:
 def _config(config_cls, args, owner: str, policy=None, **fixed):
     """The validated config from ``--set``/flags; the task and its options default to the
     ``policy``'s (the one training starts from)."""
-    from purejaxpo.cli import parse_settings
-
     values = parse_settings(args.set, config_cls, owner, _RESERVED)
     values.update({k: v for k, v in fixed.items() if v is not None})
     task = args.task or (policy.task if policy else "addition")
@@ -98,8 +100,6 @@ def _curve_summary(result) -> list[dict[str, float]]:
 
 
 def _report(args, kind: str, config, result, tokens: float, extra: dict[str, Any]) -> dict:
-    from purejaxpo.cli import device_description, write_json
-
     out = {
         "command": f"lm {kind}",
         "task": config.task,
@@ -189,9 +189,8 @@ def cmd_grpo(args) -> int:
 def cmd_eval(args) -> int:
     import time
 
-    from purejaxpo.cli import device_description, write_json
     from purejaxpo.envs.sequence_tasks import make_task
-    from purejaxpo.lm.common import make_evaluator
+    from purejaxpo.lm.common import greedy_completions, make_evaluator
 
     policy = _load_init(args)
     name = args.task or policy.task
@@ -205,8 +204,6 @@ def cmd_eval(args) -> int:
            "device": device_description()}
     batch = task.heldout(args.num_prompts)
     print(f"eval {name}: held-out greedy exact match {em:.3f} ({args.num_prompts} prompts)")
-    from purejaxpo.lm.common import greedy_completions
-
     completions = greedy_completions(policy.params, policy.model, task, batch)
     out["examples"] = task.decode_batch(batch, np.asarray(completions.tokens),
                                         limit=args.examples)
@@ -304,18 +301,18 @@ def add_cli_parser(sub) -> None:
 
 
 def cmd_rm(args) -> int:
-    from purejaxpo.cli import device_description, write_json
     from purejaxpo.lm.checkpoint import load_policy, save_policy
     from purejaxpo.lm.config import RewardModelConfig
+    from purejaxpo.lm.pairs import preference_data
     from purejaxpo.lm.reward_model import train_reward_model
 
     _check_settings(RewardModelConfig, args, "lm rm")
     policy = load_policy(args.init) if args.init else None
     config = _config(RewardModelConfig, args, "lm rm", policy, steps=args.steps)
-    task = config.make_task()
     init = (policy.params, policy.model) if policy else None
-    train, held = _synthetic_pairs(config, task, init)
-    result = train_reward_model(config, train, held, init_policy=init, progress=args.progress)
+    data = preference_data(config, config.make_task(), policy=init)
+    result = train_reward_model(config, data.train, data.heldout, init_policy=init,
+                                progress=args.progress)
     out = {"command": "lm rm", "task": config.task, "init": args.init,
            "ranking_accuracy_before": result.fit.curve[0][1],
            "ranking_accuracy_after": result.fit.curve[-1][1],
@@ -336,54 +333,23 @@ def cmd_rm(args) -> int:
     return 0
 
 
-def _synthetic_pairs(config, task, policy):
-    """Training and held-out pairs generated from the task (rejected: ``config.rejected``)."""
-    import jax
-
-    from purejaxpo.lm.pairs import synthetic_pairs
-
-    key = jax.random.PRNGKey(config.seed)
-    train = synthetic_pairs(key, task, config.num_pairs, rejected=config.rejected,
-                            policy=policy)
-    held = synthetic_pairs(jax.random.fold_in(key, 1), task, config.eval_pairs,
-                           rejected=config.rejected, policy=policy, heldout=True)
-    return train, held
-
-
 def cmd_dpo(args) -> int:
-    import jax
-
     from purejaxpo.lm.checkpoint import save_policy
     from purejaxpo.lm.config import DPOConfig
     from purejaxpo.lm.dpo import train_dpo
-    from purejaxpo.lm.pairs import Pairs, load_jsonl, synthetic_pairs
+    from purejaxpo.lm.pairs import preference_data
 
     _check_settings(DPOConfig, args, "lm dpo")
     policy = _load_init(args)
     config = _config(DPOConfig, args, "lm dpo", policy, steps=args.steps, loss=args.loss,
                      beta=args.beta)
-    task = config.make_task()
-    key = jax.random.PRNGKey(config.seed)
-    if args.pairs:
-        data = load_jsonl(args.pairs, task.tokenizer, max_len=policy.model.max_len)
-        n_eval = max(1, len(data) // 10)
-        if len(data) < 2:
-            raise ValueError(f"--pairs {args.pairs}: needs at least 2 examples (1 held out)")
-        # The last tenth of the file is held out for preference accuracy.
-        train = jax.tree_util.tree_map(lambda x: x[:-n_eval], data)
-        held = jax.tree_util.tree_map(lambda x: x[-n_eval:], data)
-        if not isinstance(held, Pairs):
-            # Unpaired (KTO) data has no pairs to rank: rank held-out prompts' synthetic pairs.
-            held = synthetic_pairs(jax.random.fold_in(key, 1), task, config.eval_pairs,
-                                   heldout=True)
-        source = args.pairs
-    else:
-        train, held = _synthetic_pairs(config, task, (policy.params, policy.model))
-        source = f"synthetic ({config.rejected})"
-    result = train_dpo(config, policy.params, policy.model, train, held, progress=args.progress)
+    data = preference_data(config, config.make_task(), policy=(policy.params, policy.model),
+                           path=args.pairs)
+    result = train_dpo(config, policy.params, policy.model, data.train, data.heldout,
+                       progress=args.progress)
     extra = {
         "init": args.init,
-        "pairs": source,
+        "pairs": data.source,
         "pref_accuracy": result.after.accuracy,
         "pref_accuracy_before": result.before.accuracy,
         "chosen_logp_delta": float(np.mean(result.after.chosen_logp - result.before.chosen_logp)),
