@@ -7,11 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from purejaxpo import losses
 from purejaxpo.envs.sequence_tasks import AdditionTask
-from purejaxpo.lm.config import DPOConfig, SFTConfig
+from purejaxpo.lm.config import PREFERENCE_LOSSES, DPOConfig, SFTConfig
 from purejaxpo.lm.dpo import (
+    SequenceLogProbs,
     kto_data,
     make_dpo_step,
+    pair_loss,
     reference_log_probs,
     train_dpo,
 )
@@ -106,12 +109,12 @@ def test_jsonl_too_long_for_the_model(tmp_path):
         load_jsonl(str(path), AdditionTask().tokenizer, max_len=12)
 
 
-@pytest.mark.parametrize("loss", ["sigmoid", "ipo", "hinge", "robust", "kto", "orpo", "simpo"])
+@pytest.mark.parametrize("loss", list(PREFERENCE_LOSSES))
 def test_every_loss_steps_with_finite_metrics(loss):
     model, params = _policy()
     config = DPOConfig(loss=loss, batch_size=8, label_smoothing=0.1 if loss == "robust" else 0.0)
     pairs = synthetic_pairs(jax.random.PRNGKey(0), config.make_task(), 32)
-    data = kto_data(pairs) if loss == "kto" else pairs
+    data = pairs if PREFERENCE_LOSSES[loss].paired else kto_data(pairs)
     ref = reference_log_probs(params, model, data)
     hp = config.hyperparams()
     state, metrics = jax.jit(make_dpo_step(config, model))(
@@ -138,6 +141,46 @@ def test_precomputed_reference_equals_reference_model_in_the_step(loss):
     np.testing.assert_allclose(m_pre["loss"], m_live["loss"], rtol=1e-5)
     for a, b in zip(jax.tree_util.tree_leaves(pre.params), jax.tree_util.tree_leaves(live.params)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", list(PREFERENCE_LOSSES))
+def test_every_table_entry_constructs_with_its_defaults(loss):
+    spec = PREFERENCE_LOSSES[loss]
+    config = DPOConfig(loss=loss)
+    assert config.loss_spec is spec and config.beta == spec.beta
+    assert DPOConfig(loss=loss, beta=0.25).beta == 0.25  # an explicit beta wins
+    # Every coefficient the loss reads is a sweepable hyperparameter, beta first.
+    assert spec.coefficients[0] == "beta"
+    assert set(spec.coefficients) <= set(config.hyperparams())
+    assert callable(spec.fn) and spec.fn.__module__ == "purejaxpo.losses"
+    assert spec.description and "\n" not in spec.description
+    assert spec.paired or spec.reference  # the unpaired (KTO) step needs a reference model
+
+
+# The calls the trainer made before the table (one if-branch per loss), to pin the table's
+# inputs and coefficient order.
+_EXPLICIT = {
+    "sigmoid": lambda c, r, m, hp: losses.dpo_loss(c, r, hp["beta"], hp["label_smoothing"]),
+    "ipo": lambda c, r, m, hp: losses.ipo_loss(c, r, hp["beta"]),
+    "hinge": lambda c, r, m, hp: losses.hinge_loss(c, r, hp["beta"]),
+    "robust": lambda c, r, m, hp: losses.robust_dpo_loss(c, r, hp["beta"],
+                                                          hp["label_smoothing"]),
+    "orpo": lambda c, r, m, hp: losses.orpo_loss(*m, hp["beta"]),
+    "simpo": lambda c, r, m, hp: losses.simpo_loss(*m, hp["beta"], hp["simpo_gamma"]),
+}
+
+
+@pytest.mark.parametrize("loss", [n for n, s in PREFERENCE_LOSSES.items() if s.paired])
+def test_pair_loss_calls_the_table_entry_as_before(loss):
+    config = DPOConfig(loss=loss, label_smoothing=0.2, simpo_gamma=0.3)
+    hp = config.hyperparams()
+    chosen = SequenceLogProbs(jnp.array([-3.0, -5.0]), jnp.array([3.0, 4.0]))
+    rejected = SequenceLogProbs(jnp.array([-4.0, -2.0]), jnp.array([4.0, 2.0]))
+    ref_c, ref_r = jnp.array([-3.5, -4.0]), jnp.array([-3.0, -2.5])
+    expected = _EXPLICIT[loss](chosen.total - ref_c, rejected.total - ref_r,
+                               (chosen.mean, rejected.mean), hp)
+    np.testing.assert_array_equal(pair_loss(config, hp, chosen, rejected, ref_c, ref_r),
+                                  expected)
 
 
 def test_kto_mismatched_pairs_pair_prompts_with_other_completions():

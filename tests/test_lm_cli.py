@@ -5,6 +5,7 @@ Every run uses a tiny transformer (1 layer, width 32) for a few steps; the cost 
 so one SFT policy (a module fixture) is the starting point of every other command.
 """
 
+import argparse
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import sys
 import pytest
 
 from purejaxpo import cli
-from purejaxpo.lm.config import LOSS_PRESETS
+from purejaxpo.lm.config import LOSS_PRESETS, PREFERENCE_LOSSES
 
 TINY = ["--set", "num_layers=1", "--set", "width=32", "--set", "num_heads=2",
         "--set", "mlp_ratio=2"]
@@ -293,6 +294,27 @@ def test_bad_flags_exit_via_argparse(argv, capsys, no_training):
         cli.main(argv)
     assert info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+# -- the preference-loss table drives the command line -----------------------------------------
+
+
+def _subparser(parser, name):
+    (action,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return action.choices[name]
+
+
+def test_dpo_loss_choices_are_the_table():
+    from purejaxpo.lm.cli import add_cli_parser
+
+    parser = argparse.ArgumentParser()
+    add_cli_parser(parser.add_subparsers())
+    dpo = _subparser(_subparser(parser, "lm"), "dpo")
+    (loss,) = [a for a in dpo._actions if "--loss" in a.option_strings]
+    assert list(loss.choices) == list(PREFERENCE_LOSSES)
+    text = dpo.format_help()
+    for name, spec in PREFERENCE_LOSSES.items():
+        assert name in text and spec.description.split(":")[0] in text
 
 
 def test_lm_modules_never_import_the_command_line():

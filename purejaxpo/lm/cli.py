@@ -4,14 +4,14 @@
     purejaxpo lm grpo --task addition --init runs/sft --steps 600 [--group-size 8]
                       [--loss grpo|bnpo|dr_grpo|dapo|gspo] [--beta 0.04] [--set name=value]
                       [--reward correct=1 --reward digits=0.5] [--out runs/grpo] [--json grpo.json]
-    purejaxpo lm dpo  --task addition --init runs/sft --loss sigmoid|ipo|hinge|robust|kto|orpo|simpo
-                      [--beta B] [--pairs FILE.jsonl] [--steps N] [--out DIR] [--json PATH]
+    purejaxpo lm dpo  --task addition --init runs/sft [--loss NAME] [--beta B]
+                      [--pairs FILE.jsonl] [--steps N] [--out DIR] [--json PATH]
     purejaxpo lm rm   --task addition [--init runs/sft] [--steps N] [--out DIR] [--json PATH]
     purejaxpo lm eval --task addition --init runs/grpo [--json eval.json]
 
 Every trainer prints held-out greedy exact match before and after (a fixed set of prompts that
 training never samples on purpose), the run time and the throughput, and with ``--json``
-writes them with the full config and the curves.
+writes them with the full config and the curves. ``lm dpo --help`` lists the losses.
 
 This module only parses arguments, calls the library (:mod:`purejaxpo.lm`) and prints.
 """
@@ -372,17 +372,27 @@ def cmd_dpo(args) -> int:
 
 
 def add_dpo_parser(lm_sub) -> None:
-    from purejaxpo.lm.config import DPO_LOSSES
+    import argparse
 
-    dpo = lm_sub.add_parser("dpo", help="preference optimisation: DPO, IPO, hinge, robust, KTO, "
-                                        "ORPO, SimPO")
+    from purejaxpo.lm.config import PREFERENCE_LOSSES, DPOConfig, describe_preference_losses
+
+    default = DPOConfig.loss
+    dpo = lm_sub.add_parser(
+        "dpo", help=f"preference optimisation ({', '.join(PREFERENCE_LOSSES)})",
+        epilog="losses (--loss NAME; default beta; what it is):\n"
+               + describe_preference_losses(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(dpo, init=True)
     _trainer(dpo)
-    dpo.add_argument("--loss", default=None, choices=list(DPO_LOSSES),
-                     help="loss (default sigmoid: DPO)")
+    dpo.add_argument("--loss", default=None, choices=list(PREFERENCE_LOSSES),
+                     help=f"loss (default {default}; listed below)")
     dpo.add_argument("--beta", type=float, default=None,
-                     help="the loss's coefficient (default per loss: 0.1; simpo 2.0)")
+                     help="the loss's coefficient (default per loss: "
+                          + ", ".join(f"{name} {spec.beta}"
+                                      for name, spec in PREFERENCE_LOSSES.items()) + ")")
     dpo.add_argument("--pairs", metavar="FILE.jsonl", default=None,
                      help="preference data: prompt/chosen/rejected (or prompt/completion/label "
-                          "for kto) per line; default: generated from the task")
+                          "for unpaired losses: "
+                          + ", ".join(n for n, s in PREFERENCE_LOSSES.items() if not s.paired)
+                          + ") per line; default: generated from the task")
     dpo.set_defaults(func=_reporting_errors(cmd_dpo))

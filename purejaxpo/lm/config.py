@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import jax.numpy as jnp
 
+from purejaxpo import losses
 from purejaxpo.advantages import ADVANTAGE_SCALES
 from purejaxpo.config import _fail, check_bool, check_float, check_int
 from purejaxpo.envs.sequence_tasks import SequenceTask, make_task
@@ -311,13 +312,76 @@ class GRPOConfig(LMTrainConfig):
         return out
 
 
-DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "kto", "orpo", "simpo")
+@dataclasses.dataclass(frozen=True)
+class PreferenceLoss:
+    """One loss of the DPO family: the function the trainer calls and what it needs.
+
+    Attributes:
+      fn: the per-example loss from :mod:`purejaxpo.losses`. A paired loss is called as
+        ``fn(chosen, rejected, *coefficients)`` with summed log-ratios to the reference model
+        (``reference``) or length-normalised log-probs (reference-free); the unpaired one as
+        ``fn(logratio, desirable, reference_point, *coefficients)``.
+      reference: whether it needs the reference model.
+      paired: False for a loss on unpaired, labelled completions (KTO).
+      beta: the default of :attr:`DPOConfig.beta`, whose meaning differs by loss.
+      coefficients: the :class:`DPOConfig` hyperparameters passed to ``fn`` after its inputs,
+        in order (the others are ignored by this loss).
+      description: one line, for the docs and ``--help``.
+    """
+
+    fn: Callable[..., Any]
+    reference: bool
+    beta: float
+    coefficients: tuple[str, ...]
+    description: str
+    paired: bool = True
+
+
 # beta's meaning and scale differ by loss: KL strength (sigmoid, hinge, robust, kto), tau (ipo),
 # the odds-ratio weight lambda (orpo), the reward scale of length-normalised log-probs (simpo).
 # Defaults measured on 3-digit addition from an early-stopped SFT policy (see the README's
 # DPO table); TRL's 0.1 let the chosen answers' log-probs fall and hurt exact match there.
-DPO_BETA_DEFAULTS = {"sigmoid": 0.5, "ipo": 0.1, "hinge": 0.5, "robust": 0.5, "kto": 0.5,
-                     "orpo": 0.1, "simpo": 2.0}
+PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {
+    "sigmoid": PreferenceLoss(
+        losses.dpo_loss, reference=True, beta=0.5, coefficients=("beta", "label_smoothing"),
+        description="DPO: -log sigmoid(beta * margin); conservative DPO with label_smoothing"),
+    "ipo": PreferenceLoss(
+        losses.ipo_loss, reference=True, beta=0.1, coefficients=("beta",),
+        description="IPO: (margin - 1 / (2 beta))^2, beta is tau"),
+    "hinge": PreferenceLoss(
+        losses.hinge_loss, reference=True, beta=0.5, coefficients=("beta",),
+        description="SLiC hinge: relu(1 - beta * margin)"),
+    "robust": PreferenceLoss(
+        losses.robust_dpo_loss, reference=True, beta=0.5,
+        coefficients=("beta", "label_smoothing"),
+        description="robust DPO: unbiased under labels flipped with probability label_smoothing"),
+    "kto": PreferenceLoss(
+        losses.kto_loss, reference=True, beta=0.5, paired=False,
+        coefficients=("beta", "kto_desirable_weight", "kto_undesirable_weight"),
+        description="KTO: unpaired labelled completions vs a reference point from "
+                    "mismatched pairs"),
+    "orpo": PreferenceLoss(
+        losses.orpo_loss, reference=False, beta=0.1, coefficients=("beta",),
+        description="ORPO: chosen NLL + beta (lambda) * odds-ratio penalty, reference-free"),
+    "simpo": PreferenceLoss(
+        losses.simpo_loss, reference=False, beta=2.0, coefficients=("beta", "simpo_gamma"),
+        description="SimPO: -log sigmoid(beta * (mean logp chosen - mean logp rejected) - "
+                    "simpo_gamma), reference-free"),
+}
+"""Every DPO-family loss by its ``DPOConfig.loss`` name (``purejaxpo lm dpo --loss``). Adding a
+loss is adding an entry here (plus its function in :mod:`purejaxpo.losses`). The margin is the
+difference of summed log-ratios ``log pi / pi_ref`` of the chosen and rejected completions."""
+
+
+def describe_preference_losses(indent: str = "  ") -> str:
+    """One line per :data:`PREFERENCE_LOSSES` entry (name, default beta, description), and
+    what "margin" means in them."""
+    width = max(map(len, PREFERENCE_LOSSES))
+    lines = [f"{indent}{name:<{width}}  (beta {spec.beta}) {spec.description}"
+             for name, spec in PREFERENCE_LOSSES.items()]
+    lines.append(f"{indent}(margin: the chosen minus the rejected completion's summed log-ratio "
+                 "log pi/pi_ref)")
+    return "\n".join(lines)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -325,8 +389,9 @@ class DPOConfig(LMTrainConfig, PairDataConfig):
     """Preference optimisation (DPO family) on a sequence policy.
 
     Attributes:
-      loss: ``sigmoid`` (DPO), ``ipo``, ``hinge``, ``robust``, ``kto``, ``orpo`` or ``simpo``.
-      beta: the loss's coefficient (sweepable); None takes :data:`DPO_BETA_DEFAULTS`.
+      loss: a key of :data:`PREFERENCE_LOSSES` (listed below).
+      beta: the loss's coefficient (sweepable); None takes the loss's default
+        (:attr:`PreferenceLoss.beta`).
       label_smoothing: assumed label-flip probability of ``sigmoid`` (conservative DPO) and
         ``robust`` (sweepable).
       simpo_gamma: SimPO's target reward margin (sweepable).
@@ -337,6 +402,10 @@ class DPOConfig(LMTrainConfig, PairDataConfig):
         negatives than random near misses (measured: exact match rises more).
       (pair fields: :class:`PairDataConfig`; for ``kto`` ``batch_size`` counts unpaired
       examples, and ``num_pairs`` is ignored with a pairs file)
+
+    Losses (name, default beta, what it is):
+
+{losses}
     """
 
     loss: str = "sigmoid"
@@ -355,11 +424,16 @@ class DPOConfig(LMTrainConfig, PairDataConfig):
         "kto_desirable_weight", "kto_undesirable_weight")
 
     def __post_init__(self):
-        if self.loss not in DPO_LOSSES:
-            _fail("loss", self.loss, f"must be one of {list(DPO_LOSSES)}")
+        if self.loss not in PREFERENCE_LOSSES:
+            _fail("loss", self.loss, f"must be one of {list(PREFERENCE_LOSSES)}")
         if self.beta is None:
-            object.__setattr__(self, "beta", DPO_BETA_DEFAULTS[self.loss])
+            object.__setattr__(self, "beta", PREFERENCE_LOSSES[self.loss].beta)
         super().__post_init__()
+
+    @property
+    def loss_spec(self) -> PreferenceLoss:
+        """This config's entry of :data:`PREFERENCE_LOSSES`."""
+        return PREFERENCE_LOSSES[self.loss]
 
     def validate(self) -> None:
         super().validate()
@@ -371,3 +445,7 @@ class DPOConfig(LMTrainConfig, PairDataConfig):
         check_float("kto_undesirable_weight", self.kto_undesirable_weight, 0.0)
         check_bool("precompute_ref", self.precompute_ref)
         self.validate_pairs()
+
+
+if DPOConfig.__doc__:  # None under python -OO
+    DPOConfig.__doc__ = DPOConfig.__doc__.format(losses=describe_preference_losses(" " * 6))

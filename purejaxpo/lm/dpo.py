@@ -1,8 +1,9 @@
 """Preference optimisation on a sequence policy: DPO and its family.
 
-Losses (per example, from :mod:`purejaxpo.losses`): ``sigmoid`` (DPO, with label smoothing:
-conservative DPO), ``ipo``, ``hinge``, ``robust`` (robust DPO), ``kto`` (unpaired, reference
-point from mismatched pairs), and the reference-free ``orpo`` and ``simpo``.
+The losses (per example, from :mod:`purejaxpo.losses`) are the entries of
+:data:`purejaxpo.lm.config.PREFERENCE_LOSSES`, listed at the end of this docstring; the trainer
+reads everything it needs to know about a loss (its function, whether it needs the reference
+model, whether it takes pairs, which coefficients) from that table.
 
 One training step is one pure function, compiled once: draw a minibatch of pairs, one
 teacher-forced pass of the policy over chosen and rejected completions together, the loss, an
@@ -11,6 +12,10 @@ before training (:func:`reference_log_probs`), so the reference model need not s
 with ``precompute_ref=False`` the step runs the reference model itself.
 
 Shapes: ``n`` examples in the dataset, ``B`` per step, ``[B, N]`` completion tokens.
+
+Losses (``DPOConfig.loss``; name, default beta, what it is):
+
+{losses}
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ import numpy as np
 
 from purejaxpo import losses
 from purejaxpo.lm.common import FitResult, LMState, fit, init_state, make_evaluator, optimizer
-from purejaxpo.lm.config import DPOConfig
+from purejaxpo.lm.config import PREFERENCE_LOSSES, DPOConfig, describe_preference_losses
 from purejaxpo.lm.model import TransformerConfig
 from purejaxpo.lm.pairs import Pairs, Unpaired, pairs_to_unpaired
 from purejaxpo.lm.sampling import completion_log_probs
 from purejaxpo.update import gradient_step
+
+if __doc__:  # None under python -OO
+    __doc__ = __doc__.format(losses=describe_preference_losses())
 
 Array = jax.Array
 
@@ -106,22 +114,15 @@ def reference_log_probs(ref_params, model: TransformerConfig, data, *, batch: in
 
 def pair_loss(config: DPOConfig, hp, chosen: SequenceLogProbs, rejected: SequenceLogProbs,
               ref_chosen: Array | None, ref_rejected: Array | None) -> Array:
-    """Per-example loss ``[B]`` of a paired loss type."""
-    beta = hp["beta"]
-    if config.loss == "orpo":
-        return losses.orpo_loss(chosen.mean, rejected.mean, beta)
-    if config.loss == "simpo":
-        return losses.simpo_loss(chosen.mean, rejected.mean, beta, hp["simpo_gamma"])
-    c, r = chosen.total - ref_chosen, rejected.total - ref_rejected
-    if config.loss == "sigmoid":
-        return losses.dpo_loss(c, r, beta, hp["label_smoothing"])
-    if config.loss == "ipo":
-        return losses.ipo_loss(c, r, beta)
-    if config.loss == "hinge":
-        return losses.hinge_loss(c, r, beta)
-    if config.loss == "robust":
-        return losses.robust_dpo_loss(c, r, beta, hp["label_smoothing"])
-    raise ValueError(f"loss={config.loss!r} is not a paired loss")
+    """Per-example loss ``[B]`` of a paired loss: the table entry's function on summed
+    log-ratios (reference-based losses) or length-normalised log-probs (reference-free)."""
+    spec = config.loss_spec
+    if not spec.paired:
+        raise ValueError(f"loss={config.loss!r} is not a paired loss")
+    coefficients = [hp[name] for name in spec.coefficients]
+    if spec.reference:
+        return spec.fn(chosen.total - ref_chosen, rejected.total - ref_rejected, *coefficients)
+    return spec.fn(chosen.mean, rejected.mean, *coefficients)
 
 
 def make_dpo_step(config: DPOConfig, model: TransformerConfig):
@@ -131,7 +132,8 @@ def make_dpo_step(config: DPOConfig, model: TransformerConfig):
     is the tuple from :func:`reference_log_probs` (``precompute_ref``) or the reference
     parameters (``precompute_ref=False``), and is ignored by the reference-free losses.
     """
-    kto = config.loss == "kto"
+    spec = config.loss_spec
+    kto = not spec.paired
 
     def loss_fn(params, inputs):
         hp, data, ref, idx = inputs
@@ -143,8 +145,8 @@ def make_dpo_step(config: DPOConfig, model: TransformerConfig):
                 ref_logp, ref_mis = jax.lax.stop_gradient(_kto_log_probs(ref, model, data, idx))
             z0 = losses.kto_reference_point(mis_logp - ref_mis)
             desirable = data.examples.desirable[idx]
-            per = losses.kto_loss(logp - ref_logp, desirable, z0, hp["beta"],
-                                  hp["kto_desirable_weight"], hp["kto_undesirable_weight"])
+            per = spec.fn(logp - ref_logp, desirable, z0,
+                          *[hp[name] for name in spec.coefficients])
             reward = hp["beta"] * (logp - ref_logp)
             metrics = {"kto_reference_point": z0,
                        "reward_desirable": losses.masked_mean(reward, desirable),
@@ -154,7 +156,7 @@ def make_dpo_step(config: DPOConfig, model: TransformerConfig):
         batch = jax.tree_util.tree_map(lambda a: a[idx], data)
         chosen, rejected = _pair_log_probs(params, model, batch)
         ref_c = ref_r = None
-        if config.loss not in REFERENCE_FREE:
+        if spec.reference:
             if config.precompute_ref:
                 ref_c, ref_r = ref[0][idx], ref[1][idx]
             else:
@@ -188,9 +190,6 @@ def _with_loss(out):
     return loss, {**metrics, "loss": loss}
 
 
-REFERENCE_FREE = ("orpo", "simpo")
-
-
 class PreferenceEval(NamedTuple):
     """Held-out preference statistics of a policy."""
 
@@ -206,7 +205,7 @@ def evaluate_pairs(config: DPOConfig, params, model: TransformerConfig, pairs: P
     mean logp(rejected)`` for the reference-free ones (their implicit reward). A tie counts as
     half right, so a policy equal to its reference scores 0.5, not 0."""
     chosen, rejected = jax.jit(lambda p: _pair_log_probs(p, model, pairs))(params)
-    if config.loss in REFERENCE_FREE or ref is None:
+    if not config.loss_spec.reference or ref is None:
         margin = chosen.mean - rejected.mean
     else:
         margin = (chosen.total - ref[0]) - (rejected.total - ref[1])
@@ -220,28 +219,31 @@ class DPOResult(NamedTuple):
     after: PreferenceEval
 
 
+
 def train_dpo(config: DPOConfig, params: Any, model: TransformerConfig, train_pairs,
               eval_pairs: Pairs, *, ref_params: Any = None, progress: bool = True) -> DPOResult:
     """Runs preference optimisation from ``params`` (the reference model is ``params`` unless
     ``ref_params`` is given) on ``train_pairs`` (:class:`Pairs`, or :class:`Unpaired` for
     ``kto``); evaluates held-out preference accuracy and log-prob movement on ``eval_pairs``."""
     task = config.make_task()
+    spec = config.loss_spec
     ref_params = params if ref_params is None else ref_params
-    if config.loss == "kto":
+    if not spec.paired:
         data = kto_data(train_pairs)
     elif isinstance(train_pairs, Unpaired):
+        unpaired = [name for name, s in PREFERENCE_LOSSES.items() if not s.paired]
         raise ValueError(f"loss={config.loss!r} needs pairs (prompt, chosen, rejected); "
-                         "unpaired data (completion, label) only works with loss='kto'")
+                         f"unpaired data (completion, label) only works with loss in {unpaired}")
     else:
         data = train_pairs
-    if config.loss in REFERENCE_FREE:
+    if not spec.reference:
         ref = None
     elif config.precompute_ref:
         ref = reference_log_probs(ref_params, model, data)
     else:
         ref = ref_params
     eval_ref = None
-    if config.loss not in REFERENCE_FREE:
+    if spec.reference:
         eval_ref = reference_log_probs(ref_params, model, eval_pairs)
     before = evaluate_pairs(config, params, model, eval_pairs, eval_ref)
     hyperparams = config.hyperparams()
