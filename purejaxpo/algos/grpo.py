@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from purejaxpo import advantages, losses
+from purejaxpo.advantages import ADVANTAGE_SCALES
 from purejaxpo.algos.base import (
     Program,
     TrainState,
@@ -44,9 +45,6 @@ from purejaxpo.update import (
     make_optimizer,
     run_epochs,
 )
-
-ADVANTAGE_SCALES = ("std", "none")
-
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GRPOConfig(RLConfig):
