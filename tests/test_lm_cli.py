@@ -46,6 +46,7 @@ def _check_trainer_json(data, command: str, steps: int = 4):
     assert curve[-1]["heldout_exact_match"] == data["exact_match_after"]
     for row in curve[1:]:
         assert "loss" in row and isinstance(row["loss"], float)
+    assert data["diverged"] is False and data["diverged_at_step"] is None
     return config
 
 
@@ -294,6 +295,78 @@ def test_bad_flags_exit_via_argparse(argv, capsys, no_training):
         cli.main(argv)
     assert info.value.code == 2
     assert "error:" in capsys.readouterr().err
+
+
+# -- divergence is reported ------------------------------------------------------------------
+
+DIVERGE = ["--set", "learning_rate=1e30"]
+WARNING = "non-finite loss/parameters); results after it are meaningless"
+
+
+def _check_diverged_json(data, command: str, capsys, score: str = "exact_match"):
+    assert data["command"] == command
+    assert data["diverged"] is True
+    step = data["diverged_at_step"]
+    assert isinstance(step, int) and 1 <= step <= data["steps"] == 4
+    assert data[f"{score}_after"] is None  # never a plausible number
+    assert data[f"{score}_before"] is not None
+    assert data["curve"][-1][f"heldout_{score}"] is None
+    assert data["curve"][-1]["nonfinite"] > 0  # the chunk mean of the per-step flag
+    err = capsys.readouterr().err
+    assert f"warning: training diverged at step {step} ({WARNING}" in err
+
+
+def test_sft_divergence_is_reported(tmp_path, capsys):
+    out, path = tmp_path / "policy", tmp_path / "sft.json"
+    data = _run(["lm", "sft", *TINY, *SHORT, *DIVERGE, "--set", "batch_size=8", "--out", out,
+                 "--json", path], path)
+    json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    _check_diverged_json(data, "lm sft", capsys)
+    # The saved (non-finite) policy evaluates to null, not to a plausible 0.0.
+    eval_path = tmp_path / "eval.json"
+    ev = _run(["lm", "eval", "--init", out, "--num-prompts", "16", "--examples", "1",
+               "--json", eval_path], eval_path)
+    assert ev["exact_match"] is None
+    assert "non-finite parameters" in capsys.readouterr().err
+
+
+def test_grpo_divergence_is_reported(sft, tmp_path, capsys):
+    init, _ = sft
+    path = tmp_path / "grpo.json"
+    data = _run(["lm", "grpo", "--init", init, *SHORT, *DIVERGE, "--set", "prompts_per_step=2",
+                 "--group-size", "2", "--json", path], path)
+    json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    _check_diverged_json(data, "lm grpo", capsys)
+
+
+def test_dpo_divergence_is_reported(sft, tmp_path, capsys):
+    init, _ = sft
+    path = tmp_path / "dpo.json"
+    data = _run(["lm", "dpo", "--init", init, *SHORT, *DPO_SMALL, *DIVERGE, "--json", path],
+                path)
+    json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert data["pref_accuracy"] is None and data["pref_accuracy_before"] is not None
+    _check_diverged_json(data, "lm dpo[sigmoid]", capsys)
+
+
+@pytest.mark.parametrize("diverge", [False, True])
+def test_rm_json_and_divergence(sft, tmp_path, capsys, diverge):
+    init, _ = sft
+    out, path = tmp_path / "rm", tmp_path / "rm.json"
+    data = _run(["lm", "rm", "--init", init, *SHORT, *DPO_SMALL, *(DIVERGE if diverge else []),
+                 "--out", out, "--json", path], path)
+    json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert data["init"] == str(init) and data["pairs_per_s"] > 0
+    assert [row["step"] for row in data["curve"]] == [0, 2, 4]
+    assert json.loads((out / "policy.json").read_text())["kind"] == "reward_model"
+    if diverge:
+        _check_diverged_json(data, "lm rm", capsys, score="ranking_accuracy")
+    else:
+        assert data["command"] == "lm rm" and data["steps"] == 4
+        for key in ("ranking_accuracy_before", "ranking_accuracy_after"):
+            assert 0.0 <= data[key] <= 1.0
+        assert data["diverged"] is False and data["diverged_at_step"] is None
+        assert "warning" not in capsys.readouterr().err
 
 
 # -- the preference-loss table drives the command line -----------------------------------------

@@ -34,6 +34,7 @@ def test_reward_model_learns_to_rank_held_out_pairs(trained):
     before, after = result.fit.curve[0][1], result.fit.curve[-1][1]
     assert after > 0.55 and after > before + 0.08
     assert result.fit.metrics["loss"][-20:].mean() < result.fit.metrics["loss"][:5].mean()
+    assert not result.fit.diverged and result.fit.diverged_at_step is None
 
 
 def test_score_reads_the_last_valid_token(trained):

@@ -8,8 +8,11 @@
   ratios, the three loss aggregations) composed from :mod:`purejaxpo.losses`.
 * Trainers, each a pure ``step(state, hyperparams, ...)`` compiled once and run in ``lax.scan``
   chunks: :mod:`~purejaxpo.lm.sft`, :mod:`~purejaxpo.lm.grpo` (GRPO, BNPO, Dr. GRPO, DAPO,
-  GSPO), :mod:`~purejaxpo.lm.dpo` (DPO, cDPO, IPO, hinge, robust DPO, KTO, ORPO, SimPO),
-  :mod:`~purejaxpo.lm.reward_model` (Bradley-Terry).
+  GSPO: :data:`~purejaxpo.lm.config.LOSS_PRESETS`), :mod:`~purejaxpo.lm.dpo` (DPO, cDPO, IPO,
+  hinge, robust DPO, KTO, ORPO, SimPO: the table
+  :data:`~purejaxpo.lm.config.PREFERENCE_LOSSES`), :mod:`~purejaxpo.lm.reward_model`
+  (Bradley-Terry). A run whose loss or parameters turn non-finite is flagged, with the first
+  such step (:mod:`~purejaxpo.lm.common`).
 * :mod:`~purejaxpo.lm.pairs`: preference pairs (synthetic or JSON lines);
   :mod:`~purejaxpo.lm.checkpoint`: orbax parameters plus a JSON of the model config.
 * Tasks with verifiable rewards (addition, sorting) live in :mod:`purejaxpo.envs.sequence_tasks`.

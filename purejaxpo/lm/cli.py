@@ -11,7 +11,9 @@
 
 Every trainer prints held-out greedy exact match before and after (a fixed set of prompts that
 training never samples on purpose), the run time and the throughput, and with ``--json``
-writes them with the full config and the curves. ``lm dpo --help`` lists the losses.
+writes them with the full config and the curves. A run whose loss or parameters become
+non-finite prints a warning naming the first such step, and its JSON says so (``diverged``,
+``diverged_at_step``); scores after it are null. ``lm dpo --help`` lists the losses.
 
 This module only parses arguments, calls the library (:mod:`purejaxpo.lm`) and prints.
 """
@@ -20,8 +22,6 @@ from __future__ import annotations
 
 import sys
 from typing import Any
-
-import numpy as np
 
 from purejaxpo.settings import device_description, parse_settings, write_json
 
@@ -87,36 +87,36 @@ def _config(config_cls, args, owner: str, policy=None, **fixed):
     return config_cls(task=task, task_args=task_args, seed=args.seed, **values)
 
 
-def _curve_summary(result) -> list[dict[str, float]]:
-    """One row per chunk: step, held-out exact match, chunk means of the training metrics."""
-    rows = []
-    for i, (step, em) in enumerate(result.curve):
-        row = {"step": step, "heldout_exact_match": em}
-        if i > 0:
-            lo, hi = result.curve[i - 1][0], step
-            row.update({k: float(np.mean(v[lo:hi])) for k, v in result.metrics.items()})
-        rows.append(row)
-    return rows
+def _warn_if_diverged(fit) -> None:
+    from purejaxpo.lm.common import divergence_warning
+
+    warning = divergence_warning(fit.diverged_at_step)
+    if warning:
+        print(warning, file=sys.stderr)
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "nan" if x is None else format(x, spec)
 
 
 def _report(args, kind: str, config, result, tokens: float, extra: dict[str, Any]) -> dict:
-    out = {
+    """Prints the one-line result (and any divergence warning); writes ``--json``."""
+    from purejaxpo.lm.common import json_safe
+
+    out = json_safe({
         "command": f"lm {kind}",
         "task": config.task,
-        "exact_match_before": result.exact_match_before,
-        "exact_match_after": result.exact_match_after,
-        "steps": len(next(iter(result.metrics.values()))),
-        "run_s": result.run_s,
+        **result.summary(),
         "tokens_per_s": tokens / result.run_s if result.run_s > 0 else None,
         "device": device_description(),
         "config": config.to_dict(),
-        "curve": _curve_summary(result),
         **extra,
-    }
+    })
     print(f"{kind} {config.task}: held-out greedy exact match "
-          f"{out['exact_match_before']:.3f} -> {out['exact_match_after']:.3f} "
+          f"{_fmt(out['exact_match_before'])} -> {_fmt(out['exact_match_after'])} "
           f"({config.eval_prompts} prompts) | {out['steps']} steps in {result.run_s:.1f} s, "
-          f"{out['tokens_per_s']:,.0f} tokens/s | {out['device']}")
+          f"{_fmt(out['tokens_per_s'], ',.0f')} tokens/s | {out['device']}")
+    _warn_if_diverged(result)
     if args.json:
         write_json(args.json, out)
     return out
@@ -187,10 +187,13 @@ def cmd_grpo(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    import math
     import time
 
+    import numpy as np
+
     from purejaxpo.envs.sequence_tasks import make_task
-    from purejaxpo.lm.common import greedy_completions, make_evaluator
+    from purejaxpo.lm.common import greedy_completions, json_safe, make_evaluator
 
     policy = _load_init(args)
     name = args.task or policy.task
@@ -204,13 +207,16 @@ def cmd_eval(args) -> int:
            "device": device_description()}
     batch = task.heldout(args.num_prompts)
     print(f"eval {name}: held-out greedy exact match {em:.3f} ({args.num_prompts} prompts)")
+    if math.isnan(em):
+        print(f"warning: {args.init} holds non-finite parameters (a diverged run); its "
+              "exact match is reported as NaN", file=sys.stderr)
     completions = greedy_completions(policy.params, policy.model, task, batch)
     out["examples"] = task.decode_batch(batch, np.asarray(completions.tokens),
                                         limit=args.examples)
     for line in out["examples"]:
         print("  " + line)
     if args.json:
-        write_json(args.json, out)
+        write_json(args.json, json_safe(out))
     return 0
 
 
@@ -313,16 +319,16 @@ def cmd_rm(args) -> int:
     data = preference_data(config, config.make_task(), policy=init)
     result = train_reward_model(config, data.train, data.heldout, init_policy=init,
                                 progress=args.progress)
-    out = {"command": "lm rm", "task": config.task, "init": args.init,
-           "ranking_accuracy_before": result.fit.curve[0][1],
-           "ranking_accuracy_after": result.fit.curve[-1][1],
-           "steps": len(result.fit.metrics["loss"]), "run_s": result.fit.run_s,
-           "pairs_per_s": config.batch_size * len(result.fit.metrics["loss"]) / result.fit.run_s,
-           "device": device_description(), "config": config.to_dict(),
-           "curve": [{"step": s, "heldout_ranking_accuracy": a} for s, a in result.fit.curve]}
-    print(f"rm {config.task}: held-out ranking accuracy {out['ranking_accuracy_before']:.3f} -> "
-          f"{out['ranking_accuracy_after']:.3f} ({config.eval_pairs} pairs) | {out['steps']} "
-          f"steps in {out['run_s']:.1f} s | {out['device']}")
+    fit = result.fit
+    summary = fit.summary("ranking_accuracy")
+    out = {"command": "lm rm", "task": config.task, "init": args.init, **summary,
+           "pairs_per_s": config.batch_size * fit.steps / fit.run_s,
+           "device": device_description(), "config": config.to_dict()}
+    print(f"rm {config.task}: held-out ranking accuracy "
+          f"{_fmt(out['ranking_accuracy_before'])} -> {_fmt(out['ranking_accuracy_after'])} "
+          f"({config.eval_pairs} pairs) | {out['steps']} steps in {out['run_s']:.1f} s | "
+          f"{out['device']}")
+    _warn_if_diverged(fit)
     if args.json:
         write_json(args.json, out)
     if args.out:
@@ -350,19 +356,16 @@ def cmd_dpo(args) -> int:
     extra = {
         "init": args.init,
         "pairs": data.source,
-        "pref_accuracy": result.after.accuracy,
-        "pref_accuracy_before": result.before.accuracy,
-        "chosen_logp_delta": float(np.mean(result.after.chosen_logp - result.before.chosen_logp)),
-        "rejected_logp_delta": float(np.mean(result.after.rejected_logp
-                                             - result.before.rejected_logp)),
-        "pairs_per_s": config.batch_size * len(result.fit.metrics["loss"]) / result.fit.run_s,
+        **result.preference_summary(),
+        "pairs_per_s": config.batch_size * result.fit.steps / result.fit.run_s,
         "tokens_kind": "completion tokens through the policy (chosen + rejected; kto: completion + mismatched)",
     }
     tokens = float(result.fit.metrics["tokens"].sum())
     out = _report(args, f"dpo[{config.loss}]", config, result.fit, tokens, extra)
-    print(f"  held-out preference accuracy {extra['pref_accuracy_before']:.3f} -> "
-          f"{extra['pref_accuracy']:.3f}; log-prob change: chosen "
-          f"{extra['chosen_logp_delta']:+.2f}, rejected {extra['rejected_logp_delta']:+.2f}")
+    print(f"  held-out preference accuracy {_fmt(extra['pref_accuracy_before'])} -> "
+          f"{_fmt(extra['pref_accuracy'])}; log-prob change: chosen "
+          f"{_fmt(extra['chosen_logp_delta'], '+.2f')}, rejected "
+          f"{_fmt(extra['rejected_logp_delta'], '+.2f')}")
     if args.out:
         save_policy(args.out, result.fit.state.params, policy.model, task=config.task,
                     task_args=dict(config.task_args),

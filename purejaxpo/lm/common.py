@@ -1,12 +1,21 @@
-"""What the language-model trainers (SFT, GRPO, DPO) share: state, evaluation, the step loop.
+"""What the language-model trainers (SFT, GRPO, DPO, reward model) share: state, evaluation,
+the step loop, divergence detection and the run summary.
 
 A trainer is a pure ``step(state, hyperparams, *consts) -> (state, metrics)``; :func:`run_loop`
 compiles ``chunk`` steps into one ``lax.scan`` and runs chunks from Python, so long runs show
 progress and held-out evaluations between chunks without leaving compiled code for each step.
+
+Divergence: inside the compiled chunk every step also records the metric ``nonfinite``
+(:data:`purejaxpo.metrics.NONFINITE`, as the environment trainers do): 1.0 when the step's loss
+or the parameters it produced are not finite (non-finite gradients make the parameters
+non-finite through clipping and Adam). It comes back with the other per-step metrics, so the
+first diverged step is exact and costs no host synchronisation;
+:attr:`FitResult.diverged_at_step` reports it, and held-out scores after it are NaN.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -18,6 +27,7 @@ import optax
 from purejaxpo.envs.sequence_tasks import SequenceTask, TaskBatch
 from purejaxpo.lm.model import TransformerConfig
 from purejaxpo.lm.sampling import generate
+from purejaxpo.metrics import NONFINITE, divergence
 from purejaxpo.update import make_optimizer
 
 Array = jax.Array
@@ -40,6 +50,20 @@ def optimizer(hyperparams: Mapping[str, Array]) -> optax.GradientTransformation:
     """
     return make_optimizer(lambda count: hyperparams["learning_rate"],
                           hyperparams["max_grad_norm"], eps=1e-8)
+
+
+def all_finite(tree) -> Array:
+    """Scalar bool: every element of every leaf of ``tree`` is finite (jittable)."""
+    finite = jnp.bool_(True)
+    for leaf in jax.tree_util.tree_leaves(tree):
+        finite = finite & jnp.all(jnp.isfinite(leaf))
+    return finite
+
+
+def nonfinite(params, loss=None) -> Array:
+    """float32 1.0 where ``~(all params finite & loss finite)``, else 0.0 (jittable): the
+    :data:`~purejaxpo.metrics.NONFINITE` metric, as the environment trainers record it."""
+    return jnp.logical_not(all_finite(params) & all_finite(loss)).astype(jnp.float32)
 
 
 def init_state(key: Array, params, hyperparams: Mapping[str, Array]) -> LMState:
@@ -71,11 +95,18 @@ def make_evaluator(model: TransformerConfig, task: SequenceTask, num_prompts: in
                    max_new_tokens: int | None = None, *, validation: bool = False
                    ) -> Callable[[Any], float]:
     """``params -> greedy exact match`` on the task's fixed held-out prompts (or, with
-    ``validation``, on a second fixed set used for early stopping)."""
+    ``validation``, on a second fixed set used for early stopping); NaN for parameters that
+    are not all finite (whose greedy answers would give a plausible-looking number)."""
     batch = task.heldout(num_prompts, seed=VALIDATION_SEED) if validation else \
         task.heldout(num_prompts)
-    fn = jax.jit(lambda params: greedy_exact_match(params, model, task, batch, max_new_tokens))
+    fn = jax.jit(lambda params: if_finite(
+        params, greedy_exact_match(params, model, task, batch, max_new_tokens)))
     return lambda params: float(fn(params))
+
+
+def if_finite(params, score: Array) -> Array:
+    """``score`` where ``params`` are all finite, else NaN (jittable)."""
+    return jnp.where(all_finite(params), score, jnp.nan)
 
 
 def run_loop(
@@ -90,7 +121,8 @@ def run_loop(
     """Runs ``num_steps`` of ``step`` in jitted chunks of ``chunk`` steps.
 
     Args:
-      step: ``(state, hyperparams, *consts) -> (state, metrics)``, pure.
+      step: ``(state, hyperparams, *consts) -> (state, metrics)``, pure; ``metrics`` should
+        hold the step's ``loss``, which the divergence check reads with the new parameters.
       state: the initial state.
       num_steps: total steps.
       hyperparams: traced settings (a dict of arrays).
@@ -102,16 +134,22 @@ def run_loop(
 
     Returns:
       ``(state, metrics, run_s)``: metrics stacked over the steps run (``[steps]`` each, NumPy),
-      and the seconds spent running steps, compilation excluded (each chunk length is compiled
-      before its first timed run).
+      with ``nonfinite`` added (see :func:`nonfinite` and :func:`diverged_at_step`), and the
+      seconds spent running steps, compilation excluded (each chunk length is compiled before
+      its first timed run).
     """
     compiled: dict[int, Callable] = {}
+
+    def checked_step(state, hyperparams, *consts):
+        state, metrics = step(state, hyperparams, *consts)
+        flag = nonfinite(state.params, metrics.get("loss"))
+        return state, {**metrics, NONFINITE: flag}
 
     def chunk_fn(length):
         if length not in compiled:
             def run(state, hyperparams, *consts):
-                return jax.lax.scan(lambda s, _: step(s, hyperparams, *consts), state, None,
-                                    length=length)
+                return jax.lax.scan(lambda s, _: checked_step(s, hyperparams, *consts), state,
+                                    None, length=length)
             compiled[length] = jax.jit(run).lower(state, hyperparams, *consts).compile()
         return compiled[length]
 
@@ -133,13 +171,24 @@ def run_loop(
     return state, stacked, run_s
 
 
+def diverged_at_step(metrics: Mapping[str, np.ndarray]) -> int | None:
+    """The first step, counting from 1 (metrics index + 1), whose loss or new parameters were
+    not finite, from :func:`run_loop`'s metrics; None if there was none."""
+    if NONFINITE not in metrics:
+        return None
+    diverged, first = divergence(metrics)
+    return int(first) + 1 if bool(diverged) else None
+
+
 class FitResult(NamedTuple):
     """What :func:`fit` returns.
 
     Attributes:
       state: the final :class:`LMState`.
-      metrics: per-step training metrics, ``[steps]`` arrays.
-      curve: ``(steps_done, held-out exact match)`` after each chunk (and at step 0).
+      metrics: per-step training metrics, ``[steps]`` arrays (``nonfinite`` included).
+      curve: ``(steps_done, held-out score)`` after each chunk (and at step 0): greedy exact
+        match for the policy trainers, ranking accuracy for the reward model; NaN once the
+        run has diverged.
       run_s: seconds spent in training steps (compilation and evaluation excluded).
     """
 
@@ -156,6 +205,68 @@ class FitResult(NamedTuple):
     def exact_match_after(self) -> float:
         return self.curve[-1][1]
 
+    @property
+    def steps(self) -> int:
+        """Steps run (fewer than asked for after an early stop)."""
+        return len(next(iter(self.metrics.values()))) if self.metrics else 0
+
+    @property
+    def diverged_at_step(self) -> int | None:
+        """The first step (from 1) whose loss or parameters were not finite, or None."""
+        return diverged_at_step(self.metrics)
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_at_step is not None
+
+    def curve_summary(self, score: str = "exact_match") -> list[dict[str, float]]:
+        """One row per evaluation: ``step``, ``heldout_<score>`` and (after step 0) the
+        chunk's means of the training metrics."""
+        rows = []
+        for i, (step, value) in enumerate(self.curve):
+            row = {"step": step, f"heldout_{score}": value}
+            if i > 0:
+                lo = self.curve[i - 1][0]
+                row.update({k: float(np.mean(v[lo:step])) for k, v in self.metrics.items()})
+            rows.append(row)
+        return rows
+
+    def summary(self, score: str = "exact_match") -> dict[str, Any]:
+        """The run's results as a JSON-ready dict (non-finite numbers as None):
+        ``<score>_before``, ``<score>_after``, ``steps``, ``run_s``, ``diverged``,
+        ``diverged_at_step`` and ``curve`` (:meth:`curve_summary`)."""
+        return json_safe({
+            f"{score}_before": self.curve[0][1],
+            f"{score}_after": self.curve[-1][1],
+            "steps": self.steps,
+            "run_s": self.run_s,
+            "diverged": self.diverged,
+            "diverged_at_step": self.diverged_at_step,
+            "curve": self.curve_summary(score),
+        })
+
+
+def divergence_warning(step: int | None) -> str | None:
+    """The one-line warning for a run that diverged at ``step`` (None if it did not)."""
+    if step is None:
+        return None
+    return (f"warning: training diverged at step {step} (non-finite loss/parameters); "
+            "results after it are meaningless")
+
+
+def json_safe(value):
+    """``value`` with NumPy scalars as Python numbers and NaN / infinities as None (JSON has
+    no NaN), through dicts, lists and tuples."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
 
 def fit(step: Callable, state: LMState, num_steps: int, hyperparams: Mapping[str, Array],
         *consts, evaluate: Callable[[Any], float], chunk: int, progress: bool = True,
@@ -164,19 +275,23 @@ def fit(step: Callable, state: LMState, num_steps: int, hyperparams: Mapping[str
     """:func:`run_loop` with a held-out evaluation after every chunk and a progress bar.
 
     ``show`` names metrics whose latest chunk mean the progress bar displays. ``stop(params)``,
-    if given, is asked after every chunk whether to stop early.
+    if given, is asked after every chunk whether to stop early. Once a step has diverged
+    (``nonfinite``), later evaluations are NaN rather than run (the run continues).
     """
     from tqdm.auto import tqdm
 
     curve = [(0, evaluate(state.params))]
     bar = tqdm(total=num_steps, desc=desc, disable=not progress, leave=False)
+    diverged = False
 
     def on_chunk(done, state, metrics):
-        curve.append((done, evaluate(state.params)))
+        nonlocal diverged
+        diverged = diverged or bool(np.any(metrics[NONFINITE]))
+        curve.append((done, math.nan if diverged else evaluate(state.params)))
         bar.update(done - bar.n)
         shown = {k: f"{float(np.mean(metrics[k])):.3g}" for k in show if k in metrics}
         bar.set_postfix(heldout_em=f"{curve[-1][1]:.3f}", **shown)
-        return stop is not None and stop(state.params)
+        return not diverged and stop is not None and stop(state.params)
 
     try:
         state, metrics, run_s = run_loop(step, state, num_steps, hyperparams, *consts,

@@ -27,7 +27,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from purejaxpo import losses
-from purejaxpo.lm.common import FitResult, LMState, fit, init_state, make_evaluator, optimizer
+from purejaxpo.lm.common import (
+    FitResult,
+    LMState,
+    all_finite,
+    fit,
+    init_state,
+    json_safe,
+    make_evaluator,
+    optimizer,
+)
 from purejaxpo.lm.config import PREFERENCE_LOSSES, DPOConfig, describe_preference_losses
 from purejaxpo.lm.model import TransformerConfig
 from purejaxpo.lm.pairs import Pairs, Unpaired, pairs_to_unpaired
@@ -203,13 +212,16 @@ def evaluate_pairs(config: DPOConfig, params, model: TransformerConfig, pairs: P
     """Implicit-reward preference accuracy on ``pairs``: ``logratio(chosen) >
     logratio(rejected)`` for reference-based losses (KTO included), ``mean logp(chosen) >
     mean logp(rejected)`` for the reference-free ones (their implicit reward). A tie counts as
-    half right, so a policy equal to its reference scores 0.5, not 0."""
+    half right, so a policy equal to its reference scores 0.5, not 0; parameters that are not
+    all finite score NaN."""
     chosen, rejected = jax.jit(lambda p: _pair_log_probs(p, model, pairs))(params)
     if not config.loss_spec.reference or ref is None:
         margin = chosen.mean - rejected.mean
     else:
         margin = (chosen.total - ref[0]) - (rejected.total - ref[1])
     acc = float(jnp.mean(jnp.where(margin == 0, 0.5, (margin > 0).astype(jnp.float32))))
+    if not bool(all_finite(params)):
+        acc = float("nan")
     return PreferenceEval(acc, np.asarray(chosen.total), np.asarray(rejected.total))
 
 
@@ -218,6 +230,16 @@ class DPOResult(NamedTuple):
     before: PreferenceEval
     after: PreferenceEval
 
+    def preference_summary(self) -> dict[str, float | None]:
+        """Held-out preference accuracy before and after, and the mean change of the chosen
+        and rejected log-probs (JSON-ready: non-finite numbers as None)."""
+        return json_safe({
+            "pref_accuracy": self.after.accuracy,
+            "pref_accuracy_before": self.before.accuracy,
+            "chosen_logp_delta": float(np.mean(self.after.chosen_logp - self.before.chosen_logp)),
+            "rejected_logp_delta": float(np.mean(self.after.rejected_logp
+                                                 - self.before.rejected_logp)),
+        })
 
 
 def train_dpo(config: DPOConfig, params: Any, model: TransformerConfig, train_pairs,

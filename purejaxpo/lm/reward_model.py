@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from purejaxpo import losses
 from purejaxpo.envs.sequence_tasks import RewardFn
-from purejaxpo.lm.common import FitResult, LMState, fit, init_state, optimizer
+from purejaxpo.lm.common import FitResult, LMState, fit, if_finite, init_state, optimizer
 from purejaxpo.lm.config import RewardModelConfig
 from purejaxpo.lm.model import RewardModel, TransformerConfig, init_params
 from purejaxpo.lm.pairs import Pairs
@@ -40,9 +40,14 @@ def _pair_scores(params, model, pairs: Pairs) -> tuple[Array, Array]:
 
 
 def ranking_accuracy(params, model: TransformerConfig, pairs: Pairs) -> float:
-    """Fraction of ``pairs`` whose chosen completion scores above the rejected one."""
-    chosen, rejected = jax.jit(lambda p: _pair_scores(p, model, pairs))(params)
-    return float(losses.implicit_reward_accuracy(chosen, rejected).mean())
+    """Fraction of ``pairs`` whose chosen completion scores above the rejected one (NaN for
+    parameters that are not all finite)."""
+
+    def accuracy(params):
+        chosen, rejected = _pair_scores(params, model, pairs)
+        return if_finite(params, losses.implicit_reward_accuracy(chosen, rejected).mean())
+
+    return float(jax.jit(accuracy)(params))
 
 
 def make_reward_model_step(config: RewardModelConfig, model: TransformerConfig):
