@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 
@@ -108,7 +107,7 @@ def cmd_train(args) -> int:
     env_steps = args.seeds * config.num_updates * config.batch_size
     steps_per_s = env_steps / run_s
     for i, value in enumerate(finals):
-        note = f"  DIVERGED at update {diverged_at[i]}" if diverged[i] else ""
+        note = f"  DIVERGED at update {diverged_at[i] + 1}" if diverged[i] else ""
         print(f"  seed {i:3d}  final_return {value:9.2f}{note}")
     ok = finals[np.isfinite(finals)]
     mean_final = float(np.mean(ok)) if ok.size else float("nan")
@@ -121,14 +120,11 @@ def cmd_train(args) -> int:
         seeds = [int(i) for i in np.flatnonzero(diverged)]
         print(f"warning: {len(seeds)} of {args.seeds} seed(s) diverged (non-finite loss or "
               f"parameters): seed(s) {seeds} at update(s) "
-              f"{[int(diverged_at[i]) for i in seeds]}; their final_return is NaN. "
+              f"{[int(diverged_at[i]) + 1 for i in seeds]}; their final_return is NaN. "
               "Lower learning_rate or max_grad_norm.", file=sys.stderr)
     print(f"compile {compile_s:.1f} s, run {run_s:.2f} s, {steps_per_s:,.0f} env steps/s")
 
     if args.json:
-        def clean(x):
-            return None if x is None or not math.isfinite(x) else float(x)
-
         out = {
             "algo": args.algo,
             "env": config.env,
@@ -136,17 +132,19 @@ def cmd_train(args) -> int:
             "seed": args.seed,
             "total_timesteps": config.total_timesteps,
             "num_updates": config.num_updates,
-            "final_return": [clean(v) for v in finals],
-            "mean_final_return": clean(mean_final),
+            "final_return": [float(v) for v in finals],
+            "mean_final_return": mean_final,
             "diverged": [int(i) for i in np.flatnonzero(diverged)],
-            "diverged_at_update": [int(u) if d else None for d, u in zip(diverged, diverged_at)],
+            # the update (1 = the first) whose loss or parameters were first non-finite
+            "diverged_at_update": [int(u) + 1 if d else None
+                                   for d, u in zip(diverged, diverged_at)],
             "compile_s": compile_s,
             "run_s": run_s,
             "steps_per_s": steps_per_s,
             "device": device_description(),
             "config": config.to_dict(),
             "curves": {
-                "episode_return": [[clean(v) for v in row] for row in metrics["episode_return"]],
+                "episode_return": np.asarray(metrics["episode_return"], np.float64).tolist(),
             },
         }
         write_json(args.json, out)

@@ -19,8 +19,10 @@ def divergence(metrics) -> tuple[np.ndarray, np.ndarray]:
       metrics: metrics ``[..., num_updates]`` with the ``nonfinite`` metric.
 
     Returns:
-      ``(diverged, first_update)``: ``[...]`` bool, and ``[...]`` int64, the index of the first
-      update after which a loss or a parameter was non-finite (-1 where the run stayed finite).
+      ``(diverged, first_update)``: ``[...]`` bool, and ``[...]`` int64, the index along the
+      update axis (0 = the first update) of the first update after which a loss or a parameter
+      was non-finite (-1 where the run stayed finite). Reports (the CLI, sweep tables) count
+      updates from 1, as the language-model trainers count steps.
       Both all-False / -1 when the metrics have no ``nonfinite`` entry.
     """
     if NONFINITE not in metrics:

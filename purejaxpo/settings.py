@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import types
 import typing
@@ -109,11 +110,26 @@ def parse_settings(items, config_cls, owner: str, reserved: Mapping[str, str] | 
     return values
 
 
+def json_safe(value):
+    """``value`` with NumPy scalars as Python numbers and NaN / infinities as None (JSON has
+    no NaN), through dicts, lists and tuples."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # NumPy scalar / 0-d array
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(path: str, data, *, quiet: bool = False) -> None:
-    """Writes ``data`` to ``path`` as indented JSON (creating its folder) and says so."""
+    """Writes ``data`` to ``path`` as indented, valid JSON (NaN and infinities as null; see
+    :func:`json_safe`), creating its folder, and says so."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(data, f, indent=1)
+        json.dump(json_safe(data), f, indent=1, allow_nan=False)
     if not quiet:
         print(f"wrote {path}")
 

@@ -68,10 +68,10 @@ def test_cli_reports_the_pendulum_divergence(tmp_path, capsys):
                      "50000", "--set", "learning_rate=50", "--set", "max_grad_norm=1e9",
                      "--no-progress", "--json", str(out)]) == 0
     captured = capsys.readouterr()
-    assert "DIVERGED at update 0" in captured.out
+    assert "DIVERGED at update 1" in captured.out
     assert "2 of 2 seed(s) diverged" in captured.err
     data = json.loads(out.read_text())
-    assert data["diverged"] == [0, 1] and data["diverged_at_update"] == [0, 0]
+    assert data["diverged"] == [0, 1] and data["diverged_at_update"] == [1, 1]  # the first
     assert data["final_return"] == [None, None] and data["mean_final_return"] is None
 
 
@@ -85,5 +85,6 @@ def test_sweep_table_has_the_divergence_column():
     assert bad["diverged_at_update"].notna().all() and bad["final_return"].isna().all()
     runs = result.to_json()["runs"]
     assert [r["diverged_at_update"] for r in runs[:2]] == [None, None]
-    assert all(isinstance(r["diverged_at_update"], int) for r in runs[2:])
+    assert all(isinstance(r["diverged_at_update"], int) and r["diverged_at_update"] >= 1
+               for r in runs[2:])
     json.dumps(result.to_json())  # JSON-ready

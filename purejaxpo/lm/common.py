@@ -28,6 +28,7 @@ from purejaxpo.envs.sequence_tasks import SequenceTask, TaskBatch
 from purejaxpo.lm.model import TransformerConfig
 from purejaxpo.lm.sampling import generate
 from purejaxpo.metrics import NONFINITE, divergence
+from purejaxpo.settings import json_safe
 from purejaxpo.update import make_optimizer
 
 Array = jax.Array
@@ -252,20 +253,6 @@ def divergence_warning(step: int | None) -> str | None:
         return None
     return (f"warning: training diverged at step {step} (non-finite loss/parameters); "
             "results after it are meaningless")
-
-
-def json_safe(value):
-    """``value`` with NumPy scalars as Python numbers and NaN / infinities as None (JSON has
-    no NaN), through dicts, lists and tuples."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def fit(step: Callable, state: LMState, num_steps: int, hyperparams: Mapping[str, Array],

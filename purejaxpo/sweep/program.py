@@ -65,8 +65,8 @@ def make_run_fn(train: Callable, config: RLConfig, *, log_every: int = 1,
     ``metrics`` are windowed by :func:`window_metrics` (``W = ceil(num_updates / log_every)``);
     ``final`` keeps ``episode_return_sum`` and ``episode_count`` of the last
     ``L = final_window(config, fraction)`` updates unreduced, for an exact ``final_return``;
-    ``diverged_at`` is the first update whose loss or parameters were non-finite (-1: none),
-    exact whatever ``log_every``.
+    ``diverged_at`` is the index of the first update whose loss or parameters were non-finite
+    (-1: none), exact whatever ``log_every``.
     """
     last = final_window(config, fraction)
 
@@ -200,7 +200,7 @@ def run_plan(plan: SweepPlan, *, chunk_size: int | None = None, log_every: int =
             at = r["diverged_at"]
             rows.append({"config": c, **{n: ov[n] for n in plan.swept}, "seed": s,
                          "final_return": r["final"], "compilation": r["group"],
-                         "diverged_at_update": at if at >= 0 else None})
+                         "diverged_at_update": at + 1 if at >= 0 else None})
     table = pd.DataFrame(rows, columns=["config", *plan.swept, "seed", "final_return",
                                         "compilation", "diverged_at_update"])
     table["diverged_at_update"] = table["diverged_at_update"].astype("Int64")

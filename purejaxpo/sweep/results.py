@@ -19,8 +19,8 @@ class SweepResult:
       table: one row per run (``[num_configs * seeds]`` rows, configuration-major): ``config``
         (configuration index), each swept setting, ``seed`` (index), ``final_return`` (NaN
         for a run that diverged), ``compilation`` (index of the program that ran it),
-        ``diverged_at_update`` (first update with a non-finite loss or parameter; missing
-        where the run stayed finite).
+        ``diverged_at_update`` (the first update, counted from 1, with a non-finite loss or
+        parameter; missing where the run stayed finite).
       curves: ``[runs, W]`` float64 ``episode_return`` per window of ``log_every`` updates, rows
         in table order; NaN-padded on the right when static settings give different ``W``.
       metrics: every metric the same way, ``{name: [runs, W]}``.
