@@ -83,10 +83,11 @@ def _source_state() -> dict:
             "purejaxpo_sha256": h.hexdigest()[:16]}
 
 
-def _progress_calls(python: str, env: dict) -> int | None:
-    """The library's PROGRESS_CALLS (at most about this many host callbacks a run), or None."""
+def _progress_calls(python: str, env: dict, total_timesteps: int) -> int | None:
+    """How many host callbacks the library makes for a run of this length, or None."""
     child = bench.run_child(
-        [python, "-c", "from purejaxpo.algos.base import PROGRESS_CALLS as p; print(p)"],
+        [python, "-c", "from purejaxpo.algos.base import progress_calls as p; "
+         f"print(p({int(total_timesteps)}))"],
         cwd=ROOT, env=env, timeout=300,
     )
     try:
@@ -237,7 +238,7 @@ def main(argv=None) -> int:
     env = dict(os.environ)
     machine = bench.machine_info()
     source = _source_state()
-    progress_calls = _progress_calls(args.python, env)
+    progress_calls = _progress_calls(args.python, env, args.total_timesteps)
     print(f"machine: {bench.cpu_description()}; XLA_FLAGS={env.get('XLA_FLAGS', '')!r}; "
           f"commit {source['commit']}"
           + (" (purejaxpo/ has uncommitted changes)" if source["purejaxpo_dirty"] else ""),

@@ -34,6 +34,7 @@ from purejaxpo.algos.base import (
     build_env,
     build_policy,
     per_run,
+    progress_calls,
     run_updates,
 )
 from purejaxpo.config import RLConfig, _fail, check_bool, check_float, check_int
@@ -219,6 +220,7 @@ def make_train(config: GRPOConfig, *, progress: Callable[[int], None] | None = N
             return state._replace(params=params, extra=ref_params, opt_state=opt_state, key=key,
                                   update=index + 1), metrics
 
-        return run_updates(update, state, num_updates, progress)
+        return run_updates(update, state, num_updates, progress,
+                           calls=progress_calls(config.total_timesteps))
 
     return as_train(Program(init, run, config.num_updates))
