@@ -1,15 +1,36 @@
-"""Summaries of training metrics, computed on the host after a run."""
+"""Summaries of training metrics, computed on the host after a run; and the in-program
+divergence flag (:func:`nonfinite`) that every trainer records."""
 
 from __future__ import annotations
 
 import math
 import warnings
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 NONFINITE = "nonfinite"
 """The per-update metric (1.0 where a loss or a parameter was NaN or infinite) that the
 programs add; :func:`divergence` reads it."""
+
+
+def all_finite(tree) -> jax.Array:
+    """Scalar bool: every element of every leaf of ``tree`` is finite (jittable)."""
+    finite = jnp.bool_(True)
+    for leaf in jax.tree_util.tree_leaves(tree):
+        finite = finite & jnp.all(jnp.isfinite(leaf))
+    return finite
+
+
+def nonfinite(params, losses=None) -> jax.Array:
+    """The :data:`NONFINITE` metric of one update or step (jittable): float32 1.0 where any
+    parameter or any of ``losses`` (a pytree of loss values) is NaN or infinite, else 0.0.
+
+    Non-finite gradients reach the parameters through the optimiser (global-norm clipping and
+    Adam turn them into NaN parameters), so they are caught too, with no host sync.
+    """
+    return jnp.logical_not(all_finite(params) & all_finite(losses)).astype(jnp.float32)
 
 
 def divergence(metrics) -> tuple[np.ndarray, np.ndarray]:

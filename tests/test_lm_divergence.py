@@ -14,11 +14,11 @@ from purejaxpo.lm.common import (
     LMState,
     fit,
     init_state,
-    json_safe,
-    nonfinite,
     optimizer,
     run_loop,
 )
+from purejaxpo.metrics import nonfinite
+from purejaxpo.settings import json_safe
 from purejaxpo.lm.config import DPOConfig, SFTConfig
 from purejaxpo.lm.dpo import train_dpo
 from purejaxpo.lm.model import init_params

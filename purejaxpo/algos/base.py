@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from purejaxpo import advantages
 from purejaxpo.config import RLConfig
 from purejaxpo.envs import make, make_vec_env
+from purejaxpo.metrics import NONFINITE, nonfinite
 from purejaxpo.networks import ActorCritic, RecurrentActorCritic, episode_starts
 from purejaxpo.rollout import EnvCarry, Transition, collect, episode_metrics
 from purejaxpo.update import explained_variance, flatten_time_batch
@@ -231,24 +232,15 @@ def as_train(program: Program) -> Callable:
     return train
 
 
-def nonfinite(params, metrics: dict[str, jax.Array]) -> jax.Array:
-    """float32 1.0 where any parameter or any loss metric (a name containing ``loss``) is NaN
-    or infinite, else 0.0. Non-finite gradients reach the parameters through the optimiser, so
-    they are caught here too; episode statistics (NaN when no episode ended) are not looked at.
-    """
-    leaves = jax.tree_util.tree_leaves(params) + [v for k, v in metrics.items() if "loss" in k]
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-    return jnp.logical_not(finite).astype(jnp.float32)
-
-
 def run_updates(update: Callable, state: TrainState, num_updates: int,
                 progress: Callable[[int], None] | None = None, *,
                 calls: int = PROGRESS_CALLS[1]):
     """Scans ``update(state) -> (state, metrics)`` over ``num_updates`` updates.
 
-    Adds the ``nonfinite`` metric (see :func:`nonfinite`): a diverged run is detected inside
-    the program, with no host sync, and :func:`purejaxpo.metrics.divergence` reads the first
-    update where it happened from the metrics.
+    Adds the ``nonfinite`` metric (:func:`purejaxpo.metrics.nonfinite` of the parameters and
+    every metric whose name contains ``loss``): a diverged run is detected inside the program,
+    with no host sync, and :func:`purejaxpo.metrics.divergence` reads the first update where
+    it happened from the metrics.
 
     The hyperparameters are not carried through the scan (``update`` closes over them), so a
     whole run traced with constant hyperparameters compiles exactly as before the split.
@@ -256,7 +248,8 @@ def run_updates(update: Callable, state: TrainState, num_updates: int,
 
     def checked(state):
         state, metrics = update(state)
-        return state, {**metrics, "nonfinite": nonfinite(state.params, metrics)}
+        losses = [v for k, v in metrics.items() if "loss" in k]
+        return state, {**metrics, NONFINITE: nonfinite(state.params, losses)}
 
     hp = state.hyperparams
     carry, metrics = scan_updates(checked, state._replace(hyperparams=()), num_updates, progress,

@@ -101,7 +101,7 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
 
 def _report(args, kind: str, config, result, tokens: float, extra: dict[str, Any]) -> dict:
     """Prints the one-line result (and any divergence warning); writes ``--json``."""
-    from purejaxpo.lm.common import json_safe
+    from purejaxpo.settings import json_safe
 
     out = json_safe({
         "command": f"lm {kind}",
@@ -193,7 +193,8 @@ def cmd_eval(args) -> int:
     import numpy as np
 
     from purejaxpo.envs.sequence_tasks import make_task
-    from purejaxpo.lm.common import greedy_completions, json_safe, make_evaluator
+    from purejaxpo.lm.common import greedy_completions, make_evaluator
+    from purejaxpo.settings import json_safe
 
     policy = _load_init(args)
     name = args.task or policy.task

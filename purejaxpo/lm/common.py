@@ -27,7 +27,7 @@ import optax
 from purejaxpo.envs.sequence_tasks import SequenceTask, TaskBatch
 from purejaxpo.lm.model import TransformerConfig
 from purejaxpo.lm.sampling import generate
-from purejaxpo.metrics import NONFINITE, divergence
+from purejaxpo.metrics import NONFINITE, all_finite, divergence, nonfinite
 from purejaxpo.settings import json_safe
 from purejaxpo.update import make_optimizer
 
@@ -51,20 +51,6 @@ def optimizer(hyperparams: Mapping[str, Array]) -> optax.GradientTransformation:
     """
     return make_optimizer(lambda count: hyperparams["learning_rate"],
                           hyperparams["max_grad_norm"], eps=1e-8)
-
-
-def all_finite(tree) -> Array:
-    """Scalar bool: every element of every leaf of ``tree`` is finite (jittable)."""
-    finite = jnp.bool_(True)
-    for leaf in jax.tree_util.tree_leaves(tree):
-        finite = finite & jnp.all(jnp.isfinite(leaf))
-    return finite
-
-
-def nonfinite(params, loss=None) -> Array:
-    """float32 1.0 where ``~(all params finite & loss finite)``, else 0.0 (jittable): the
-    :data:`~purejaxpo.metrics.NONFINITE` metric, as the environment trainers record it."""
-    return jnp.logical_not(all_finite(params) & all_finite(loss)).astype(jnp.float32)
 
 
 def init_state(key: Array, params, hyperparams: Mapping[str, Array]) -> LMState:

@@ -30,10 +30,8 @@ from purejaxpo import losses
 from purejaxpo.lm.common import (
     FitResult,
     LMState,
-    all_finite,
     fit,
     init_state,
-    json_safe,
     make_evaluator,
     optimizer,
 )
@@ -41,6 +39,8 @@ from purejaxpo.lm.config import PREFERENCE_LOSSES, DPOConfig, describe_preferenc
 from purejaxpo.lm.model import TransformerConfig
 from purejaxpo.lm.pairs import Pairs, Unpaired, pairs_to_unpaired
 from purejaxpo.lm.sampling import completion_log_probs
+from purejaxpo.metrics import all_finite
+from purejaxpo.settings import json_safe
 from purejaxpo.update import gradient_step
 
 if __doc__:  # None under python -OO
