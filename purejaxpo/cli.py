@@ -34,7 +34,8 @@ def build_config(algo: str, args):
 
 
 class _Progress:
-    """A tqdm bar over updates, fed by ``jax.debug.callback`` (once per update)."""
+    """A tqdm bar over updates, fed by ``jax.debug.callback`` (10 to 100 times a run, see
+    ``algos.base.progress_calls``)."""
 
     def __init__(self, total: int, desc: str, enabled: bool):
         self.bar = None
