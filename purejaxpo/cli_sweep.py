@@ -15,6 +15,21 @@ from purejaxpo.settings import device_description, field_types, parse_value, res
 from purejaxpo.sweep import Range, best, plan_sweep, run_plan, summary
 
 
+def _named_items(items: Sequence[str], flag: str, expected: str, config_cls):
+    """``(field, value text)`` for each ``name=text`` item of ``flag``; ValueError names the
+    flag for a missing ``=``, an unknown name or a field given twice."""
+    seen = set()
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"{flag} {item!r} is invalid: expected {expected}")
+        name, text = item.split("=", 1)
+        field = resolve_name(name, config_cls)
+        if field in seen:
+            raise ValueError(f"{flag} {field}: given twice")
+        seen.add(field)
+        yield field, text
+
+
 def parse_grid(items: Sequence[str], config_cls) -> dict[str, list]:
     """``["lr=1e-4,3e-4", "hidden_sizes=64,64/128,128"]`` -> ``{field: [values]}``.
 
@@ -22,13 +37,7 @@ def parse_grid(items: Sequence[str], config_cls) -> dict[str, list]:
     """
     types_ = field_types(config_cls)
     grid: dict[str, list] = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--grid {item!r} is invalid: expected name=v1,v2,...")
-        name, text = item.split("=", 1)
-        field = resolve_name(name, config_cls)
-        if field in grid:
-            raise ValueError(f"--grid {field}: given twice")
+    for field, text in _named_items(items, "--grid", "name=v1,v2,...", config_cls):
         annotation = types_[field]
         is_tuple = typing.get_origin(annotation) is tuple
         parts = [p for p in text.split("/" if is_tuple else ",") if p.strip()]
@@ -41,11 +50,7 @@ def parse_grid(items: Sequence[str], config_cls) -> dict[str, list]:
 def parse_range(items: Sequence[str], config_cls) -> dict[str, Range]:
     """``["lr=1e-5:1e-2:log", "ent_coef=0:0.02"]`` -> ``{field: Range}``."""
     ranges: dict[str, Range] = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--range {item!r} is invalid: expected name=low:high[:log]")
-        name, text = item.split("=", 1)
-        field = resolve_name(name, config_cls)
+    for field, text in _named_items(items, "--range", "name=low:high[:log]", config_cls):
         parts = text.split(":")
         scale = parts[2].strip().lower() if len(parts) == 3 else "uniform"
         if len(parts) not in (2, 3) or scale not in ("log", "uniform"):
@@ -56,8 +61,6 @@ def parse_range(items: Sequence[str], config_cls) -> dict[str, Range]:
         except ValueError:
             raise ValueError(f"--range {field}={text!r} is invalid: low and high must be "
                              "numbers") from None
-        if field in ranges:
-            raise ValueError(f"--range {field}: given twice")
         ranges[field] = Range(low, high, scale == "log")
     return ranges
 
