@@ -1,4 +1,6 @@
-"""Look environments up by name: every gymnax environment and purejaxpo's own, with helpful errors."""
+"""Look environments up by name, with helpful errors: every gymnax environment, purejaxpo's own,
+and, with the optional extras installed, brax's (``brax:<name>[@<backend>]``) and MuJoCo
+Playground's (``playground:<name>[@<impl>]``, see :mod:`purejaxpo.envs.physics`)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import difflib
 
 import gymnax
 
+from purejaxpo.envs import physics
 from purejaxpo.envs.memory import CueRecall
 from purejaxpo.envs.probes import PROBES
 
@@ -17,13 +20,38 @@ ENVIRONMENTS = {
 }
 
 
-def env_names() -> list[str]:
-    """All environment names that :func:`make` accepts: gymnax's, then purejaxpo's."""
-    return list(gymnax.registered_envs) + [n for n in ENVIRONMENTS if n not in gymnax.registered_envs]
+PHYSICS_FAMILIES = ("brax", "playground")
+"""Optional environment families, each named ``<family>:<name>`` (:mod:`purejaxpo.envs.physics`)."""
+
+
+def env_names(family: str | None = None) -> list[str]:
+    """Environment names that :func:`make` accepts.
+
+    Args:
+      family: None for gymnax's, then purejaxpo's (nothing optional is imported); ``"brax"``
+        or ``"playground"`` (a trailing ``":"`` is allowed) for that family's names, e.g.
+        ``["brax:ant", ...]`` (each also takes ``@<backend>``). Raises ``ValueError`` with the
+        install command if the family's package is missing.
+    """
+    if family is None:
+        return list(gymnax.registered_envs) + [n for n in ENVIRONMENTS
+                                               if n not in gymnax.registered_envs]
+    kind = family.rstrip(":")
+    if kind not in PHYSICS_FAMILIES:
+        raise ValueError(f"family={family!r} is invalid: must be None or one of "
+                         f"{', '.join(PHYSICS_FAMILIES)}")
+    return physics.names(kind)
 
 
 def validate_env_name(name: str, field: str = "env") -> None:
-    """Raises ``ValueError`` naming ``field`` and the closest valid names if ``name`` is unknown."""
+    """Raises ``ValueError`` naming ``field`` and the closest valid names if ``name`` is unknown.
+
+    ``brax:`` and ``playground:`` names are checked against that package's registry; if the
+    package is not installed, the error gives the command that installs it.
+    """
+    if physics.family(name) is not None:
+        physics.validate(name, field)
+        return
     names = env_names()
     if name in names:
         return
@@ -38,7 +66,8 @@ def validate_env_name(name: str, field: str = "env") -> None:
 
 
 def make(name: str, **env_kwargs):
-    """Builds the environment ``name`` (gymnax's or one of :data:`ENVIRONMENTS`).
+    """Builds the environment ``name`` (gymnax's, one of :data:`ENVIRONMENTS`, or a ``brax:`` /
+    ``playground:`` one, whose ``env_kwargs`` may set ``episode_length``).
 
     Returns:
       ``(env, env_params)``, as ``gymnax.make``. ``env.step`` returns
@@ -46,6 +75,8 @@ def make(name: str, **env_kwargs):
       holding the observation before an automatic reset.
     """
     validate_env_name(name)
+    if physics.family(name) is not None:
+        return physics.make(name, **env_kwargs)
     if name in ENVIRONMENTS:
         env = ENVIRONMENTS[name](**env_kwargs)
         return env, env.default_params
