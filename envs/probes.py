@@ -6,6 +6,9 @@ few thousand steps must end with the values and the policy below; ``gamma`` is t
 discount. Every observation is a float32 vector of shape ``[1]``; an episode lasts one step
 unless stated, and ends by termination (never by the time limit).
 
+Each probe also comes as a one-pixel image, ``[1, 1, 1]`` (the same name with ``Image``
+before ``-v0``, e.g. ``ProbeObsRewardImage-v0``), so that a CNN torso is probed the same way.
+
 =============================== ======= ================ =====================================
 name                            actions observation      exact answer
 =============================== ======= ================ =====================================
@@ -86,6 +89,7 @@ class Probe(environment.Environment[ProbeState, ProbeParams]):
     """
 
     NAME: str = ""
+    IMAGE: bool = False  # observations [1, 1, 1] instead of [1]
     LENGTH: int = 1
     RANDOM_SIGN: bool = False
     NUM_ACTIONS: int = 1
@@ -130,8 +134,14 @@ class Probe(environment.Environment[ProbeState, ProbeParams]):
         that wrongly bootstraps through a termination drifts to 1 / (1 - gamma) times the value.
         """
         if self.RANDOM_SIGN:
-            return state.sign.reshape(1)
-        return jnp.minimum(state.time, self.LENGTH - 1).astype(jnp.float32).reshape(1)
+            obs = state.sign
+        else:
+            obs = jnp.minimum(state.time, self.LENGTH - 1).astype(jnp.float32)
+        return obs.reshape(self._obs_shape)
+
+    @property
+    def _obs_shape(self) -> tuple[int, ...]:
+        return (1, 1, 1) if self.IMAGE else (1,)
 
     def is_terminated(self, state: ProbeState, params: ProbeParams) -> jax.Array:
         return state.time >= self.LENGTH
@@ -152,7 +162,7 @@ class Probe(environment.Environment[ProbeState, ProbeParams]):
 
     def observation_space(self, params: ProbeParams) -> spaces.Box:
         low = -1.0 if self.RANDOM_SIGN else 0.0
-        return spaces.Box(low, 1.0, (1,), dtype=jnp.float32)
+        return spaces.Box(low, 1.0, self._obs_shape, dtype=jnp.float32)
 
     def state_space(self, params: ProbeParams) -> spaces.Dict:
         return spaces.Dict({
@@ -255,10 +265,17 @@ class ProbeContinuousActionObsReward(Probe):
         return -jnp.square(_continuous_action(action) - self.TARGET * state.sign)
 
 
+def _image(cls: type[Probe]) -> type[Probe]:
+    """``cls`` with ``[1, 1, 1]`` observations, named ``...Image-v0``."""
+    name = cls.NAME.replace("-v0", "Image-v0")
+    return type(cls.__name__ + "Image", (cls,), {"NAME": name, "IMAGE": True,
+                                                  "__doc__": f"{cls.NAME} as a 1x1 image."})
+
+
+_FLAT = (ProbeConstant, ProbeObsReward, ProbeTwoStep, ProbeActionReward, ProbeActionObsReward,
+         ProbeContinuousActionReward, ProbeContinuousActionObsReward)
+
 PROBES: dict[str, type[Probe]] = {
-    cls.NAME: cls for cls in (
-        ProbeConstant, ProbeObsReward, ProbeTwoStep, ProbeActionReward, ProbeActionObsReward,
-        ProbeContinuousActionReward, ProbeContinuousActionObsReward,
-    )
+    cls.NAME: cls for cls in (*_FLAT, *(_image(c) for c in _FLAT))
 }
-"""Every probe environment, by name."""
+"""Every probe environment, by name (each flat one and its image twin)."""

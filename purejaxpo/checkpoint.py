@@ -144,6 +144,27 @@ def _fits(got, want) -> bool:
             and np.dtype(got.dtype) == np.dtype(want.dtype))
 
 
+RENAMED = (("actor/params/MLP_0/", "actor/params/"),)
+"""Parameter paths that changed, ``(old, new)`` path fragments: a Gaussian actor's layers were
+nested in an ``MLP_0`` module before policies were built from parts (the values are the same
+layers; format 1 checkpoints, by position, were not affected)."""
+
+
+def _renamed(flat: Mapping[str, Any], wanted) -> dict[str, Any]:
+    """``flat`` with each saved path that the run does not have, but has under its new name
+    (:data:`RENAMED`), moved there."""
+    out = dict(flat)
+    for path in list(out):
+        if path in wanted:
+            continue
+        new = path
+        for old_part, new_part in RENAMED:
+            new = new.replace(old_part, new_part)
+        if new != path and new in wanted and new not in out:
+            out[new] = out.pop(path)
+    return out
+
+
 def restore_state(abstract, flat: Mapping[str, Any], fmt: int = FORMAT, *, where: str = "the checkpoint"):
     """The state tree of ``abstract`` filled from a checkpoint's leaves, after checking them.
 
@@ -185,6 +206,8 @@ def restore_state(abstract, flat: Mapping[str, Any], fmt: int = FORMAT, *, where
             leaves.append(jnp.asarray(got))
         return jax.tree_util.tree_unflatten(treedef, leaves)
 
+    wanted = {path for path, _ in expected}
+    flat = _renamed(flat, wanted)
     problems = []
     for path, want in expected:
         if path not in flat:
@@ -192,7 +215,6 @@ def restore_state(abstract, flat: Mapping[str, Any], fmt: int = FORMAT, *, where
         elif not _fits(flat[path], want):
             problems.append(f"leaf {path!r} has {_spec(flat[path])} in the checkpoint, the run "
                             f"expects {_spec(want)}")
-    wanted = {path for path, _ in expected}
     for path in sorted(set(flat) - wanted):
         problems.append(f"the checkpoint has an unexpected leaf {path!r} ({_spec(flat[path])}) "
                         f"that the run's state does not have")

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Mapping
 import jax.numpy as jnp
 
 from purejaxpo.envs.registry import validate_env_name
-from purejaxpo.networks import ACTIVATIONS
+from purejaxpo.networks import SPEC_FIELDS, PolicyParts, PolicySpec
 from purejaxpo.update import OPTIMIZERS
 
 
@@ -73,8 +73,15 @@ class RLConfig:
       anneal_lr: decay the learning rate linearly to 0 over the run.
       gamma: discount factor (sweepable).
       max_grad_norm: global gradient-norm clip (sweepable).
-      hidden_sizes: MLP layer widths for actor and critic (static).
+      torso: the policy's torso, ``mlp`` or ``cnn`` (static; see
+        :class:`~purejaxpo.networks.PolicySpec` for this and the policy fields below).
+      hidden_sizes: dense layer widths of the torso (after the convolutions for a CNN).
+      conv_channels, conv_kernels, conv_strides: the CNN's layers (one entry per layer).
+      gru_size: 0, or the width of a GRU on top of the torso (memory).
+      shared_torso: one torso for actor and critic (unset: shared with a CNN or a GRU).
+      head_sizes: dense layers of each head above a shared torso.
       activation: one of ``tanh``, ``relu``, ``gelu``, ``silu``, ``elu``.
+      log_std: a Gaussian actor's log-std, ``free`` (a parameter) or ``state`` (a layer).
       normalize_obs: running observation normalisation (statistics are part of the state).
       normalize_reward: scale rewards by the running std of the discounted return.
     """
@@ -87,8 +94,16 @@ class RLConfig:
     anneal_lr: bool = True
     gamma: float = 0.99
     max_grad_norm: float = 0.5
+    torso: str = "mlp"
     hidden_sizes: tuple[int, ...] = (64, 64)
+    conv_channels: tuple[int, ...] = ()
+    conv_kernels: tuple[int, ...] = ()
+    conv_strides: tuple[int, ...] = ()
+    gru_size: int = 0
+    shared_torso: bool | None = None
+    head_sizes: tuple[int, ...] = ()
     activation: str = "tanh"
+    log_std: str = "free"
     normalize_obs: bool = False
     normalize_reward: bool = False
 
@@ -96,8 +111,9 @@ class RLConfig:
 
     def __post_init__(self):
         # Accept lists for tuple fields (JSON, CLI), but store tuples so the config stays hashable.
-        if not isinstance(self.hidden_sizes, tuple):
-            object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        for f in dataclasses.fields(self):
+            if isinstance(getattr(self, f.name), list):
+                object.__setattr__(self, f.name, tuple(getattr(self, f.name)))
         self.validate()
 
     def validate(self) -> None:
@@ -115,14 +131,20 @@ class RLConfig:
         check_bool("anneal_lr", self.anneal_lr)
         check_float("gamma", self.gamma, 0.0, 1.0)
         check_float("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
-        if not self.hidden_sizes or any(
-            isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in self.hidden_sizes
-        ):
-            _fail("hidden_sizes", self.hidden_sizes, "must be a non-empty list of integers >= 1")
-        if self.activation not in ACTIVATIONS:
-            _fail("activation", self.activation, f"must be one of {sorted(ACTIVATIONS)}")
+        self.policy_spec()  # the policy fields (torso, hidden_sizes, gru_size, ...)
         check_bool("normalize_obs", self.normalize_obs)
         check_bool("normalize_reward", self.normalize_reward)
+
+    def policy_parts(self) -> PolicyParts:
+        """The parts of a policy this algorithm trains: actor and critic by default, their
+        torso shared or not, no memory. Algorithms override this one method to declare theirs.
+        """
+        return PolicyParts()
+
+    def policy_spec(self) -> PolicySpec:
+        """The policy network this config describes (``ValueError`` names a bad field)."""
+        return PolicySpec(**{f: getattr(self, f) for f in SPEC_FIELDS},
+                          parts=self.policy_parts())
 
     @property
     def batch_size(self) -> int:
@@ -153,8 +175,7 @@ class RLConfig:
     def to_dict(self) -> dict[str, Any]:
         """Every field, JSON-ready."""
         out = dataclasses.asdict(self)
-        out["hidden_sizes"] = list(self.hidden_sizes)
-        return out
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
 
     def complete_hyperparams(self, hyperparams: Mapping[str, Any] | None) -> dict[str, Any]:
         """Fills missing sweepable settings from the config; rejects unknown names."""

@@ -1,14 +1,32 @@
-"""Actor-critic networks (flax) and their action distributions (distrax).
+"""Policies built from parts (flax) and their action distributions (distrax).
 
-The actor and the critic are separate MLPs with orthogonal initialisation (the PPO
-"implementation details": gain sqrt(2) in hidden layers, 0.01 for the policy head, 1.0 for the
-value head). Their parameters live in one dict ``{"actor": ..., "critic": ...}``, so one
-optimiser updates both and either can be applied alone: the rollout only runs the actor, and
-values are computed afterwards for the whole ``[T, B]`` batch at once.
+A policy is described by a :class:`PolicySpec`, which every RL config carries as plain fields
+(so a torso is swept, saved and restored like any other static setting):
 
-:class:`RecurrentActorCritic` puts a GRU torso under the same heads, for tasks that need memory.
+* a **torso**: ``mlp`` (dense layers of ``hidden_sizes``) or ``cnn`` (convolutions of
+  ``conv_channels`` / ``conv_kernels`` / ``conv_strides`` over ``[H, W, C]`` observations,
+  flattened, then the dense layers of ``hidden_sizes``), optionally with **memory**: a GRU of
+  ``gru_size`` units on top;
+* **heads**, the parts an algorithm declares (:class:`PolicyParts`): the actor (categorical for
+  discrete actions, Gaussian for continuous ones, with a state-independent or a state-dependent
+  log-std) and the critic (a value head). :data:`HEADS` is the table of head kinds; the
+  off-policy algorithms add theirs there;
+* **separate or shared torsos**: separate (the default for an MLP), each head has its own copy
+  of the torso; shared (the default with a CNN or a GRU), one torso feeds every head, each
+  head adding its own dense layers of ``head_sizes``. A GRU torso is always shared: its state
+  is the policy's memory, one per environment.
 
-Both follow one policy protocol, which the rollout and the update use:
+Initialisation is orthogonal throughout (the PPO "implementation details": gain sqrt(2) in
+hidden layers, 0.01 for the policy head, 1.0 for the value head), with a QR-free initialiser
+(:func:`orthogonal`) for dense, convolution and recurrent kernels alike.
+
+Parameters are one dict: ``{"actor": ..., "critic": ...}`` with separate torsos, plus
+``"torso"`` when shared, so one optimiser updates them all and the actor can be applied alone
+(the rollout runs only the actor; values are computed afterwards for the whole ``[T, B]``
+batch at once). The feed-forward MLP policy has the same parameters, names and numbers as
+before the parts existed.
+
+Every :class:`Policy` follows one protocol, which the rollout and the updates use:
 
 * ``initial_state(num_envs)``: the per-environment memory at the start of a run (``()`` for a
   feed-forward policy, zeros ``[B, H]`` for a GRU); :func:`reset_memory` zeroes it where an
@@ -22,7 +40,8 @@ Both follow one policy protocol, which the rollout and the update use:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar, Sequence
+import math
+from typing import Any, Callable, Sequence
 
 import distrax
 import flax.linen as nn
@@ -38,9 +57,22 @@ ACTIVATIONS: dict[str, Callable] = {
     "elu": nn.elu,
 }
 
+TORSOS = ("mlp", "cnn")
+"""Torso kinds: dense layers over flat observations, or convolutions over ``[H, W, C]`` ones."""
+
+LOG_STDS = ("free", "state")
+"""Gaussian log-std: a free parameter per action dimension, or a dense layer of the features."""
+
+LOG_STD_RANGE = (-5.0, 2.0)
+"""A state-dependent log-std is clipped to this range (std 0.0067 to 7.4)."""
+
 
 def orthogonal(scale: float = 1.0):
-    """Orthogonal kernel initialiser for ``[fan_in, fan_out]`` kernels, without QR.
+    """Orthogonal kernel initialiser, without QR.
+
+    For a dense kernel ``[fan_in, fan_out]`` and a convolution kernel ``[kh, kw, c_in, c_out]``
+    alike (fan-in = ``kh * kw * c_in``): the kernel is drawn as the matrix
+    ``[prod(shape[:-1]), shape[-1]]`` and reshaped, as ``jax.nn.initializers.orthogonal`` does.
 
     Draws the same matrices as ``jax.nn.initializers.orthogonal(scale)`` (up to float32
     rounding): the Q factor, with a positive-diagonal R, of a standard normal matrix, computed by
@@ -52,9 +84,10 @@ def orthogonal(scale: float = 1.0):
     """
 
     def init(key, shape, dtype=jnp.float32):
-        if len(shape) != 2:
-            raise ValueError(f"orthogonal init needs a 2-D kernel shape, got {shape}")
-        n_rows, n_cols = shape
+        if len(shape) < 2:
+            raise ValueError(f"orthogonal init needs a kernel shape of 2 or more dimensions, "
+                             f"got {shape}")
+        n_rows, n_cols = math.prod(shape[:-1]), shape[-1]
         m, n = max(n_rows, n_cols), min(n_rows, n_cols)
         a = jax.random.normal(key, (m, n), jnp.float32)
 
@@ -67,56 +100,267 @@ def orthogonal(scale: float = 1.0):
         q = jax.lax.fori_loop(0, n, add_column, jnp.zeros((m, n), jnp.float32))
         if n_rows < n_cols:
             q = q.T
-        return (scale * q).astype(dtype)
+        return (scale * q).reshape(shape).astype(dtype)
 
     return init
 
 
-class MLP(nn.Module):
-    """``[..., D] -> [..., out_dim]`` multi-layer perceptron with orthogonal initialisation."""
-
-    hidden_sizes: Sequence[int]
-    out_dim: int
-    activation: str = "tanh"
-    out_scale: float = 1.0
-
-    @nn.compact
-    def __call__(self, x):
-        act = ACTIVATIONS[self.activation]
-        for size in self.hidden_sizes:
-            x = nn.Dense(
-                size,
-                kernel_init=orthogonal(np.sqrt(2.0)),
-                bias_init=nn.initializers.zeros,
-            )(x)
-            x = act(x)
-        return nn.Dense(
-            self.out_dim,
-            kernel_init=orthogonal(self.out_scale),
-            bias_init=nn.initializers.zeros,
-        )(x)
+def _dense(size: int, scale: float) -> nn.Dense:
+    return nn.Dense(size, kernel_init=orthogonal(scale), bias_init=nn.initializers.zeros)
 
 
-class GaussianHead(nn.Module):
-    """Mean from an MLP, state-independent log-std as a free parameter."""
+def dense_layers(x, sizes: Sequence[int], activation: str):
+    """``x`` through dense layers of ``sizes``, each followed by ``activation``.
 
-    hidden_sizes: Sequence[int]
-    action_dim: int
-    activation: str = "tanh"
-    init_log_std: float = 0.0
-
-    @nn.compact
-    def __call__(self, x):
-        mean = MLP(self.hidden_sizes, self.action_dim, self.activation, out_scale=0.01)(x)
-        log_std = self.param(
-            "log_std", nn.initializers.constant(self.init_log_std), (self.action_dim,)
-        )
-        return mean, jnp.broadcast_to(log_std, mean.shape)
+    Called inside a compact module, the layers are that module's (``Dense_0``, ``Dense_1``...).
+    """
+    for size in sizes:
+        x = ACTIVATIONS[activation](_dense(size, np.sqrt(2.0))(x))
+    return x
 
 
 @dataclasses.dataclass(frozen=True)
-class ActorCritic:
-    """A policy and a value function over flat observations.
+class Conv:
+    """Convolution layers: ``channels[i]`` filters of ``kernels[i]`` x ``kernels[i]``,
+    stride ``strides[i]``, no padding ("VALID"), each followed by the activation."""
+
+    channels: tuple[int, ...] = ()
+    kernels: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+
+    def __call__(self, x, activation: str):
+        """``[..., H, W, C] -> [..., H' * W' * C']`` (called inside a compact module)."""
+        for ch, k, s in zip(self.channels, self.kernels, self.strides):
+            conv = nn.Conv(ch, (k, k), strides=(s, s), padding="VALID",
+                           kernel_init=orthogonal(np.sqrt(2.0)), bias_init=nn.initializers.zeros)
+            x = ACTIVATIONS[activation](conv(x))
+        return x.reshape(*x.shape[:-3], -1)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """``(H', W', C')`` of the last layer for an ``[H, W, C]`` input."""
+        h, w, c = shape
+        for ch, k, s in zip(self.channels, self.kernels, self.strides):
+            h, w, c = (h - k) // s + 1, (w - k) // s + 1, ch
+        return h, w, c
+
+
+class Trunk(nn.Module):
+    """The torso: optional convolutions, then dense layers, then an optional GRU.
+
+    Without a GRU: ``x -> features``. With one (``gru_size > 0``): ``(hidden, x) -> (hidden,
+    features)``, one step, where features are the new hidden state ``[..., H]``.
+    """
+
+    conv: Conv | None
+    hidden_sizes: tuple[int, ...]
+    activation: str
+    gru_size: int = 0
+
+    @nn.compact
+    def __call__(self, *args):
+        hidden, x = args if self.gru_size else (None, args[0])
+        if self.conv is not None:
+            x = self.conv(x, self.activation)
+        x = dense_layers(x, self.hidden_sizes, self.activation)
+        if not self.gru_size:
+            return x
+        cell = nn.GRUCell(features=self.gru_size, kernel_init=orthogonal(1.0),
+                          recurrent_kernel_init=orthogonal(1.0))
+        return cell(hidden, x)
+
+
+def categorical_head(branch: "Branch", x):
+    """Logits ``[..., n]`` (gain 0.01: the policy starts near uniform)."""
+    return _dense(branch.out_dim, 0.01)(x)
+
+
+def gaussian_head(branch: "Branch", x):
+    """``(mean, log_std)``, each ``[..., n]``: a free log-std parameter (``"free"``, the same
+    for every state, starting at 0) or a dense layer of the features (``"state"``, clipped to
+    :data:`LOG_STD_RANGE`)."""
+    mean = _dense(branch.out_dim, 0.01)(x)
+    if branch.log_std == "state":
+        return mean, jnp.clip(_dense(branch.out_dim, 0.01)(x), *LOG_STD_RANGE)
+    log_std = branch.param("log_std", nn.initializers.zeros, (branch.out_dim,))
+    return mean, jnp.broadcast_to(log_std, mean.shape)
+
+
+def value_head(branch: "Branch", x):
+    """V ``[...]`` (gain 1.0)."""
+    del branch
+    return _dense(1, 1.0)(x)[..., 0]
+
+
+HEADS: dict[str, Callable] = {
+    "categorical": categorical_head,
+    "gaussian": gaussian_head,
+    "value": value_head,
+}
+"""Head kinds: ``head(branch, features)``, called inside the :class:`Branch` module's compact
+``__call__`` (so its layers and parameters are the branch's)."""
+
+
+class Branch(nn.Module):
+    """One head with the layers below it that are its own: ``x -> head output``.
+
+    With separate torsos the branch holds a whole torso (``trunk``), with a shared torso only
+    the head's own dense layers (``head_sizes``). The layers live in the branch's own scope
+    (``Conv_0``..., ``Dense_0``..., then the head's), so the feed-forward MLP actor and critic
+    have the parameter names they always had.
+    """
+
+    conv: Conv | None
+    hidden_sizes: tuple[int, ...]
+    activation: str
+    head: str
+    out_dim: int = 1
+    log_std: str = "free"
+
+    @nn.compact
+    def __call__(self, x):
+        if self.conv is not None:
+            x = self.conv(x, self.activation)
+        x = dense_layers(x, self.hidden_sizes, self.activation)
+        return HEADS[self.head](self, x)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyParts:
+    """What an algorithm needs from a policy (declared by its config's ``policy_parts``).
+
+    Attributes:
+      heads: the parts, in order: ``"actor"`` and, for algorithms with a critic, ``"critic"``.
+      memory: the algorithm's update handles recurrent policies (whole-sequence minibatches).
+      shared_torso: the algorithm can train a torso shared by its heads (TRPO cannot: its
+        trust region is over the actor's parameters alone).
+    """
+
+    heads: tuple[str, ...] = ("actor", "critic")
+    memory: bool = False
+    shared_torso: bool = True
+
+
+SPEC_FIELDS = ("torso", "hidden_sizes", "conv_channels", "conv_kernels", "conv_strides",
+               "gru_size", "shared_torso", "head_sizes", "activation", "log_std")
+"""The config fields that describe a policy (each a static setting of every RL config)."""
+
+
+def _fail(field: str, value: Any, valid: str) -> None:
+    raise ValueError(f"{field}={value!r} is invalid: {valid}")
+
+
+def _check_sizes(field: str, sizes, *, empty_ok: bool) -> None:
+    if not isinstance(sizes, tuple) or (not sizes and not empty_ok) or any(
+        isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in sizes
+    ):
+        _fail(field, sizes, ("a list" if empty_ok else "a non-empty list")
+              + " of integers >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicySpec:
+    """A policy's network, described by the config fields of the same names.
+
+    Attributes:
+      torso: ``"mlp"`` or ``"cnn"`` (:data:`TORSOS`).
+      hidden_sizes: dense layers of the torso (after the convolutions for a CNN).
+      conv_channels, conv_kernels, conv_strides: one entry per convolution layer (CNN only):
+        filters, square kernel size, stride; no padding.
+      gru_size: 0 for a feed-forward policy; H > 0 puts a GRU of H units on top of the torso
+        (memory; the torso is then shared).
+      shared_torso: one torso for every head (None: shared with a CNN or a GRU, separate with
+        an MLP).
+      head_sizes: dense layers of each head above a shared torso (ignored when separate).
+      activation: one of :data:`ACTIVATIONS`.
+      log_std: Gaussian actors' log-std, ``"free"`` or ``"state"`` (:data:`LOG_STDS`).
+      parts: the algorithm's :class:`PolicyParts`.
+
+    Raises ``ValueError`` naming the field on construction, as the configs do.
+    """
+
+    torso: str = "mlp"
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    conv_channels: tuple[int, ...] = ()
+    conv_kernels: tuple[int, ...] = ()
+    conv_strides: tuple[int, ...] = ()
+    gru_size: int = 0
+    shared_torso: bool | None = None
+    head_sizes: tuple[int, ...] = ()
+    activation: str = "tanh"
+    log_std: str = "free"
+    parts: PolicyParts = PolicyParts()
+
+    def __post_init__(self):
+        for name in ("hidden_sizes", "conv_channels", "conv_kernels", "conv_strides",
+                     "head_sizes"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        self.validate()
+
+    def validate(self) -> None:
+        if self.torso not in TORSOS:
+            _fail("torso", self.torso, f"must be one of {list(TORSOS)}")
+        _check_sizes("hidden_sizes", self.hidden_sizes, empty_ok=self.torso == "cnn")
+        if self.torso == "cnn":
+            for name in ("conv_channels", "conv_kernels", "conv_strides"):
+                _check_sizes(name, getattr(self, name), empty_ok=False)
+            n = len(self.conv_channels)
+            for name in ("conv_kernels", "conv_strides"):
+                if len(getattr(self, name)) != n:
+                    _fail(name, getattr(self, name),
+                          f"must have one entry per convolution layer, as conv_channels "
+                          f"{self.conv_channels} ({n})")
+        if isinstance(self.gru_size, bool) or not isinstance(self.gru_size, int) \
+                or self.gru_size < 0:
+            _fail("gru_size", self.gru_size, "must be an integer >= 0 (0: no memory)")
+        if self.shared_torso is not None and not isinstance(self.shared_torso, bool):
+            _fail("shared_torso", self.shared_torso, "must be true, false or unset")
+        _check_sizes("head_sizes", self.head_sizes, empty_ok=True)
+        if self.activation not in ACTIVATIONS:
+            _fail("activation", self.activation, f"must be one of {sorted(ACTIVATIONS)}")
+        if self.log_std not in LOG_STDS:
+            _fail("log_std", self.log_std, f"must be one of {list(LOG_STDS)}")
+        if self.gru_size and self.shared_torso is False:
+            _fail("shared_torso", False, f"must be true with gru_size={self.gru_size}: the "
+                  "GRU's state is one memory per environment, shared by every head")
+        if self.gru_size and not self.parts.memory:
+            _fail("gru_size", self.gru_size, "must be 0: this algorithm's update does not "
+                  "train recurrent policies (ppo, ppo_rnn, a2c and reinforce do)")
+        if self.shared and not self.parts.shared_torso:
+            _fail("shared_torso", self.shared_torso, "must be false for this algorithm (its "
+                  "update needs the actor's parameters apart from the critic's; a CNN or "
+                  "a GRU torso would be shared)")
+
+    @property
+    def shared(self) -> bool:
+        """Whether one torso feeds every head."""
+        if self.shared_torso is None:
+            return self.torso == "cnn" or self.gru_size > 0
+        return self.shared_torso
+
+    @property
+    def conv(self) -> Conv | None:
+        if self.torso != "cnn":
+            return None
+        return Conv(self.conv_channels, self.conv_kernels, self.conv_strides)
+
+    def check_observation(self, obs_shape: tuple[int, ...]) -> None:
+        """Raises ``ValueError`` if the torso cannot take observations of ``obs_shape``."""
+        if self.torso != "cnn":
+            return
+        if len(obs_shape) != 3:
+            _fail("torso", "cnn", f"needs image observations [H, W, C]; this environment's "
+                  f"are {list(obs_shape)} (use torso=mlp)")
+        h, w, _ = self.conv.output_shape(obs_shape)
+        if h < 1 or w < 1:
+            _fail("conv_kernels", self.conv_kernels, f"the convolutions (kernels "
+                  f"{self.conv_kernels}, strides {self.conv_strides}) leave nothing of a "
+                  f"{obs_shape[0]}x{obs_shape[1]} observation")
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """A policy (and critic) built from a :class:`PolicySpec` for an environment's spaces.
 
     Attributes:
       obs_shape: shape of one observation.
@@ -124,7 +368,7 @@ class ActorCritic:
       action_dim: size of the action vector (continuous policies); 0 for discrete.
       action_low, action_high: bounds the env accepts; sampled actions are clipped to them
         before stepping (the unclipped action is kept for the log-probability).
-      hidden_sizes, activation: MLP shape, shared by actor and critic.
+      spec: the network's description.
     """
 
     obs_shape: tuple[int, ...]
@@ -132,94 +376,202 @@ class ActorCritic:
     action_dim: int = 0
     action_low: tuple[float, ...] = ()
     action_high: tuple[float, ...] = ()
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
+    spec: PolicySpec = PolicySpec()
+
+    def __post_init__(self):
+        self.spec.check_observation(self.obs_shape)
+
+    @classmethod
+    def for_env(cls, venv, spec: PolicySpec = PolicySpec()) -> "Policy":
+        """The policy that fits a vectorised environment's spaces (``ValueError`` if the torso
+        cannot take its observations)."""
+        space = venv.action_space
+        obs_shape = tuple(venv.observation_shape)
+        if venv.is_discrete:
+            return cls(obs_shape, num_actions=int(space.n), spec=spec)
+        low = np.broadcast_to(np.asarray(space.low, np.float32), space.shape).reshape(-1)
+        high = np.broadcast_to(np.asarray(space.high, np.float32), space.shape).reshape(-1)
+        return cls(obs_shape, action_dim=int(np.prod(space.shape)),
+                   action_low=tuple(float(v) for v in low),
+                   action_high=tuple(float(v) for v in high), spec=spec)
 
     @property
     def continuous(self) -> bool:
         return self.action_dim > 0
 
-    @classmethod
-    def for_env(cls, venv, hidden_sizes=(64, 64), activation="tanh") -> "ActorCritic":
-        """Builds the network that fits a vectorised environment's spaces."""
-        space = venv.action_space
-        obs_shape = tuple(venv.observation_shape)
-        if venv.is_discrete:
-            return cls(obs_shape, num_actions=int(space.n), hidden_sizes=tuple(hidden_sizes),
-                       activation=activation)
-        low = np.broadcast_to(np.asarray(space.low, np.float32), space.shape).reshape(-1)
-        high = np.broadcast_to(np.asarray(space.high, np.float32), space.shape).reshape(-1)
-        return cls(
-            obs_shape,
-            action_dim=int(np.prod(space.shape)),
-            action_low=tuple(float(v) for v in low),
-            action_high=tuple(float(v) for v in high),
-            hidden_sizes=tuple(hidden_sizes),
-            activation=activation,
-        )
+    @property
+    def recurrent(self) -> bool:
+        """True: the update needs whole sequences (``Rollout.batch``)."""
+        return self.spec.gru_size > 0
 
     @property
-    def actor(self) -> nn.Module:
-        if self.continuous:
-            return GaussianHead(self.hidden_sizes, self.action_dim, self.activation)
-        return MLP(self.hidden_sizes, self.num_actions, self.activation, out_scale=0.01)
+    def has_critic(self) -> bool:
+        return "critic" in self.spec.parts.heads
+
+    # The modules.
+
+    def _branch(self, name: str) -> Branch:
+        spec = self.spec
+        if name == "actor":
+            head, out = (("gaussian", self.action_dim) if self.continuous
+                         else ("categorical", self.num_actions))
+        elif name == "critic":
+            head, out = "value", 1
+        else:
+            raise ValueError(f"unknown policy part {name!r}")
+        if spec.shared:
+            return Branch(None, spec.head_sizes, spec.activation, head, out, spec.log_std)
+        return Branch(spec.conv, spec.hidden_sizes, spec.activation, head, out, spec.log_std)
 
     @property
-    def critic(self) -> nn.Module:
-        return MLP(self.hidden_sizes, 1, self.activation, out_scale=1.0)
+    def torso(self) -> Trunk | None:
+        """The shared torso (None with separate torsos)."""
+        if not self.spec.shared:
+            return None
+        spec = self.spec
+        return Trunk(spec.conv, spec.hidden_sizes, spec.activation, spec.gru_size)
 
-    def init(self, key) -> dict:
-        """Parameters ``{"actor": ..., "critic": ...}``."""
-        k_actor, k_critic = jax.random.split(key)
-        dummy = jnp.zeros((1, *self.obs_shape), jnp.float32)
-        return {
-            "actor": self.actor.init(k_actor, self._flat(dummy)),
-            "critic": self.critic.init(k_critic, self._flat(dummy)),
-        }
-
-    def _flat(self, obs):
+    def _prepare(self, obs):
+        """``[..., *obs_shape]`` -> the torso's input: flat ``[..., D]`` for an MLP, the
+        observations as they are for a CNN."""
+        if self.spec.torso == "cnn":
+            return obs
         return obs.reshape(*obs.shape[: obs.ndim - len(self.obs_shape)], -1)
 
-    def distribution(self, params, obs) -> distrax.Distribution:
-        """The policy pi(.|obs) for a batch of observations ``[..., *obs_shape]``."""
-        return self.head_distribution(params, self._flat(obs))
+    def init(self, key) -> dict:
+        """Parameters: ``{"torso"?: ..., "actor": ..., "critic"?: ...}``.
 
-    def value(self, params, obs) -> jax.Array:
-        """V(obs), ``[..., *obs_shape] -> [...]``."""
-        return self.head_value(params, self._flat(obs))
+        The key is split into one key per group, in that order (torso first when shared).
+        """
+        names = self.spec.parts.heads
+        torso = self.torso
+        keys = jax.random.split(key, len(names) + (torso is not None))
+        x = self._prepare(jnp.zeros((1, *self.obs_shape), jnp.float32))
+        params = {}
+        if torso is not None:
+            k_torso, keys = keys[0], keys[1:]
+            if self.recurrent:
+                hidden = self.initial_state(1)
+                params["torso"] = torso.init(k_torso, hidden, x)
+                x = hidden
+            else:
+                params["torso"] = torso.init(k_torso, x)
+                x = jax.eval_shape(torso.apply, params["torso"], x)
+                x = jnp.zeros(x.shape, x.dtype)
+        for name, k in zip(names, keys):
+            params[name] = self._branch(name).init(k, x)
+        return params
+
+    def features(self, params, obs):
+        """The heads' input for feed-forward observations ``[..., *obs_shape]``."""
+        if self.recurrent:
+            raise ValueError("a recurrent policy's features need its memory: use step/unroll")
+        x = self._prepare(obs)
+        if self.spec.shared:
+            return self.torso.apply(params["torso"], x)
+        return x
 
     def head_distribution(self, params, features) -> distrax.Distribution:
-        """The actor head on flat inputs ``[..., D]`` (observations, or a torso's features)."""
-        out = self.actor.apply(params["actor"], features)
+        """The actor head on the heads' input ``[..., F]`` (see :meth:`features`)."""
+        out = self._branch("actor").apply(params["actor"], features)
         if self.continuous:
             mean, log_std = out
             return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std))
         return distrax.Categorical(logits=out)
 
     def head_value(self, params, features) -> jax.Array:
-        """The critic head on flat inputs ``[..., D] -> [...]``."""
-        return self.critic.apply(params["critic"], features)[..., 0]
+        """The critic head on the heads' input: ``[..., F] -> [...]``."""
+        return self._branch("critic").apply(params["critic"], features)
 
-    # The policy protocol shared with RecurrentActorCritic (see the module docstring).
+    def distribution(self, params, obs) -> distrax.Distribution:
+        """The policy pi(.|obs) for feed-forward observations ``[..., *obs_shape]``."""
+        return self.head_distribution(params, self.features(params, obs))
 
-    recurrent: ClassVar[bool] = False  # True: the update needs whole sequences (Rollout.batch)
+    def value(self, params, obs) -> jax.Array:
+        """V(obs), ``[..., *obs_shape] -> [...]`` (feed-forward)."""
+        return self.head_value(params, self.features(params, obs))
+
+    # Memory.
 
     def initial_state(self, num_envs: int) -> Any:
-        """Memory carried through rollouts: none."""
-        return ()
+        """Memory carried through rollouts: ``()``, or zeros ``[B, H]`` with a GRU."""
+        if not self.recurrent:
+            return ()
+        return jnp.zeros((num_envs, self.spec.gru_size), jnp.float32)
+
+    def step(self, params, hidden, obs) -> jax.Array:
+        """The next hidden state ``[..., H]`` after ``obs`` ``[..., *obs_shape]`` (no reset)."""
+        hidden, _ = self.torso.apply(params["torso"], hidden, self._prepare(obs))
+        return hidden
+
+    def unroll(self, params, hidden, obs, resets) -> jax.Array:
+        """Runs the GRU over sequences.
+
+        Args:
+          params: the parameters.
+          hidden: ``[B, H]`` state before the first step.
+          obs: ``[T, B, *obs_shape]`` observations.
+          resets: ``[T, B]`` bool, true where ``obs[t]`` starts an episode (memory zeroed first).
+
+        Returns:
+          ``[T, B, H]``: the state after each step (the heads' input).
+        """
+
+        def body(h, inputs):
+            obs_t, reset_t = inputs
+            h = self.step(params, reset_memory(h, reset_t), obs_t)
+            return h, h
+
+        return jax.lax.scan(body, hidden, (obs, resets))[1]
+
+    # The policy protocol (see the module docstring).
 
     def act(self, key, params, state, obs):
-        """Samples actions for observations ``[B, *obs_shape]``: ``(state, action, log_prob)``."""
-        action, log_prob = self.distribution(params, obs).sample_and_log_prob(seed=key)
+        """One rollout step for ``[B, *obs_shape]``: ``(state, action, log_prob)``."""
+        if self.recurrent:
+            state = self.step(params, state, obs)
+            dist = self.head_distribution(params, state)
+        else:
+            dist = self.distribution(params, obs)
+        action, log_prob = dist.sample_and_log_prob(seed=key)
         return state, action, log_prob
 
     def rollout_values(self, params, traj):
-        """``(V(obs_t), V(final_obs_t))``, each ``[T, B]``, for a rollout (a ``Transition``)."""
-        return self.value(params, traj.obs), self.value(params, traj.final_obs)
+        """``(V(obs_t), V(final_obs_t))``, each ``[T, B]``, for a rollout (a ``Transition``).
+
+        A recurrent policy unrolls from the rollout's initial state; ``next_values[t]`` is V
+        of ``final_obs[t]`` after the state of step t (not reset), so a truncated episode
+        bootstraps from its own memory.
+        """
+        if not self.recurrent:
+            return self.value(params, traj.obs), self.value(params, traj.final_obs)
+        done = jnp.logical_or(traj.terminated, traj.truncated)
+        hiddens = self.unroll(params, traj.agent_state, traj.obs, episode_starts(done))
+        next_hiddens = self.step(params, hiddens, traj.final_obs)
+        return self.head_value(params, hiddens), self.head_value(params, next_hiddens)
 
     def evaluate(self, params, minibatch):
-        """``(pi(.|obs), V(obs))`` for transitions ``minibatch["obs"]`` ``[N, *obs_shape]``."""
-        return self.distribution(params, minibatch["obs"]), self.value(params, minibatch["obs"])
+        """``(pi(.|obs), V(obs))`` over a minibatch (V is None without a critic).
+
+        Feed-forward: transitions, ``minibatch["obs"]`` ``[N, *obs_shape]``, the torso run
+        once for both heads. Recurrent: whole sequences, env-major as the update's
+        minibatches: ``obs`` ``[N, T, *obs_shape]``, ``resets`` ``[N, T]`` and
+        ``agent_state`` ``[N, H]`` (each sequence's initial state); ``[N, T]`` outputs.
+        """
+        if self.recurrent:
+            time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+            features = time_major(self.unroll(params, minibatch["agent_state"],
+                                              time_major(minibatch["obs"]),
+                                              time_major(minibatch["resets"])))
+            dist = self.head_distribution(params, features)
+            return dist, self.head_value(params, features) if self.has_critic else None
+        if self.spec.shared:
+            features = self.features(params, minibatch["obs"])
+            value = self.head_value(params, features) if self.has_critic else None
+            return self.head_distribution(params, features), value
+        obs = minibatch["obs"]
+        value = self.value(params, obs) if self.has_critic else None
+        return self.distribution(params, obs), value
 
     def env_action(self, action):
         """The action to send to the env: continuous actions clipped to the env's bounds."""
@@ -248,119 +600,3 @@ def episode_starts(done):
     :func:`reset_memory` at the end of the previous rollout.
     """
     return jnp.concatenate([jnp.zeros_like(done[:1]), done[:-1]], axis=0)
-
-
-class GRUTorso(nn.Module):
-    """One step of ``[..., D] -> Dense(H) -> activation -> GRU(H)``: ``(hidden, obs) -> (hidden, out)``.
-
-    Orthogonal initialisation throughout (QR-free, see :func:`orthogonal`), including the GRU's
-    recurrent kernels, whose flax default would be jax's QR-based initialiser.
-    """
-
-    size: int
-    activation: str = "tanh"
-
-    @nn.compact
-    def __call__(self, hidden, x):
-        x = nn.Dense(self.size, kernel_init=orthogonal(np.sqrt(2.0)),
-                     bias_init=nn.initializers.zeros)(x)
-        x = ACTIVATIONS[self.activation](x)
-        cell = nn.GRUCell(features=self.size, kernel_init=orthogonal(1.0),
-                          recurrent_kernel_init=orthogonal(1.0))
-        return cell(hidden, x)
-
-
-@dataclasses.dataclass(frozen=True)
-class RecurrentActorCritic(ActorCritic):
-    """An actor-critic with memory: a shared GRU torso under :class:`ActorCritic`'s heads.
-
-    The torso (an embedding layer and a GRU cell of ``gru_size`` units) is shared: its output
-    feeds the actor MLP and the critic MLP (``hidden_sizes``), so one hidden state per
-    environment is carried, and the critic's gradient shapes the memory too. Parameters are
-    ``{"torso": ..., "actor": ..., "critic": ...}``.
-
-    The hidden state is zeroed at episode boundaries: multiplied by ``1 - done`` of the previous
-    step, in the rollout (:func:`reset_memory`) and in the update's unroll (:meth:`unroll`),
-    identically, so recomputed log-probabilities match the rollout's.
-
-    Attributes:
-      gru_size: H, width of the embedding and of the GRU state.
-    """
-
-    gru_size: int = 64
-
-    recurrent: ClassVar[bool] = True
-
-    @property
-    def torso(self) -> nn.Module:
-        return GRUTorso(self.gru_size, self.activation)
-
-    def init(self, key) -> dict:
-        """Parameters ``{"torso": ..., "actor": ..., "critic": ...}``."""
-        k_torso, k_actor, k_critic = jax.random.split(key, 3)
-        obs = self._flat(jnp.zeros((1, *self.obs_shape), jnp.float32))
-        hidden = jnp.zeros((1, self.gru_size), jnp.float32)
-        return {
-            "torso": self.torso.init(k_torso, hidden, obs),
-            "actor": self.actor.init(k_actor, hidden),
-            "critic": self.critic.init(k_critic, hidden),
-        }
-
-    def initial_state(self, num_envs: int) -> jax.Array:
-        """Zeros ``[B, H]``."""
-        return jnp.zeros((num_envs, self.gru_size), jnp.float32)
-
-    def step(self, params, hidden, obs) -> jax.Array:
-        """The next hidden state ``[..., H]`` after ``obs`` ``[..., *obs_shape]`` (no reset)."""
-        hidden, _ = self.torso.apply(params["torso"], hidden, self._flat(obs))
-        return hidden
-
-    def act(self, key, params, hidden, obs):
-        """One rollout step for ``[B, ...]``: ``(hidden, action, log_prob)``."""
-        hidden = self.step(params, hidden, obs)
-        action, log_prob = self.head_distribution(params, hidden).sample_and_log_prob(seed=key)
-        return hidden, action, log_prob
-
-    def unroll(self, params, hidden, obs, resets) -> jax.Array:
-        """Runs the GRU over sequences.
-
-        Args:
-          params: the parameters.
-          hidden: ``[B, H]`` state before the first step.
-          obs: ``[T, B, *obs_shape]`` observations.
-          resets: ``[T, B]`` bool, true where ``obs[t]`` starts an episode (memory zeroed first).
-
-        Returns:
-          ``[T, B, H]``: the state after each step (the heads' input).
-        """
-
-        def body(h, inputs):
-            obs_t, reset_t = inputs
-            h = self.step(params, reset_memory(h, reset_t), obs_t)
-            return h, h
-
-        return jax.lax.scan(body, hidden, (obs, resets))[1]
-
-    def rollout_values(self, params, traj):
-        """``(values, next_values)`` ``[T, B]`` by unrolling from the rollout's initial state.
-
-        ``next_values[t]`` is V of ``final_obs[t]`` after the state of step t (not reset), so a
-        truncated episode bootstraps from its own memory.
-        """
-        done = jnp.logical_or(traj.terminated, traj.truncated)
-        hiddens = self.unroll(params, traj.agent_state, traj.obs, episode_starts(done))
-        next_hiddens = self.step(params, hiddens, traj.final_obs)
-        return self.head_value(params, hiddens), self.head_value(params, next_hiddens)
-
-    def evaluate(self, params, minibatch):
-        """Policy and values over whole sequences, env-major as the update's minibatches.
-
-        ``minibatch``: ``obs`` ``[N, T, *obs_shape]``, ``resets`` ``[N, T]`` and
-        ``agent_state`` ``[N, H]`` (each sequence's initial state). Returns
-        ``(distribution, value)`` over ``[N, T]``.
-        """
-        time_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
-        hiddens = self.unroll(params, minibatch["agent_state"], time_major(minibatch["obs"]),
-                              time_major(minibatch["resets"]))
-        hiddens = time_major(hiddens)
-        return self.head_distribution(params, hiddens), self.head_value(params, hiddens)

@@ -8,9 +8,11 @@ import pytest
 from absl.testing import parameterized
 
 from purejaxpo.envs import make, make_vec_env
-from purejaxpo.networks import ActorCritic, orthogonal
+from purejaxpo.networks import Policy, PolicySpec, orthogonal
 
-SHAPES = [(4, 64), (64, 64), (64, 2), (64, 1), (3, 17), (17, 3)]
+SHAPES = [(4, 64), (64, 64), (64, 2), (64, 1), (3, 17), (17, 3),
+          # convolution kernels [kh, kw, c_in, c_out]: fan-in kh * kw * c_in
+          (3, 3, 4, 16), (2, 2, 32, 8), (1, 1, 3, 17), (5, 5, 1, 25)]
 
 
 class OrthogonalTest(chex.TestCase):
@@ -26,6 +28,8 @@ class OrthogonalTest(chex.TestCase):
     @parameterized.parameters(*SHAPES)
     def test_orthonormal(self, *shape):
         w = np.asarray(orthogonal(0.5)(jax.random.PRNGKey(1), shape), np.float64) / 0.5
+        w = w.reshape(-1, shape[-1])
+        shape = w.shape
         small = w.T @ w if shape[0] >= shape[1] else w @ w.T
         np.testing.assert_allclose(small, np.eye(min(shape)), atol=1e-5)
 
@@ -34,14 +38,14 @@ class OrthogonalTest(chex.TestCase):
         assert ws.shape == (3, 8, 8)
         assert not np.allclose(ws[0], ws[1])
 
-    def test_rejects_non_matrix_shape(self):
-        with pytest.raises(ValueError, match="2-D"):
-            orthogonal()(jax.random.PRNGKey(0), (2, 3, 4))
+    def test_rejects_vector_shape(self):
+        with pytest.raises(ValueError, match="2 or more dimensions"):
+            orthogonal()(jax.random.PRNGKey(0), (4,))
 
 
 def _policy(name):
     env, env_params = make(name)
-    return ActorCritic.for_env(make_vec_env(env, env_params, 2), (16, 16), "tanh")
+    return Policy.for_env(make_vec_env(env, env_params, 2), PolicySpec(hidden_sizes=(16, 16)))
 
 
 def test_discrete_policy_shapes():

@@ -59,6 +59,23 @@ ALGOS = {
 }
 WITH_CRITIC = ["a2c", "reinforce", "ppo", "ppo_rnn", "trpo"]
 
+# Policies from other parts (networks.PolicySpec), each probed on what it could get wrong: a
+# torso shared by actor and critic, a CNN (on the image twins of the probes, 1x1 kernels),
+# a CNN with a GRU on top, a GRU under A2C's whole-rollout update, a state-dependent log-std.
+TORSOS = {
+    "ppo-shared": ("ppo", dict(learning_rate=1e-2, num_minibatches=2, shared_torso=True,
+                               head_sizes=(16,))),
+    "ppo-cnn": ("ppo", dict(learning_rate=1e-2, num_minibatches=2, torso="cnn",
+                            conv_channels=(8,), conv_kernels=(1,), conv_strides=(1,))),
+    "ppo-cnn-gru": ("ppo", dict(learning_rate=1e-2, num_minibatches=2, torso="cnn",
+                                conv_channels=(8,), conv_kernels=(1,), conv_strides=(1,),
+                                gru_size=16)),
+    "a2c-gru": ("a2c", dict(learning_rate=1e-2, gru_size=16)),
+    "ppo-state-std": ("ppo", dict(learning_rate=1e-2, num_minibatches=2, log_std="state")),
+}
+ALGOS.update(TORSOS)
+DISCRETE_TORSOS = ["ppo-shared", "ppo-cnn", "ppo-cnn-gru", "a2c-gru"]
+
 VALUE_PROBES = ("ProbeConstant-v0", "ProbeObsReward-v0", "ProbeTwoStep-v0")
 POLICY_PROBES = ("ProbeActionReward-v0", "ProbeActionObsReward-v0")
 CONTINUOUS_PROBES = ("ProbeContinuousActionReward-v0", "ProbeContinuousActionObsReward-v0")
@@ -89,6 +106,8 @@ BEST_ACTIONS = {  # [T, N]
 def _config(test_id: str, probe: str, **overrides):
     algo, settings = ALGOS[test_id]
     config_cls, make_train = ALGORITHMS[algo]
+    if settings.get("torso") == "cnn":
+        probe = probe.replace("-v0", "Image-v0")  # the 1x1-image twin
     config = config_cls(env=probe, **{**COMMON, **settings, **overrides})
     return config, make_train
 
@@ -122,17 +141,22 @@ def _train(test_id: str, probe: str, seed: int = 0, **overrides):
     key = jax.random.PRNGKey(seed)
     result = _compile(make_train(config), key)(key)
     policy = build_policy(config)
-    dist, value = _read(policy, result.params, jnp.asarray(EPISODES[probe], jnp.float32))
+    episodes = jnp.asarray(EPISODES[probe], jnp.float32)
+    episodes = episodes.reshape(*episodes.shape[:2], *policy.obs_shape)
+    dist, value = _read(policy, result.params, episodes)
     return policy, dist, value
 
 
 def _read(policy, params, episodes):
-    """The policy and the critic along episodes ``[T, N, 1]``, each from the episode's start."""
+    """The policy and the critic (None without one) along episodes ``[T, N, *obs_shape]``,
+    each from the episode's start."""
     if policy.recurrent:
         t, n = episodes.shape[:2]
         hiddens = policy.unroll(params, policy.initial_state(n), episodes, jnp.zeros((t, n), bool))
         return policy.head_distribution(params, hiddens), policy.head_value(params, hiddens)
-    return policy.distribution(params, episodes), policy.value(params, episodes)
+    features = policy.features(params, episodes)
+    value = policy.head_value(params, features) if policy.has_critic else None
+    return policy.head_distribution(params, features), value
 
 
 # --- the environments ------------------------------------------------------------------------
@@ -214,31 +238,34 @@ def _cases(probes, test_ids):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("test_id, probe", _cases(VALUE_PROBES, WITH_CRITIC))
+@pytest.mark.parametrize("test_id, probe", _cases(VALUE_PROBES, WITH_CRITIC + DISCRETE_TORSOS))
 def test_critic_learns_exact_values(test_id, probe):
     _, _, value = _train(test_id, probe)
     np.testing.assert_allclose(np.asarray(value), EXACT_VALUES[probe], atol=VALUE_TOL)
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("test_id, probe", _cases(POLICY_PROBES, list(ALGOS)))
+@pytest.mark.parametrize("test_id, probe", _cases(POLICY_PROBES,
+                                                   [t for t in ALGOS if t != "ppo-state-std"]))
 def test_policy_learns_best_action(test_id, probe):
     _, dist, value = _train(test_id, probe)
     best = jnp.asarray(BEST_ACTIONS[probe])
     p_best = np.asarray(dist.prob(best))
     assert np.all(p_best > POLICY_PROB), p_best
-    if test_id in WITH_CRITIC:
+    if test_id in WITH_CRITIC + DISCRETE_TORSOS:
         np.testing.assert_allclose(np.asarray(value), 2 * p_best - 1, atol=POLICY_VALUE_TOL)
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("test_id, probe", _cases(CONTINUOUS_PROBES, list(ALGOS)))
+@pytest.mark.parametrize("test_id, probe", _cases(CONTINUOUS_PROBES,
+                                                   [t for t in ALGOS if t not in TORSOS]
+                                                   + ["ppo-state-std", "ppo-cnn"]))
 def test_gaussian_policy_learns_best_action(test_id, probe):
     policy, dist, value = _train(test_id, probe)
     best = np.asarray(BEST_ACTIONS[probe])
     mean = np.asarray(dist.mean())[..., 0]
     np.testing.assert_allclose(mean, best, atol=ACTION_TOL)
-    if test_id in WITH_CRITIC:
+    if test_id in WITH_CRITIC + list(TORSOS):
         actions = dist.sample(seed=jax.random.PRNGKey(0), sample_shape=4096)
         rewards = -jnp.square(policy.env_action(actions)[..., 0] - best)
         np.testing.assert_allclose(np.asarray(value), np.asarray(jnp.mean(rewards, 0)),

@@ -11,7 +11,7 @@ from purejaxpo.algos.base import Rollout, build_env, build_policy
 from purejaxpo.algos.ppo import PPOConfig, make_train as make_ppo_train, ppo_loss
 from purejaxpo.algos.ppo_recurrent import RecurrentPPOConfig, make_train
 from purejaxpo.metrics import final_return
-from purejaxpo.networks import RecurrentActorCritic, episode_starts, reset_memory
+from purejaxpo.networks import Policy, episode_starts, reset_memory
 from purejaxpo.presets import preset
 from purejaxpo.rollout import EnvCarry, collect
 from purejaxpo.update import shuffled_minibatches
@@ -63,7 +63,7 @@ def test_gru_init_is_orthogonal_without_qr_under_vmap():
 
 def test_unroll_resets_hidden_state_at_episode_boundaries():
     policy = build_policy(RecurrentPPOConfig(**TINY))
-    assert isinstance(policy, RecurrentActorCritic) and policy.recurrent
+    assert isinstance(policy, Policy) and policy.recurrent
     params = policy.init(jax.random.PRNGKey(0))
     obs = jax.random.uniform(jax.random.PRNGKey(1), (6, 2, 4))
     h0 = jax.random.normal(jax.random.PRNGKey(2), (2, 16))

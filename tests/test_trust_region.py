@@ -18,7 +18,7 @@ from absl.testing import parameterized
 from jax.flatten_util import ravel_pytree
 
 from purejaxpo import trust_region as tr
-from purejaxpo.networks import MLP, GaussianHead
+from purejaxpo.networks import Branch
 
 
 def _spd(rng, n):
@@ -107,7 +107,7 @@ OBS = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)  # N = 5 s
 
 
 def _categorical_setup():
-    net = MLP((4,), out_dim=3)  # tiny: 3 -> 4 -> 3 actions, P = 31
+    net = Branch(None, (4,), "tanh", "categorical", 3)  # tiny: 3 -> 4 -> 3 actions, P = 31
     params = net.init(jax.random.PRNGKey(0), OBS)
     # Move the policy off its near-uniform initialisation so the Fisher is not degenerate.
     params = jax.tree_util.tree_map(lambda x: 3.0 * x + 0.1, params)
@@ -122,8 +122,9 @@ def _categorical_setup():
 
 
 def _gaussian_setup():
-    net = GaussianHead((4,), action_dim=2, init_log_std=-0.3)
+    net = Branch(None, (4,), "tanh", "gaussian", 2)
     params = net.init(jax.random.PRNGKey(1), OBS)
+    params["params"]["log_std"] = jnp.full((2,), -0.3)
     params = jax.tree_util.tree_map(lambda x: 2.0 * x + 0.05, params)
     obs = jnp.asarray(OBS)
     old_mean, old_log_std = jax.lax.stop_gradient(net.apply(params, obs))

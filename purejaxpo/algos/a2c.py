@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from purejaxpo import advantages, losses
 from purejaxpo.algos.base import OnPolicySetup, as_train, build_policy, on_policy_program
 from purejaxpo.config import RLConfig, check_bool, check_float, check_optimizer
+from purejaxpo.networks import PolicyParts
 from purejaxpo.update import gradient_step, linear_schedule, make_optimizer
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -49,6 +50,10 @@ class A2CConfig(RLConfig):
 
     SWEEPABLE: ClassVar[tuple[str, ...]] = RLConfig.SWEEPABLE + ("gae_lambda", "ent_coef", "vf_coef")
 
+    def policy_parts(self) -> PolicyParts:
+        """Actor and critic; feed-forward or recurrent (the whole rollout is one batch)."""
+        return PolicyParts(memory=True)
+
     def validate(self) -> None:
         super().validate()
         check_float("gae_lambda", self.gae_lambda, 0.0, 1.0)
@@ -62,13 +67,14 @@ def actor_critic_loss(policy, hp: Mapping[str, Any], *, normalize_advantages: bo
                       use_critic: bool = True):
     """``loss(params, batch) -> (loss, metrics)``: the policy-gradient actor-critic objective.
 
-    ``batch`` holds ``[N]`` transitions (``obs``, ``action``, ``advantages``, ``targets``).
+    ``batch`` holds ``[N]`` transitions (``obs``, ``action``, ``advantages``, ``targets``), or
+    ``[N, T]`` whole sequences for a recurrent policy (``policy.evaluate`` unrolls them).
     ``hp`` needs ``ent_coef`` and, with ``use_critic``, ``vf_coef``. Shared by A2C and
     REINFORCE (whose "critic" is its baseline).
     """
 
     def loss(params, batch):
-        dist = policy.distribution(params, batch["obs"])
+        dist, value = policy.evaluate(params, batch)
         log_prob = dist.log_prob(batch["action"])
         adv = batch["advantages"]
         if normalize_advantages:
@@ -77,7 +83,7 @@ def actor_critic_loss(policy, hp: Mapping[str, Any], *, normalize_advantages: bo
         ent = jnp.mean(dist.entropy())
         total = pg_loss - hp["ent_coef"] * ent
         if use_critic:
-            v_loss = jnp.mean(losses.value_loss(policy.value(params, batch["obs"]), batch["targets"]))
+            v_loss = jnp.mean(losses.value_loss(value, batch["targets"]))
             total = total + hp["vf_coef"] * v_loss
         else:
             v_loss = jnp.zeros(())
@@ -104,7 +110,7 @@ def make_single_step_train(config: RLConfig, loss_fn: Callable, *, gae_lambda_ke
         step_fn = gradient_step(loss_fn(policy, hp), tx)
 
         def learn(key, params, opt_state, rollout):
-            (params, opt_state), metrics = step_fn((params, opt_state), rollout.flat_batch())
+            (params, opt_state), metrics = step_fn((params, opt_state), rollout.batch(policy))
             return params, opt_state, metrics
 
         return OnPolicySetup(tx, learn, 1.0 if gae_lambda_key is None else hp[gae_lambda_key],

@@ -12,7 +12,7 @@ from purejaxpo import advantages
 from purejaxpo.config import RLConfig
 from purejaxpo.envs import make, make_vec_env
 from purejaxpo.metrics import NONFINITE, nonfinite
-from purejaxpo.networks import ActorCritic, RecurrentActorCritic, episode_starts
+from purejaxpo.networks import Policy, episode_starts
 from purejaxpo.rollout import EnvCarry, Transition, collect, episode_metrics
 from purejaxpo.update import explained_variance, flatten_time_batch
 
@@ -42,20 +42,15 @@ def build_env(config: RLConfig, gamma):
     )
 
 
-def build_policy(config: RLConfig) -> ActorCritic:
-    """The actor-critic network that fits ``config.env`` (built without tracing anything).
+def build_policy(config: RLConfig) -> Policy:
+    """The policy that ``config`` describes (:meth:`~purejaxpo.config.RLConfig.policy_spec`:
+    torso, memory, heads) for ``config.env``'s spaces, built without tracing anything.
 
-    A :class:`~purejaxpo.networks.RecurrentActorCritic` when ``config`` has a ``gru_size``
-    (e.g. ``RecurrentPPOConfig``), a feed-forward :class:`~purejaxpo.networks.ActorCritic`
-    otherwise.
+    ``ValueError`` if the torso cannot take the environment's observations (e.g. a CNN on flat
+    ones), before anything compiles.
     """
     env, env_params = make(config.env)
-    venv = make_vec_env(env, env_params, 1)
-    policy = ActorCritic.for_env(venv, config.hidden_sizes, config.activation)
-    gru_size = getattr(config, "gru_size", None)
-    if gru_size is None:
-        return policy
-    return RecurrentActorCritic(**dataclasses.asdict(policy), gru_size=gru_size)
+    return Policy.for_env(make_vec_env(env, env_params, 1), config.policy_spec())
 
 
 PROGRESS_CALLS = (10, 100)
@@ -277,7 +272,7 @@ class OnPolicySetup(NamedTuple):
     lr_schedule: Callable | None = None
 
 
-def on_policy_program(config: RLConfig, policy: ActorCritic,
+def on_policy_program(config: RLConfig, policy: Policy,
                       setup: Callable[[dict], OnPolicySetup], *,
                       progress: Callable[[int], None] | None = None) -> Program:
     """The run every on-policy algorithm shares, as ``init`` and ``run`` pieces.
@@ -286,7 +281,7 @@ def on_policy_program(config: RLConfig, policy: ActorCritic,
 
     Args:
       config: shapes (``num_envs``, ``num_steps``, ``num_updates``) and the env.
-      policy: the actor-critic (feed-forward or recurrent: any policy with the protocol of
+      policy: the policy (feed-forward or recurrent: any policy with the protocol of
         :mod:`purejaxpo.networks`).
       setup: ``setup(hp) -> OnPolicySetup`` from the complete traced hyperparameters
         (``hp["gamma"]`` is used here too).
@@ -345,7 +340,7 @@ def on_policy_program(config: RLConfig, policy: ActorCritic,
     return Program(init, run, config.num_updates)
 
 
-def on_policy_train(config: RLConfig, hp, policy: ActorCritic, tx, learn: Callable, *,
+def on_policy_train(config: RLConfig, hp, policy: Policy, tx, learn: Callable, *,
                     key, gae_lambda, use_critic: bool = True, lr_schedule: Callable | None = None,
                     progress: Callable[[int], None] | None = None) -> TrainResult:
     """The whole shared run in one call (:func:`on_policy_program` with a fixed setup).

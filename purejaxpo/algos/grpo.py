@@ -38,6 +38,7 @@ from purejaxpo.algos.base import (
     run_updates,
 )
 from purejaxpo.config import RLConfig, _fail, check_bool, check_float, check_int
+from purejaxpo.networks import PolicyParts
 from purejaxpo.rollout import EnvCarry, collect, episode_statistics
 from purejaxpo.update import (
     flatten_time_batch,
@@ -87,6 +88,10 @@ class GRPOConfig(RLConfig):
     SWEEPABLE: ClassVar[tuple[str, ...]] = RLConfig.SWEEPABLE + (
         "clip_eps", "clip_eps_high", "beta", "ent_coef",
     )
+
+    def policy_parts(self) -> PolicyParts:
+        """The actor alone (group-relative advantages need no critic); feed-forward only."""
+        return PolicyParts(("actor",))
 
     def validate(self) -> None:
         super().validate()

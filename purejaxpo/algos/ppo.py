@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from purejaxpo import advantages, losses
 from purejaxpo.algos.base import OnPolicySetup, as_train, build_policy, on_policy_program
 from purejaxpo.config import RLConfig, _fail, check_bool, check_float, check_int
+from purejaxpo.networks import PolicyParts
 from purejaxpo.update import gradient_step, linear_schedule, make_optimizer, run_epochs
 
 
@@ -74,6 +75,14 @@ class PPOConfig(RLConfig):
         check_bool("clip_value_loss", self.clip_value_loss)
         check_bool("normalize_advantages", self.normalize_advantages)
         check_float("adam_eps", self.adam_eps, 0.0, low_open=True)
+        if self.gru_size and self.num_envs % self.num_minibatches:
+            _fail("num_minibatches", self.num_minibatches,
+                  f"must divide num_envs = {self.num_envs} with a GRU policy (minibatches "
+                  f"are whole sequences)")
+
+    def policy_parts(self) -> PolicyParts:
+        """Actor and critic; feed-forward or recurrent (whole-sequence minibatches)."""
+        return PolicyParts(memory=True)
 
 
 def ppo_loss(policy, hp: Mapping[str, Any], config: PPOConfig):

@@ -1,14 +1,16 @@
 """PPO with a recurrent (GRU) policy, for partially observed tasks that need memory.
 
-Everything but the network and the minibatch layout is PPO's (:mod:`purejaxpo.algos.ppo`): the
-same loss, GAE, epochs and update scan. What differs, and where it lives:
+``ppo_rnn`` is PPO (:mod:`purejaxpo.algos.ppo`) with a GRU torso: the same loss, GAE, epochs
+and update scan, and the same config class with other defaults (``gru_size=64``). Any PPO
+config with ``gru_size > 0`` trains the same way; this name only selects the defaults. What a
+GRU changes, and where it lives:
 
-* the policy is a :class:`~purejaxpo.networks.RecurrentActorCritic`: a GRU torso shared by the
-  actor and critic heads, its hidden state zeroed at episode boundaries;
+* the policy (:class:`~purejaxpo.networks.Policy` with ``gru_size > 0``) has a GRU torso shared
+  by the actor and critic heads, its hidden state zeroed at episode boundaries;
 * the rollout (the shared :func:`~purejaxpo.rollout.collect`) carries the hidden state from
-  step to step and from one update to the next, and stores the state each step acted from;
+  step to step and from one update to the next, and stores the state each rollout started from;
 * values for GAE are recomputed by unrolling the GRU over the rollout ``[T, B]`` from its
-  initial state (:meth:`~purejaxpo.networks.RecurrentActorCritic.rollout_values`);
+  initial state (:meth:`~purejaxpo.networks.Policy.rollout_values`);
 * minibatches are whole sequences: the env axis B is split into ``num_minibatches`` groups and
   time T is kept intact, each sequence with its initial hidden state and its reset flags
   (:meth:`~purejaxpo.algos.base.Rollout.sequence_batch`), so the loss backpropagates through
@@ -28,30 +30,27 @@ import dataclasses
 from typing import Callable
 
 from purejaxpo.algos import ppo
-from purejaxpo.config import _fail, check_int
+from purejaxpo.config import check_int
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RecurrentPPOConfig(ppo.PPOConfig):
-    """PPO settings plus the GRU's (see :class:`~purejaxpo.algos.ppo.PPOConfig`).
+    """PPO's settings with a GRU policy's defaults (see :class:`~purejaxpo.algos.ppo.PPOConfig`).
 
-    Attributes:
-      gru_size: width of the GRU state and of the embedding below it (static).
-      num_minibatches: minibatches of whole sequences per epoch; must divide ``num_envs``
-        (static).
+    The policy: an embedding layer of ``hidden_sizes`` and a GRU of ``gru_size`` units, shared
+    by the actor and critic heads, each with its own dense layers of ``head_sizes``.
+    ``num_minibatches`` (whole sequences) must divide ``num_envs``.
     """
 
     gru_size: int = 64
     num_envs: int = 16
     num_steps: int = 32
     hidden_sizes: tuple[int, ...] = (64,)
+    head_sizes: tuple[int, ...] = (64,)
 
     def validate(self) -> None:
         super().validate()
         check_int("gru_size", self.gru_size)
-        if self.num_envs % self.num_minibatches:
-            _fail("num_minibatches", self.num_minibatches,
-                  f"must divide num_envs = {self.num_envs} (minibatches are whole sequences)")
 
 
 def make_train(config: RecurrentPPOConfig, *, progress: Callable[[int], None] | None = None):

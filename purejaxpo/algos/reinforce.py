@@ -20,6 +20,7 @@ from typing import Callable, ClassVar
 
 from purejaxpo.algos.a2c import actor_critic_loss, make_single_step_train
 from purejaxpo.config import RLConfig, check_bool, check_float, check_optimizer
+from purejaxpo.networks import PolicyParts
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -47,6 +48,10 @@ class REINFORCEConfig(RLConfig):
     optimizer_eps: float = 1e-5
 
     SWEEPABLE: ClassVar[tuple[str, ...]] = RLConfig.SWEEPABLE + ("ent_coef", "vf_coef")
+
+    def policy_parts(self) -> PolicyParts:
+        """The actor, and a critic only as the baseline; feed-forward or recurrent."""
+        return PolicyParts(("actor", "critic") if self.baseline else ("actor",), memory=True)
 
     def validate(self) -> None:
         super().validate()

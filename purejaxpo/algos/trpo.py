@@ -41,6 +41,7 @@ from purejaxpo.algos.base import (
     on_policy_program,
 )
 from purejaxpo.config import RLConfig, _fail, check_bool, check_float, check_int
+from purejaxpo.networks import PolicyParts
 from purejaxpo.update import gradient_step, linear_schedule, make_optimizer, run_epochs
 
 
@@ -85,6 +86,11 @@ class TRPOConfig(RLConfig):
     SWEEPABLE: ClassVar[tuple[str, ...]] = RLConfig.SWEEPABLE + (
         "gae_lambda", "max_kl", "damping", "backtrack_coef",
     )
+
+    def policy_parts(self) -> PolicyParts:
+        """Actor and critic, with separate torsos: the trust region is over the actor's
+        parameters alone, and the critic is fitted apart. Feed-forward only."""
+        return PolicyParts(shared_torso=False)
 
     def validate(self) -> None:
         super().validate()
