@@ -64,6 +64,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib.util
+import warnings
 from typing import Any
 
 import jax
@@ -302,7 +303,11 @@ class PhysicsEnv(environment.Environment[PhysicsState, PhysicsParams]):
 def _load_brax(env_name: str, backend: str):
     from brax import envs
 
-    return envs.get_environment(env_name, backend=backend)
+    with warnings.catch_warnings():
+        # brax 0.14 warns at every model load that its own pipelines are no longer actively
+        # maintained and points to MJX; the default backend here is MJX.
+        warnings.filterwarnings("ignore", message="Brax System, piplines", category=UserWarning)
+        return envs.get_environment(env_name, backend=backend)
 
 
 @functools.lru_cache(maxsize=32)

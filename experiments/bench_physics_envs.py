@@ -4,14 +4,17 @@
   adapter of ``purejaxpo.envs.physics``; every reset draws a new random initial state.
 * ``native``: the library's own batched training environment (``brax.envs.training.wrap`` /
   ``mujoco_playground.wrapper.wrap_for_brax_training``: ``VmapWrapper``, ``EpisodeWrapper``,
-  ``AutoResetWrapper``), which resets every finished episode to one cached initial state.
+  ``AutoResetWrapper``), which resets every finished episode to one cached initial state;
+  for Playground also ``native_full_reset`` (its ``full_reset=True``: a new random initial
+  state at every reset, as the adapter does).
 
 Each measurement is one jitted ``lax.scan`` of ``--steps`` steps of uniform random actions in
-[-1, 1] over ``--num-envs`` environments (compiled once, then timed); the variants run
+[-1, 1] over ``--num-envs`` environments (compiled once, then timed; it returns the sum of
+rewards and observations, so no step can be optimised away); the variants run
 interleaved, ``--repeats`` times, and the median is reported. ``--backends`` also times every
 brax backend (native batching). Writes ``experiments/results/physics/bench_envs.{json,md}``.
 
-    .venv/bin/python experiments/bench_physics_envs.py            # about 4 minutes on 2 cores
+    .venv/bin/python experiments/bench_physics_envs.py            # about 8 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def adapter_program(name: str, num_envs: int, steps: int, episode_length: int):
             ka, ks = jax.random.split(k)
             action = jax.random.uniform(ka, (num_envs, action_dim), minval=-1.0, maxval=1.0)
             obs, state, reward, *_ = venv.step(ks, state, action)
-            return state, reward.sum()
+            return state, reward.sum() + obs.sum()  # depends on the dynamics: not optimised away
 
         _, rewards = jax.lax.scan(body, state, jax.random.split(key, steps))
         return rewards.sum()
@@ -53,7 +56,8 @@ def adapter_program(name: str, num_envs: int, steps: int, episode_length: int):
     return jax.jit(run)
 
 
-def native_program(name: str, num_envs: int, steps: int, episode_length: int):
+def native_program(name: str, num_envs: int, steps: int, episode_length: int,
+                   full_reset: bool = False):
     kind, env_name, backend = parse(name)
     if kind == "brax":
         from brax import envs
@@ -64,7 +68,8 @@ def native_program(name: str, num_envs: int, steps: int, episode_length: int):
         from mujoco_playground import registry, wrapper
 
         inner = registry.load(env_name, config_overrides={"impl": backend})
-        env = wrapper.wrap_for_brax_training(inner, episode_length=episode_length)
+        env = wrapper.wrap_for_brax_training(inner, episode_length=episode_length,
+                                             full_reset=full_reset)
     action_dim = inner.action_size
 
     def run(key):
@@ -73,7 +78,7 @@ def native_program(name: str, num_envs: int, steps: int, episode_length: int):
         def body(state, k):
             action = jax.random.uniform(k, (num_envs, action_dim), minval=-1.0, maxval=1.0)
             state = env.step(state, action)
-            return state, state.reward.sum()
+            return state, state.reward.sum() + state.obs.sum()
 
         _, rewards = jax.lax.scan(body, state, jax.random.split(key, steps))
         return rewards.sum()
@@ -92,7 +97,7 @@ def main(argv=None) -> int:
     parser.add_argument("--envs", nargs="+", default=["brax:ant", "brax:inverted_pendulum",
                                                        "playground:CartpoleBalance"])
     parser.add_argument("--num-envs", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--episode-length", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", action="store_true",
@@ -105,6 +110,9 @@ def main(argv=None) -> int:
             "adapter": adapter_program(name, args.num_envs, args.steps, args.episode_length),
             "native": native_program(name, args.num_envs, args.steps, args.episode_length),
         }
+        if name.startswith("playground:"):  # resets to a new random state, as the adapter
+            programs["native_full_reset"] = native_program(
+                name, args.num_envs, args.steps, args.episode_length, full_reset=True)
         if args.backends and name.startswith("brax:"):
             base = name.split("@")[0]
             for backend in BRAX_BACKENDS:

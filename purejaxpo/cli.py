@@ -275,9 +275,15 @@ def cmd_plot(args) -> int:
 
 
 def cmd_envs(args) -> int:
-    from purejaxpo.envs import env_names
+    from purejaxpo.envs import physics
+    from purejaxpo.envs.registry import PHYSICS_FAMILIES, env_names
 
     print("\n".join(env_names()))
+    for family in PHYSICS_FAMILIES:  # optional extras: their names, or how to install them
+        if physics.is_installed(family):
+            print("\n".join(env_names(family)))
+        else:
+            print(f"# {family}:<name> environments: {physics.INSTALL[family]}")
     return 0
 
 
@@ -290,7 +296,8 @@ def make_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train an algorithm over several seeds in one program")
     train.add_argument("algo", choices=sorted(ALGORITHMS))
     train.add_argument("--env", default="CartPole-v1",
-                       help="gymnax environment; starts from its tuned preset (default CartPole-v1)")
+                       help="gymnax environment, brax:<name>[@backend] or playground:<name>; starts "
+                            "from its tuned preset (default CartPole-v1)")
     train.add_argument("--seeds", type=int, default=8, help="number of seeds, vmapped (default 8)")
     train.add_argument("--seed", type=int, default=0, help="base PRNG seed (default 0)")
     train.add_argument("--total-timesteps", type=int, default=None, help="env steps per seed")
