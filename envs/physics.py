@@ -23,25 +23,27 @@ Names:
 
 * ``brax:<name>`` with ``<name>`` any ``brax.envs`` registry name (``ant``, ``hopper``,
   ``inverted_pendulum``, ...); ``brax:<name>@<backend>`` picks the physics pipeline, one of
-  :data:`BRAX_BACKENDS`. The default is ``mjx`` (MuJoCo's own dynamics, written in JAX):
-  it is the most faithful of the four and the fastest on a CPU for contact-rich bodies.
-  Measured on this project's 2-core AMD EPYC CPU (jax 0.10.2, brax 0.14.2, 64 envs, random
-  actions, brax's own batched wrapper, one jitted scan; env steps/s):
+  :data:`BRAX_BACKENDS`. The default is ``mjx``: MuJoCo's own dynamics written in JAX (those
+  of MuJoCo's and Playground's reference tasks), the most faithful of the four, and on this
+  CPU 2.6x faster than brax's own constructor default ``generalized`` on ant. ``spring`` is
+  faster still (1.2x on ant, 2.2x on the pendulum) but is an approximate, impulse-based
+  physics. Measured by ``experiments/bench_physics_envs.py --backends`` on this project's
+  2-core AMD EPYC CPU (jax 0.10.2, brax 0.14.2; 64 envs, 1000 steps of random actions in one
+  jitted scan, brax's own batched wrapper, median of 3 interleaved runs; env steps/s):
 
   ======================= ========== ============= ============ ==========
   env                     mjx        generalized   positional   spring
   ======================= ========== ============= ============ ==========
-  ``ant``                 18,478     7,056         6,380        16,003
-  ``inverted_pendulum``   108,198    70,906        61,255       294,234
+  ``ant``                 18,458     7,116         6,304        21,791
+  ``inverted_pendulum``   135,037    87,338        88,176       300,893
   ======================= ========== ============= ============ ==========
 
-  ``spring`` is faster on the pendulum but is an approximate, impulse-based physics;
-  ``generalized`` (brax's own constructor default) is 2.6x slower than ``mjx`` on ant.
 * ``playground:<name>`` with ``<name>`` any ``mujoco_playground.registry`` name
   (``CartpoleBalance``, ``CheetahRun``, ``Go1JoystickFlatTerrain``, ...);
   ``playground:<name>@<impl>`` picks MJX's implementation, ``jax`` (default) or ``warp``.
-  On this CPU ``CartpoleBalance`` runs 286,954 env steps/s with ``jax`` and 8,928 with
-  ``warp`` (64 envs, as above), so ``jax`` is the default; ``warp`` is meant for NVIDIA GPUs.
+  On this CPU ``CartpoleBalance`` ran 286,954 env steps/s with ``jax`` and 8,928 with
+  ``warp`` (64 envs, 200 steps, one run each), so ``jax`` is the default; ``warp`` is meant
+  for NVIDIA GPUs.
   Where a task's observation is a dict (locomotion tasks: ``state`` and
   ``privileged_state``), the policy and the critic both see ``obs["state"]``.
 
@@ -51,12 +53,25 @@ brax and mujoco_playground are optional (``pip install "purejaxpo[brax]"``,
 
 Batching. brax's and Playground's own batched environment (``VmapWrapper``) is itself a
 ``jax.vmap`` of the single environment, so ``VecEnv``'s vmap over this adapter is the same
-program, apart from the reset: brax's ``AutoResetWrapper`` returns every finished episode to
-the one initial state it drew at the start (cached), where this adapter draws a new random
-initial state at every reset (computed at every step and selected where an episode ended, as
-gymnax does). Measured by ``experiments/bench_physics_envs.py`` (env steps/s of random
-actions, 64 envs, 200 steps per jitted scan, three interleaved repeats, median), on the same
-CPU: see :data:`BATCH_BENCHMARK`.
+program apart from the reset: brax's ``AutoResetWrapper`` (and Playground's by default)
+returns every finished episode to the one initial state it drew at the start, where this
+adapter draws a new random initial state at every reset (computed at every step and selected
+where an episode ended, as gymnax does). Measured as above (64 envs, 1000 steps, median of 3
+interleaved runs; ``experiments/results/physics/bench_envs.md``), env steps/s:
+
+============================== ========= ================ ==========================
+env                            adapter   native (cached)  native, fresh resets
+============================== ========= ================ ==========================
+``brax:ant``                   18,433    18,956           (brax has no such option)
+``brax:inverted_pendulum``     132,749   135,938          (brax has no such option)
+``playground:CartpoleBalance`` 552,104   693,482          562,850 (``full_reset``)
+============================== ========= ================ ==========================
+
+The vmap over the adapter is within 3% of the native batch on both brax tasks, and of
+Playground's with the same fresh resets, so the adapter keeps ``VecEnv``. The native batch is faster only by resetting to a cached state,
+which pays where a reset costs as much as a step (Playground's cartpole: one physics step per
+control step); every episode then starts from the same state in each env, which this adapter
+does not do.
 """
 
 from __future__ import annotations
