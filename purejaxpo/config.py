@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Mapping
 
 import jax.numpy as jnp
 
-from purejaxpo.envs.registry import validate_env_name
+from purejaxpo.envs.registry import make, validate_env_name
 from purejaxpo.networks import SPEC_FIELDS, PolicyParts, PolicySpec
 from purejaxpo.update import OPTIMIZERS
 
@@ -77,6 +77,7 @@ class RLConfig:
         :class:`~purejaxpo.networks.PolicySpec` for this and the policy fields below).
       hidden_sizes: dense layer widths of the torso (after the convolutions for a CNN).
       conv_channels, conv_kernels, conv_strides: the CNN's layers (one entry per layer).
+      conv_pool: average pooling window (and stride) after the convolutions; 1: none.
       gru_size: 0, or the width of a GRU on top of the torso (memory).
       shared_torso: one torso for actor and critic (unset: shared with a CNN or a GRU).
       head_sizes: dense layers of each head above a shared torso.
@@ -99,6 +100,7 @@ class RLConfig:
     conv_channels: tuple[int, ...] = ()
     conv_kernels: tuple[int, ...] = ()
     conv_strides: tuple[int, ...] = ()
+    conv_pool: int = 1
     gru_size: int = 0
     shared_torso: bool | None = None
     head_sizes: tuple[int, ...] = ()
@@ -131,7 +133,10 @@ class RLConfig:
         check_bool("anneal_lr", self.anneal_lr)
         check_float("gamma", self.gamma, 0.0, 1.0)
         check_float("max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
-        self.policy_spec()  # the policy fields (torso, hidden_sizes, gru_size, ...)
+        spec = self.policy_spec()  # the policy fields (torso, hidden_sizes, gru_size, ...)
+        if spec.torso == "cnn":  # a CNN needs image observations: ask the env (no compiling)
+            env, env_params = make(self.env)
+            spec.check_observation(tuple(env.observation_space(env_params).shape))
         check_bool("normalize_obs", self.normalize_obs)
         check_bool("normalize_reward", self.normalize_reward)
 

@@ -8,7 +8,32 @@ from __future__ import annotations
 
 from typing import Any
 
+# MinAtar (gymnax's JAX MinAtar, [10, 10, C] images): a small CNN torso shared by actor and
+# critic (conv 16 of 3x3, dense 128, ReLU) and gymnax-blines' PPO settings (64 envs x 128
+# steps, lr 5e-4, 4 epochs of 8 minibatches); 1e7 env steps per run, as the anchors
+# (experiments/minatar.py has the table).
+MINATAR = {
+    "total_timesteps": 10_000_000,
+    "num_envs": 64,
+    "num_steps": 128,
+    "num_epochs": 4,
+    "num_minibatches": 8,
+    "learning_rate": 5e-4,
+    "gamma": 0.99,
+    "gae_lambda": 0.95,
+    "ent_coef": 0.01,
+    "torso": "cnn",
+    "conv_channels": (16,),
+    "conv_kernels": (3,),
+    "conv_strides": (1,),
+    "hidden_sizes": (128,),
+    "activation": "relu",
+}
+MINATAR_GAMES = ("Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar",
+                 "SpaceInvaders-MinAtar")
+
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
+    **{("ppo", game): MINATAR for game in MINATAR_GAMES},
     # PureJaxRL's CartPole settings; every one of 16 seeds reaches 500 at 5e5 steps.
     ("ppo", "CartPole-v1"): {},
     ("ppo", "Acrobot-v1"): {},
