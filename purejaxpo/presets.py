@@ -8,25 +8,27 @@ from __future__ import annotations
 
 from typing import Any
 
-# MinAtar (gymnax's JAX MinAtar, [10, 10, C] images): a small CNN torso shared by actor and
-# critic (conv 16 of 3x3, dense 128, ReLU) and gymnax-blines' PPO settings (64 envs x 128
-# steps, lr 5e-4, 4 epochs of 8 minibatches); 1e7 env steps per run, as the anchors
-# (experiments/minatar.py has the table).
+# MinAtar (gymnax's JAX MinAtar, [10, 10, C] images): Pgx's small CNN (conv 32 of 2x2, average
+# pool 2, dense 64, ReLU) shared by actor and critic, with gymnax-blines' rollout (64 envs x 128
+# steps, 4 epochs of 8 minibatches) and lr 2e-3. Breakout-MinAtar at 2e6 steps, 2 seeds (2-core
+# CPU, 2026-11-30): lr 2e-3 20.3 (15.7, 24.8), lr 5e-3 16.6 (7.5, 25.7); lr 5e-4 (gymnax-blines')
+# 3.5. 1e7 env steps per run, as the anchors (experiments/minatar.py has the table).
 MINATAR = {
     "total_timesteps": 10_000_000,
     "num_envs": 64,
     "num_steps": 128,
     "num_epochs": 4,
     "num_minibatches": 8,
-    "learning_rate": 5e-4,
+    "learning_rate": 2e-3,
     "gamma": 0.99,
     "gae_lambda": 0.95,
     "ent_coef": 0.01,
     "torso": "cnn",
-    "conv_channels": (16,),
-    "conv_kernels": (3,),
+    "conv_channels": (32,),
+    "conv_kernels": (2,),
     "conv_strides": (1,),
-    "hidden_sizes": (128,),
+    "conv_pool": 2,
+    "hidden_sizes": (64,),
     "activation": "relu",
 }
 MINATAR_GAMES = ("Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar",
@@ -168,6 +170,14 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+def preset_values(algo: str, env: str) -> dict[str, Any]:
+    """The preset's settings for ``(algo, env)``: its own entry, else that of the env without
+    a ``@backend`` suffix (``brax:ant@spring`` starts from ``brax:ant``'s), else none."""
+    if (algo, env) in PRESETS:
+        return dict(PRESETS[(algo, env)])
+    return dict(PRESETS.get((algo, env.split("@")[0]), {}))
+
+
 def preset(algo: str, env: str, **overrides):
     """The config for ``algo`` on ``env``: the preset (if any) with ``overrides`` on top."""
     from purejaxpo.algos import ALGORITHMS
@@ -175,7 +185,7 @@ def preset(algo: str, env: str, **overrides):
     if algo not in ALGORITHMS:
         raise ValueError(f"algo={algo!r} is invalid: must be one of {sorted(ALGORITHMS)}")
     config_cls, _ = ALGORITHMS[algo]
-    values = {"env": env, **PRESETS.get((algo, env), {}), **overrides}
+    values = {"env": env, **preset_values(algo, env), **overrides}
     return config_cls(**values)
 
 

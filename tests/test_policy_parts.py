@@ -165,3 +165,24 @@ def test_minatar_presets_use_a_cnn():
         config = preset("ppo", game)
         assert config.torso == "cnn" and config.total_timesteps == 10_000_000
         assert build_policy(config).spec.shared
+
+
+def test_a_backend_suffix_starts_from_the_plain_names_preset():
+    from purejaxpo.presets import PRESETS, preset_values
+
+    assert preset_values("ppo", "brax:ant@spring") == PRESETS[("ppo", "brax:ant")]
+    assert preset_values("ppo", "Breakout-MinAtar") == PRESETS[("ppo", "Breakout-MinAtar")]
+    assert preset_values("ppo", "nothing@here") == {}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_breakout_minatar_cnn_preset_learns(tmp_path):
+    """The issue's check (slow, about 5-10 min on 2 cores: `pytest -m slow`): PPO with the CNN
+    preset reaches a mean final return of at least 8 on Breakout-MinAtar in 2e6 steps."""
+    out = tmp_path / "b.json"
+    assert cli.main(["train", "ppo", "--env", "Breakout-MinAtar", "--seeds", "2",
+                     "--total-timesteps", "2000000", "--no-progress", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["torso"] == "cnn"
+    assert np.mean(data["final_return"]) >= 8.0, data["final_return"]

@@ -1,0 +1,86 @@
+"""PPO on the four gymnax MinAtar games with the CNN preset, beside the published anchors.
+
+Runs ``purejaxpo.presets.MINATAR`` (a CNN torso shared by actor and critic) on
+Breakout-, Asterix-, Freeway- and SpaceInvaders-MinAtar, all seeds of a game vmapped in one
+program, one game after another, and writes after each game (so a long run that is stopped
+keeps what it finished):
+
+* ``<out>.md``: final returns (mean and range over seeds), env steps/s, the anchors;
+* ``<out>.png``: return against env steps, mean over seeds with the range as a band;
+* ``<out>.json``: everything, curves included.
+
+Anchors, PPO at 1e7 env steps per run: gymnax-blines (an MLP of 2 x 256, 64 envs, lr 5e-4,
+gamma 0.999) and Pgx's MinAtar PPO (a small CNN, 4096 envs, at 2e7 steps). Usage::
+
+    .venv/bin/python experiments/minatar.py                        # 4 games x 2 seeds x 1e7
+    .venv/bin/python experiments/minatar.py --games Breakout-MinAtar --steps 2000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from learning_curves import plot, run_one  # noqa: E402  (the same runner and plot)
+
+from purejaxpo.presets import MINATAR_GAMES  # noqa: E402
+from purejaxpo.settings import device_description  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+ANCHORS = {  # game -> (gymnax-blines at 1e7, Pgx CNN at 2e7)
+    "Breakout-MinAtar": (28, "about 50"),
+    "Asterix-MinAtar": (15, "about 22-25"),
+    "Freeway-MinAtar": (58, "about 63"),
+    "SpaceInvaders-MinAtar": (131, "about 145"),
+}
+
+
+def write(rows, out: Path, device: str) -> None:
+    lines = ["| game | seeds | env steps per seed | mean final_return | seed range | "
+             "gymnax-blines (MLP, 1e7) | Pgx (CNN, 2e7) | at or above gymnax-blines | "
+             "env steps/s | run min |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        blines, pgx = ANCHORS[r["env"]]
+        lines.append(f"| {r['env']} | {r['seeds']} | {r['total_timesteps']:,} | {r['mean']:.2f} "
+                     f"| {r['min']:.2f} to {r['max']:.2f} | {blines} | {pgx} | "
+                     f"{'yes' if r['mean'] >= blines else 'no'} | {r['steps_per_s']:,.0f} | "
+                     f"{r['run_s'] / 60:.1f} |")
+    md = [f"# PPO on MinAtar ({time.strftime('%Y-%m-%d')}, {device})", "",
+          "CNN preset (`purejaxpo.presets.MINATAR`); `final_return`: mean return of the "
+          "episodes completed in each seed's last 5% of env steps. Written by "
+          "`experiments/minatar.py`.", "", *lines, "", f"![MinAtar]({out.name}.png)", ""]
+    out.with_suffix(".md").write_text("\n".join(md))
+    out.with_suffix(".json").write_text(json.dumps({"device": device, "runs": rows}))
+    plot(rows, out.with_suffix(".png"))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--games", nargs="*", default=list(MINATAR_GAMES), choices=MINATAR_GAMES)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10_000_000, help="env steps per seed")
+    p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "minatar" / "minatar"))
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    device = device_description()
+    rows = []
+    for game in args.games:
+        print(f"{game}: {args.seeds} seeds x {args.steps:,} steps on {device}", flush=True)
+        row = run_one("ppo", game, args.seeds, args.steps)
+        rows.append(row)
+        print(f"  mean final_return {row['mean']:.2f} ({row['min']:.2f} to {row['max']:.2f}), "
+              f"{row['steps_per_s']:,.0f} env steps/s, run {row['run_s']:.0f} s", flush=True)
+        write(rows, out, device)
+    print(f"wrote {out}.md, .json, .png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
