@@ -122,19 +122,25 @@ def plot(rows, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def select_runs(parser: argparse.ArgumentParser, runs, only):
+    """The rows of ``runs`` (``(algo, env, ...)``) named by ``--only ALGO:ENV ...`` (all when
+    None); an unknown pair is a usage error."""
+    if not only:
+        return runs
+    wanted = set(only)
+    unknown = wanted - {f"{a}:{e}" for a, e, *_ in runs}
+    if unknown:
+        parser.error(f"--only: unknown pairs {sorted(unknown)}")
+    return [r for r in runs if f"{r[0]}:{r[1]}" in wanted]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="*", metavar="ALGO:ENV", help="run just these pairs")
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "learning_curves"),
                    help="output path without extension")
     args = p.parse_args(argv)
-    runs = RUNS
-    if args.only:
-        wanted = set(args.only)
-        unknown = wanted - {f"{a}:{e}" for a, e, *_ in RUNS}
-        if unknown:
-            p.error(f"--only: unknown pairs {sorted(unknown)}")
-        runs = [r for r in RUNS if f"{r[0]}:{r[1]}" in wanted]
+    runs = select_runs(p, RUNS, args.only)
 
     rows, lines, ok = [], [], True
     device = device_description()

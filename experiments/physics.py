@@ -30,7 +30,7 @@ import purejaxpo  # noqa: F401  (before JAX starts)
 import numpy as np
 
 from _bench_common import cpu_description
-from learning_curves import passed, run_one
+from learning_curves import passed, run_one, select_runs
 from purejaxpo.envs import physics
 from purejaxpo.presets import preset
 from purejaxpo.settings import device_description
@@ -90,13 +90,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="*", metavar="ALGO:ENV", help="run just these pairs")
     p.add_argument("--out", default=str(OUT), help="output path without extension")
     args = p.parse_args(argv)
-    runs = RUNS
-    if args.only:
-        wanted = set(args.only)
-        unknown = wanted - {f"{a}:{e}" for a, e, *_ in RUNS}
-        if unknown:
-            p.error(f"--only: unknown pairs {sorted(unknown)}")
-        runs = [r for r in RUNS if f"{r[0]}:{r[1]}" in wanted]
+    runs = select_runs(p, RUNS, args.only)
 
     machine = f"{cpu_description()}; {device_description()}"
     print(f"{len(runs)} runs on {machine}", flush=True)

@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Mapping
 import jax.numpy as jnp
 
 from purejaxpo.envs.registry import make, validate_env_name
-from purejaxpo.networks import SPEC_FIELDS, PolicyParts, PolicySpec
+from purejaxpo.networks import SPEC_FIELDS, PolicyFields, PolicyParts, PolicySpec
 from purejaxpo.update import OPTIMIZERS
 
 
@@ -61,7 +61,7 @@ def check_bool(field: str, value: Any) -> None:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class RLConfig:
+class RLConfig(PolicyFields):
     """Settings every on-policy RL algorithm here shares.
 
     Attributes:
@@ -73,16 +73,9 @@ class RLConfig:
       anneal_lr: decay the learning rate linearly to 0 over the run.
       gamma: discount factor (sweepable).
       max_grad_norm: global gradient-norm clip (sweepable).
-      torso: the policy's torso, ``mlp`` or ``cnn`` (static; see
-        :class:`~purejaxpo.networks.PolicySpec` for this and the policy fields below).
-      hidden_sizes: dense layer widths of the torso (after the convolutions for a CNN).
-      conv_channels, conv_kernels, conv_strides: the CNN's layers (one entry per layer).
-      conv_pool: average pooling window (and stride) after the convolutions; 1: none.
-      gru_size: 0, or the width of a GRU on top of the torso (memory).
-      shared_torso: one torso for actor and critic (unset: shared with a CNN or a GRU).
-      head_sizes: dense layers of each head above a shared torso.
-      activation: one of ``tanh``, ``relu``, ``gelu``, ``silu``, ``elu``.
-      log_std: a Gaussian actor's log-std, ``free`` (a parameter) or ``state`` (a layer).
+      torso, hidden_sizes, conv_*, gru_size, shared_torso, head_sizes, activation, log_std:
+        the policy's network (static), inherited from
+        :class:`~purejaxpo.networks.PolicyFields`, which documents them.
       normalize_obs: running observation normalisation (statistics are part of the state).
       normalize_reward: scale rewards by the running std of the discounted return.
     """
@@ -95,17 +88,6 @@ class RLConfig:
     anneal_lr: bool = True
     gamma: float = 0.99
     max_grad_norm: float = 0.5
-    torso: str = "mlp"
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    conv_channels: tuple[int, ...] = ()
-    conv_kernels: tuple[int, ...] = ()
-    conv_strides: tuple[int, ...] = ()
-    conv_pool: int = 1
-    gru_size: int = 0
-    shared_torso: bool | None = None
-    head_sizes: tuple[int, ...] = ()
-    activation: str = "tanh"
-    log_std: str = "free"
     normalize_obs: bool = False
     normalize_reward: bool = False
 

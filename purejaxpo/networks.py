@@ -273,11 +273,6 @@ class PolicyParts:
     shared_torso: bool = True
 
 
-SPEC_FIELDS = ("torso", "hidden_sizes", "conv_channels", "conv_kernels", "conv_strides",
-               "conv_pool", "gru_size", "shared_torso", "head_sizes", "activation", "log_std")
-"""The config fields that describe a policy (each a static setting of every RL config)."""
-
-
 def _fail(field: str, value: Any, valid: str) -> None:
     raise ValueError(f"{field}={value!r} is invalid: {valid}")
 
@@ -290,9 +285,10 @@ def _check_sizes(field: str, sizes, *, empty_ok: bool) -> None:
               + " of integers >= 1")
 
 
-@dataclasses.dataclass(frozen=True)
-class PolicySpec:
-    """A policy's network, described by the config fields of the same names.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PolicyFields:
+    """The fields that describe a policy's network: those of :class:`PolicySpec`, and of
+    every RL config (:class:`~purejaxpo.config.RLConfig` inherits them), declared once.
 
     Attributes:
       torso: ``"mlp"`` or ``"cnn"`` (:data:`TORSOS`).
@@ -307,9 +303,6 @@ class PolicySpec:
       head_sizes: dense layers of each head above a shared torso (ignored when separate).
       activation: one of :data:`ACTIVATIONS`.
       log_std: Gaussian actors' log-std, ``"free"`` or ``"state"`` (:data:`LOG_STDS`).
-      parts: the algorithm's :class:`PolicyParts`.
-
-    Raises ``ValueError`` naming the field on construction, as the configs do.
     """
 
     torso: str = "mlp"
@@ -323,6 +316,19 @@ class PolicySpec:
     head_sizes: tuple[int, ...] = ()
     activation: str = "tanh"
     log_std: str = "free"
+
+
+SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(PolicyFields))
+"""The config fields that describe a policy (each a static setting of every RL config)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PolicySpec(PolicyFields):
+    """A policy's network: the :class:`PolicyFields` and the algorithm's :class:`PolicyParts`.
+
+    Raises ``ValueError`` naming the field on construction, as the configs do.
+    """
+
     parts: PolicyParts = PolicyParts()
 
     def __post_init__(self):
