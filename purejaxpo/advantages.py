@@ -2,6 +2,12 @@
 
 Every function here is pure and works on time-major arrays: ``[T, B]`` means T steps of a
 rollout over B environments (or sequences), or ``[B, G]`` for B prompt groups of G samples.
+The exception is :func:`reinforce_pp_advantages`, which takes language-model completions as
+``[B, N]`` (B sequences x N tokens, with a mask), as :mod:`purejaxpo.lm` lays them out.
+
+Critic-free estimators for sampled sequences: :func:`group_advantages` (GRPO, Dr. GRPO) and
+:func:`rloo_advantages` (leave-one-out baseline) on groups of samples of one prompt, and
+:func:`reinforce_pp_advantages` (KL-shaped per-token returns, normalised over the batch).
 
 Termination and truncation are kept apart, as gymnax 1.0 reports them:
 
@@ -10,8 +16,8 @@ Termination and truncation are kept apart, as gymnax 1.0 reports them:
   which must be bootstrapped from the *final* observation of that episode. ``next_values[t]``
   carries V(final observation of step t), which for every non-final step is simply V(s_{t+1}).
 
-Hyperparameters (``gamma``, ``gae_lambda``) may be traced values, so they can be swept with
-``jax.vmap``.
+Hyperparameters (``gamma``, ``gae_lambda``, ``kl_coef``) may be traced values, so they can be
+swept with ``jax.vmap``.
 """
 
 from __future__ import annotations
@@ -199,3 +205,114 @@ def normalize(x: Array, mask: Array | None = None, eps: float = 1e-8) -> Array:
     mean = jnp.sum(x_in) / count
     var = jnp.sum(jnp.where(mask, jnp.square(x_in - mean), 0.0)) / count
     return jnp.where(mask, (x - mean) / (jnp.sqrt(var) + eps), 0.0)
+
+
+def rloo_advantages(rewards: Array) -> Array:
+    """REINFORCE leave-one-out (RLOO) advantages: each reward against the mean of the others.
+
+    ``A_ij = r_ij - mean_{k != j} r_ik = G / (G - 1) * (r_ij - mean_k r_ik)``: the baseline of a
+    sample is the mean reward of the other ``G - 1`` samples of its group, so it does not depend
+    on the sample itself and the policy gradient stays unbiased (GRPO's own-group mean and std
+    do not). No scaling by the spread. A group whose rewards are all equal gets exactly zero.
+
+    Args:
+      rewards: ``[B, G]``, B groups (prompts) of G >= 2 samples each.
+
+    Returns:
+      ``[B, G]`` advantages.
+
+    Raises:
+      ValueError: if ``G < 2`` (with one sample there are no others to average), before any
+        tracing.
+
+    References:
+      Kool et al., "Buy 4 REINFORCE Samples, Get a Baseline for Free!", 2019; Ahmadian et al.,
+      "Back to Basics: Revisiting REINFORCE Style Optimization for Learning from Human
+      Feedback in LLMs", 2024.
+    """
+    chex.assert_rank(rewards, 2)
+    group_size = rewards.shape[1]
+    if group_size < 2:
+        raise ValueError(
+            f"group_size={group_size} is invalid for RLOO advantages: each sample's baseline is "
+            "the mean of the other samples of its group, so it needs >= 2")
+    total = jnp.sum(rewards, axis=1, keepdims=True)
+    # r_i - (sum - r_i) / (G - 1), written as one division.
+    advantages = (group_size * rewards - total) / (group_size - 1)
+    # As in group_advantages: identical rewards give exactly zero, whatever the rounding of
+    # G * r - sum.
+    zero_spread = jnp.max(rewards, axis=1, keepdims=True) == jnp.min(
+        rewards, axis=1, keepdims=True
+    )
+    return jnp.where(zero_spread, jnp.zeros_like(advantages), advantages)
+
+
+def reinforce_pp_advantages(
+    rewards: Array,
+    token_kl: Array,
+    mask: Array,
+    kl_coef: Numeric,
+    *,
+    gamma: Numeric = 1.0,
+    eps: float = 1e-8,
+) -> Array:
+    """REINFORCE++ per-token advantages: KL-shaped returns, normalised over the whole batch.
+
+    1. Per-token reward: ``r_t = -kl_coef * kl_t`` at every valid token, plus the sequence
+       reward on the sequence's last valid token (padding gets no reward).
+    2. Return-to-go: ``G_t = r_t + gamma * G_{t+1}`` (``gamma`` per position; with the usual
+       prefix mask of a completion that is per token), ``G = 0`` after the last position.
+    3. Batch normalisation: ``A_t = (G_t - mu) / (sigma + eps)`` with the mean ``mu`` and
+       population std ``sigma`` of ``G`` over *all* valid tokens of the batch (not per group,
+       unlike GRPO/RLOO): the baseline is global, so the estimator needs no groups.
+
+    Padding comes back as exactly zero, and so does every token when all valid returns are
+    equal (e.g. tied rewards and zero KL), rather than rounding noise divided by ``eps``. Junk
+    (inf, NaN) in ``token_kl`` at padding changes nothing.
+
+    Args:
+      rewards: ``[B]`` sequence rewards.
+      token_kl: ``[B, N]`` per-token KL estimates of the sampling policy to the reference, e.g.
+        the k1 log-ratio ``log pi_old(y_t) - log pi_ref(y_t)``.
+      mask: ``[B, N]`` bool, true on the completion tokens that count; a row with none (an
+        empty or filtered completion) gets no reward and all-zero advantages.
+      kl_coef: coefficient of the KL penalty in the reward (may be traced).
+      gamma: discount over tokens (may be traced; 1 in the paper).
+      eps: added to the std before dividing.
+
+    Returns:
+      ``[B, N]`` per-token advantages, zero at padding.
+
+    References:
+      Hu, "REINFORCE++: A Simple and Efficient Approach for Aligning Large Language Models",
+      2025.
+    """
+    chex.assert_rank(rewards, 1)
+    chex.assert_rank(token_kl, 2)
+    chex.assert_equal_shape((token_kl, mask))
+    chex.assert_equal_shape_prefix((rewards, token_kl), 1)
+    mask = mask.astype(bool)
+    dtype = jnp.result_type(rewards, token_kl)
+    num_tokens = mask.shape[1]
+    has_tokens = jnp.any(mask, axis=1)  # [B]
+    last = num_tokens - 1 - jnp.argmax(mask[:, ::-1], axis=1)  # last valid position, [B]
+    is_last = (jnp.arange(num_tokens)[None, :] == last[:, None]) & has_tokens[:, None]
+    token_rewards = jnp.where(mask, -kl_coef * jnp.where(mask, token_kl, 0.0), 0.0)
+    token_rewards = token_rewards + jnp.where(is_last, rewards[:, None], 0.0)
+    token_rewards = token_rewards.astype(dtype)
+    # Return-to-go: discounted returns over the token axis (time-major), never cut.
+    never = jnp.zeros(token_rewards.shape[::-1], bool)
+    returns = discounted_returns(
+        token_rewards.T, jnp.zeros_like(token_rewards.T), never, never, gamma
+    ).T
+    count = jnp.maximum(jnp.sum(mask), 1)
+    mean = jnp.sum(jnp.where(mask, returns, 0.0)) / count
+    centred = jnp.where(mask, returns - mean, 0.0)
+    var = jnp.sum(jnp.square(centred)) / count
+    big = jnp.finfo(dtype).max
+    zero_spread = jnp.max(jnp.where(mask, returns, -big)) <= jnp.min(
+        jnp.where(mask, returns, big)
+    )  # also true for an all-padding batch
+    # sqrt of a dummy 1 where the branch is discarded (sqrt'(0) = inf; see group_advantages).
+    std = jnp.sqrt(jnp.where(zero_spread, jnp.ones_like(var), var))
+    return jnp.where(mask & ~zero_spread, centred / (std + eps), 0.0)

@@ -126,6 +126,53 @@ def ref_group_advantages(rewards, scale, ddof, eps):
     return out
 
 
+def ref_rloo(rewards):
+    """RLOO from the definition: each reward minus the mean of the *other* rewards, float64."""
+    r = np.asarray(rewards, np.float64)
+    B, G = r.shape
+    out = np.zeros((B, G), np.float64)
+    for b in range(B):
+        for j in range(G):
+            others = 0.0
+            for k in range(G):
+                if k != j:
+                    others += r[b, k]
+            out[b, j] = r[b, j] - others / (G - 1)
+    return out
+
+
+def ref_reinforce_pp(rewards, token_kl, mask, kl_coef, gamma=1.0, eps=1e-8):
+    """REINFORCE++ from the docstring: per-token rewards, backwards return loop per sequence,
+    then mean / population std over every valid token of the batch, float64."""
+    r = np.asarray(rewards, np.float64)
+    kl = np.asarray(token_kl, np.float64)
+    m = np.asarray(mask).astype(bool)
+    B, N = m.shape
+    returns = np.zeros((B, N), np.float64)
+    for b in range(B):
+        valid = [t for t in range(N) if m[b, t]]
+        token_r = [0.0] * N
+        for t in valid:
+            token_r[t] = -kl_coef * kl[b, t]
+        if valid:
+            token_r[valid[-1]] += r[b]
+        running = 0.0
+        for t in reversed(range(N)):
+            running = token_r[t] + gamma * running
+            returns[b, t] = running
+    values = [returns[b, t] for b in range(B) for t in range(N) if m[b, t]]
+    out = np.zeros((B, N), np.float64)
+    if not values or all(v == values[0] for v in values):
+        return out
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+    for b in range(B):
+        for t in range(N):
+            if m[b, t]:
+                out[b, t] = (returns[b, t] - mean) / (std + eps)
+    return out
+
+
 def ref_normalize(x, mask=None, eps=1e-8):
     x = np.asarray(x, np.float64)
     flat = x.reshape(-1)
@@ -540,11 +587,184 @@ class NormalizeTest(chex.TestCase):
 
 
 # ---------------------------------------------------------------------------------------------
+# RLOO.
+# ---------------------------------------------------------------------------------------------
+
+
+class RlooAdvantagesTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(("G8", (5, 8)), ("G2", (4, 2)), ("G3", (6, 3)))
+    def test_matches_loop_reference(self, shape):
+        r = _group_rewards(50 + shape[1], shape)
+        out = self.variant(adv.rloo_advantages)(jnp.asarray(r))
+        self.assertEqual(out.shape, shape)
+        np.testing.assert_allclose(out, ref_rloo(r), rtol=RTOL, atol=ATOL)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_is_rescaled_dr_grpo(self):
+        # A_i = r_i - mean_{j != i} r_j = G / (G - 1) * (r_i - mean_j r_j): Dr. GRPO's
+        # advantages (scale="none") times G / (G - 1).
+        for g in (2, 5, 8):
+            r = np.random.default_rng(51 + g).normal(size=(4, g)).astype(np.float32)
+            out = np.asarray(self.variant(adv.rloo_advantages)(jnp.asarray(r)), np.float64)
+            r64 = r.astype(np.float64)
+            want = g / (g - 1) * (r64 - r64.mean(axis=1, keepdims=True))
+            np.testing.assert_allclose(out, want, rtol=RTOL, atol=ATOL)
+            dr = np.asarray(adv.group_advantages(jnp.asarray(r), scale="none"), np.float64)
+            np.testing.assert_allclose(out, g / (g - 1) * dr, rtol=RTOL, atol=ATOL)
+            np.testing.assert_allclose(out.sum(axis=1), 0.0, atol=1e-5)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_identical_rewards_give_exact_zero(self):
+        constants = (0.1, 0.3, 0.7, 1.0, 0.0, -3.7, 1e-3, 12345.678)
+        for g in (7, 10):
+            rows = np.stack([np.full(g, c, np.float32) for c in constants])
+            mixed = np.concatenate([rows, np.arange(g, dtype=np.float32)[None]], axis=0)
+            out = np.asarray(self.variant(adv.rloo_advantages)(jnp.asarray(mixed)))
+            self.assertTrue(np.all(out[:-1] == 0.0), msg=f"G={g}: {out[:-1]}")
+            np.testing.assert_allclose(out[-1], ref_rloo(mixed[-1:])[0], rtol=RTOL, atol=ATOL)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_gradients_finite(self):
+        r = _group_rewards(52, (5, 4))
+        w = np.random.default_rng(53).normal(size=r.shape).astype(np.float32)
+        g = np.asarray(self.variant(jax.grad(
+            lambda x: jnp.sum(jnp.asarray(w) * adv.rloo_advantages(x))))(jnp.asarray(r)))
+        self.assertTrue(np.all(np.isfinite(g)))
+        np.testing.assert_array_equal(g[1], 0.0)  # the tied row is constant zero
+        # Linear map on rows with spread: d/dr_k sum_j w_j A_j = (G w_k - sum w) / (G - 1).
+        G = r.shape[1]
+        want = (G * w - w.sum(axis=1, keepdims=True)) / (G - 1)
+        np.testing.assert_allclose(g[[0, 2, 3, 4]], want[[0, 2, 3, 4]], rtol=1e-5, atol=1e-5)
+
+    def test_rejects_bad_arguments(self):
+        with self.assertRaisesRegex(ValueError, "group_size=1.*>= 2"):
+            adv.rloo_advantages(jnp.zeros((3, 1)))
+        with self.assertRaisesRegex(ValueError, "group_size=1"):
+            jax.jit(adv.rloo_advantages)(jnp.zeros((3, 1)))  # raised while tracing, not NaN
+        with self.assertRaises(AssertionError):
+            adv.rloo_advantages(jnp.zeros((6,)))
+
+
+# ---------------------------------------------------------------------------------------------
+# REINFORCE++.
+# ---------------------------------------------------------------------------------------------
+
+
+def _token_batch(seed, B=6, N=7):
+    """Sequence rewards, per-token KL and a prefix mask with one empty row and one full row."""
+    rng = np.random.default_rng(seed)
+    rewards = rng.normal(size=B).astype(np.float32)
+    kl = rng.normal(0.0, 0.3, size=(B, N)).astype(np.float32)
+    lengths = rng.integers(1, N, size=B)
+    lengths[1], lengths[2] = 0, N  # an empty (filtered) row and one without padding
+    mask = np.arange(N)[None, :] < lengths[:, None]
+    return rewards, kl, mask
+
+
+class ReinforcePPAdvantagesTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(
+        ("paper", 0.001, 1.0, 60),
+        ("strong_kl", 0.5, 1.0, 61),
+        ("no_kl", 0.0, 1.0, 62),
+        ("discounted", 0.1, 0.9, 63),
+    )
+    def test_matches_loop_reference(self, kl_coef, gamma, seed):
+        r, kl, mask = _token_batch(seed)
+        fn = self.variant(functools.partial(adv.reinforce_pp_advantages, gamma=gamma))
+        out = np.asarray(fn(r, kl, mask, kl_coef))
+        self.assertEqual(out.shape, kl.shape)
+        np.testing.assert_allclose(out, ref_reinforce_pp(r, kl, mask, kl_coef, gamma),
+                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(out[~mask], 0.0)  # padding and the empty row
+        kept = out[mask].astype(np.float64)
+        np.testing.assert_allclose(kept.mean(), 0.0, atol=1e-5)
+        np.testing.assert_allclose(kept.std(), 1.0, atol=1e-4)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_mask_with_holes(self):
+        # Not a prefix: the sequence reward goes on the last valid token, holes get no reward
+        # but are discounted over like any position.
+        r, kl, _ = _token_batch(64)
+        mask = np.random.default_rng(65).random(kl.shape) < 0.6
+        mask[0] = False
+        out = self.variant(adv.reinforce_pp_advantages)(r, kl, mask, 0.2, gamma=0.8)
+        np.testing.assert_allclose(out, ref_reinforce_pp(r, kl, mask, 0.2, 0.8),
+                                   rtol=1e-4, atol=1e-5)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_no_kl_is_normalised_sequence_reward(self):
+        # kl_coef = 0, gamma = 1: every token carries its sequence's reward; the normalisation
+        # is over tokens, so long sequences weigh more in the mean (not per group).
+        r, kl, mask = _token_batch(66)
+        out = self.variant(adv.reinforce_pp_advantages)(r, kl, mask, 0.0)
+        broadcast = np.where(mask, r[:, None], 0.0)
+        np.testing.assert_allclose(out, adv.normalize(jnp.asarray(broadcast), jnp.asarray(mask)),
+                                   rtol=1e-5, atol=1e-5)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_equal_returns_and_empty_batches_give_exact_zero(self):
+        fn = self.variant(adv.reinforce_pp_advantages)
+        _, kl, mask = _token_batch(67)
+        for c in (0.1, 0.7, -3.7, 12345.678):
+            # Every sequence rewarded c, no KL: every return is c (whose float32 mean need not
+            # be exactly c): exactly zero, not rounding noise / eps.
+            out = np.asarray(fn(np.full(6, c, np.float32), kl, mask, 0.0))
+            self.assertTrue(np.all(out == 0.0), msg=f"{c}: {out}")
+        out = np.asarray(fn(np.ones(6, np.float32), kl, np.zeros_like(mask), 0.5))
+        np.testing.assert_array_equal(out, 0.0)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_padding_junk_changes_nothing(self):
+        r, kl, mask = _token_batch(68)
+        fn = self.variant(adv.reinforce_pp_advantages)
+        clean = np.asarray(fn(r, kl, mask, 0.3))
+        for junk in (1e6, np.inf, np.nan):
+            dirty = np.where(mask, kl, np.float32(junk)).astype(np.float32)
+            np.testing.assert_array_equal(np.asarray(fn(r, dirty, mask, 0.3)), clean)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_vmap_over_kl_coef(self):
+        r, kl, mask = _token_batch(69)
+        coefs = jnp.array([0.0, 0.001, 0.1, 1.0], jnp.float32)
+        batched = self.variant(jax.vmap(
+            lambda c: adv.reinforce_pp_advantages(r, kl, mask, c)))(coefs)
+        self.assertEqual(batched.shape, (4,) + kl.shape)
+        for i, c in enumerate(coefs):
+            np.testing.assert_allclose(batched[i], ref_reinforce_pp(r, kl, mask, float(c)),
+                                       rtol=1e-4, atol=1e-5)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_gradients_finite(self):
+        r, kl, mask = _token_batch(70)
+
+        def total(rewards, coef):
+            return jnp.sum(adv.reinforce_pp_advantages(rewards, kl, mask, coef))
+
+        g_r, g_c = self.variant(jax.grad(total, argnums=(0, 1)))(jnp.asarray(r), 0.1)
+        self.assertTrue(np.all(np.isfinite(g_r)) and np.isfinite(g_c))
+        # Tied rewards and no KL: the zero-spread branch, still a finite (zero) gradient.
+        g_tied = self.variant(jax.grad(total))(jnp.full(6, 0.1, jnp.float32), 0.0)
+        np.testing.assert_array_equal(np.asarray(g_tied), 0.0)
+
+    def test_rejects_bad_shapes(self):
+        r, kl, mask = _token_batch(71)
+        with self.assertRaises(AssertionError):
+            adv.reinforce_pp_advantages(r[:-1], kl, mask, 0.1)
+        with self.assertRaises(AssertionError):
+            adv.reinforce_pp_advantages(r, kl, mask[:, :-1], 0.1)
+        with self.assertRaises(AssertionError):
+            adv.reinforce_pp_advantages(r[:, None], kl, mask, 0.1)
+
+
+# ---------------------------------------------------------------------------------------------
 # The tests above must really run both variants.
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", [GaeTest, DiscountedReturnsTest, GroupAdvantagesTest, NormalizeTest])
+@pytest.mark.parametrize("cls", [GaeTest, DiscountedReturnsTest, GroupAdvantagesTest, NormalizeTest,
+                                 RlooAdvantagesTest, ReinforcePPAdvantagesTest])
 def test_both_variants_generated(cls):
     names = [n for n in dir(cls) if n.startswith("test_")]
     with_jit = {n.replace("with_jit", "") for n in names if "with_jit" in n and "without" not in n}
