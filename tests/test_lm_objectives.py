@@ -55,7 +55,7 @@ def np_grpo_loss(logp, old, ref, mask, adv, clip_low, clip_high, beta, level, mo
     per_token = np.zeros_like(logp)
     for i in range(B):
         for t in range(N):
-            r, a = ratio[i, t], adv[i]
+            r, a = ratio[i, t], (adv[i, t] if np.ndim(adv) == 2 else adv[i])
             per_token[i, t] = -min(r * a, np.clip(r, 1 - clip_low, 1 + clip_high) * a)
             if ref is not None:
                 d = ref[i, t] - logp[i, t]
@@ -109,6 +109,74 @@ class ObjectivesTest(parameterized.TestCase):
         want = np_grpo_loss(logp, old, ref if with_kl else None, mask, adv, lo, hi, beta, level,
                             mode)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.product(level=("token", "sequence"),
+                           mode=("sequence_mean", "token_mean", "constant"))
+    def test_grpo_loss_per_token_advantages(self, level, mode):
+        """Genuinely per-token advantages (REINFORCE++) against the loop reference."""
+        logp, old, ref, mask, _ = _inputs(9, empty_row=True)
+        adv = np.random.default_rng(10).normal(size=(B, N))
+        lo, hi = (0.2, 0.28) if level == "token" else (3e-4, 4e-4)
+        fn = self.variant(lambda a, b, c, m, r: objectives.grpo_loss(
+            a, b, c, m, clip_low=lo, clip_high=hi, ref_log_prob=r, beta=0.04,
+            ratio_level=level, aggregation=mode)[0])
+        got = fn(jnp.float32(logp), jnp.float32(old), jnp.float32(adv), jnp.asarray(mask),
+                 jnp.float32(ref))
+        want = np_grpo_loss(logp, old, ref, mask, adv, lo, hi, 0.04, level, mode)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+        # and the tokens' own advantages matter: not the same as their sequence mean
+        flat = np_grpo_loss(logp, old, ref, mask, adv.mean(axis=1), lo, hi, 0.04, level, mode)
+        assert abs(want - flat) > 1e-3
+
+
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("mode", ["sequence_mean", "token_mean", "constant"])
+@pytest.mark.parametrize("with_kl", [False, True])
+def test_broadcast_per_token_advantages_equal_per_sequence(level, mode, with_kl):
+    """``[B, N]`` advantages constant over each sequence: the same loss, metrics and gradient as
+    the ``[B]`` ones, whatever sits at masked-out tokens."""
+    logp, old, ref, mask, adv = _inputs(11, empty_row=True)
+    junk = np.where(mask, adv[:, None], 1e3)  # padding values must be ignored
+
+    def loss(lp, advantages):
+        return objectives.grpo_loss(
+            lp, jnp.float32(old), advantages, jnp.asarray(mask), clip_low=0.2, clip_high=0.28,
+            ref_log_prob=jnp.float32(ref) if with_kl else None, beta=0.04, ratio_level=level,
+            aggregation=mode)
+
+    grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    (l_seq, m_seq), g_seq = grad_fn(jnp.float32(logp), jnp.float32(adv))
+    (l_tok, m_tok), g_tok = grad_fn(jnp.float32(logp), jnp.float32(junk))
+    np.testing.assert_array_equal(l_tok, l_seq)
+    np.testing.assert_array_equal(g_tok, g_seq)
+    assert m_tok.keys() == m_seq.keys()
+    for k in m_seq:
+        np.testing.assert_array_equal(m_tok[k], m_seq[k])
+    assert np.any(np.asarray(g_seq) != 0.0)
+
+
+def test_gspo_token_gradient_with_per_token_advantages():
+    """GSPO-token: d loss / d logp_it = -A_it * s_i / |y_i| / B_nonempty (unclipped region)."""
+    logp, _, _, mask, _ = _inputs(12)
+    old = logp + 1e-5 * np.random.default_rng(1).normal(size=logp.shape)
+    adv = np.random.default_rng(2).normal(size=(B, N))
+    grad = np.asarray(jax.grad(lambda lp: objectives.grpo_loss(
+        lp, jnp.float32(old), jnp.float32(adv), jnp.asarray(mask), clip_low=0.2,
+        clip_high=0.2, ratio_level="sequence", aggregation="sequence_mean")[0])(
+            jnp.float32(logp)))
+    for i in range(B):
+        s = np.exp(np.mean((logp[i] - old[i])[mask[i]]))
+        want = np.where(mask[i], -adv[i] * s / mask[i].sum() / B, 0.0)
+        np.testing.assert_allclose(grad[i], want, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("shape", [(B + 1,), (B, N + 1), (N, B), (B, N, 1), ()])
+def test_bad_advantage_shapes_raise(shape):
+    logp, old, _, mask, _ = _inputs(13)
+    with pytest.raises(ValueError, match=r"advantages of shape .* per sequence \(6,\)"):
+        objectives.grpo_loss(jnp.float32(logp), jnp.float32(old), jnp.zeros(shape),
+                             jnp.asarray(mask), clip_low=0.2, clip_high=0.2)
 
 
 def test_gspo_gradient_is_gradient_of_sequence_ratio():

@@ -9,7 +9,8 @@ means); this module adds what is particular to sequences:
 * :func:`grpo_loss`: the whole GRPO-family loss and its metrics.
 
 Shapes: ``[B, N]`` completions x tokens with a ``mask`` (true on completion tokens, EOS
-included); ``[B]`` per-sequence advantages.
+included); advantages either ``[B]`` per sequence (GRPO, RLOO) or ``[B, N]`` per token
+(REINFORCE++).
 """
 
 from __future__ import annotations
@@ -84,6 +85,19 @@ def aggregate(per_token: Array, mask: Array, *, mode: str, normalizer: float | N
     return losses.masked_sum(per_token, mask) / (num_sequences * normalizer)
 
 
+def token_advantages(advantages: Array, shape: tuple[int, int]) -> Array:
+    """Advantages as ``[B, N]``: a per-sequence ``[B]`` broadcast over the tokens, a per-token
+    ``[B, N]`` as it is; ``ValueError`` (naming ``advantages`` and both shapes) otherwise."""
+    shape = tuple(shape)
+    if advantages.shape == shape[:1]:
+        return jnp.broadcast_to(advantages[:, None], shape)
+    if advantages.shape == shape:
+        return advantages
+    raise ValueError(
+        f"advantages of shape {tuple(advantages.shape)} is invalid: must be per sequence "
+        f"{shape[:1]} or per token {shape} (the shape of the log-probs)")
+
+
 def grpo_loss(
     log_prob: Array,
     old_log_prob: Array,
@@ -99,12 +113,21 @@ def grpo_loss(
 ) -> tuple[Array, dict[str, Array]]:
     """The GRPO-family loss: clipped surrogate per token plus ``beta`` times the k3 KL.
 
-    ``loss = aggregate(-min(r A, clip(r, 1 - clip_low, 1 + clip_high) A) + beta * k3)``
+    ``loss = aggregate(-min(r_t A_t, clip(r_t, 1 - clip_low, 1 + clip_high) A_t) + beta * k3_t)``
+
+    ``A_t`` is the token's own advantage when ``advantages`` is ``[B, N]``, its sequence's when
+    it is ``[B]`` (broadcast over the tokens: the two give the same loss and gradient). With
+    ``ratio_level="sequence"`` and per-token advantages this is GSPO-token (Zheng et al.,
+    2025, sec. 4.3): every token's ratio has the value of the sequence ratio ``s_i`` (and is
+    clipped as a whole sequence) but is multiplied by the token's own ``A_t``, so the gradient
+    is ``sum_t A_t * s_i * grad log pi_t`` (times the aggregation's weights); with advantages
+    constant over a sequence it is exactly GSPO.
 
     Args:
       log_prob: ``[B, N]`` log-probs of the completion tokens under the current policy.
       old_log_prob: ``[B, N]`` under the policy that sampled them (held fixed over epochs).
-      advantages: ``[B]`` one advantage per completion (group-relative).
+      advantages: ``[B]`` one advantage per completion (GRPO, RLOO), or ``[B, N]`` one per
+        token (REINFORCE++; values at masked-out tokens are ignored).
       mask: ``[B, N]`` completion tokens (and sequences) that count.
       clip_low, clip_high: clip range; ``clip_high > clip_low`` is DAPO's clip-higher.
       ref_log_prob: ``[B, N]`` under the frozen reference model, or None for no KL term
@@ -115,9 +138,12 @@ def grpo_loss(
 
     Returns:
       ``(loss, metrics)`` with metrics ``clip_fraction`` and ``kl`` (token means).
+
+    Raises:
+      ValueError: if ``advantages`` is neither ``[B]`` nor ``[B, N]`` (before tracing).
     """
     ratio = importance_ratio(log_prob, old_log_prob, mask, level=ratio_level)
-    adv = jnp.broadcast_to(advantages[:, None], ratio.shape)
+    adv = token_advantages(advantages, ratio.shape)
     per_token = losses.clipped_surrogate(ratio, adv, clip_low, clip_high)
     metrics = {"clip_fraction": losses.masked_mean(
         losses.clip_fraction(ratio, clip_low, clip_high), mask)}
