@@ -239,6 +239,23 @@ def test_grpo_loss_presets_reach_the_config(loss, sft, monkeypatch):
     assert {k: config[k] for k in expected} == expected
 
 
+@pytest.mark.parametrize("estimator", ["rloo", "reinforce_pp"])
+def test_grpo_estimator_reaches_the_config(estimator, sft, monkeypatch):
+    import purejaxpo.lm.grpo as grpo
+
+    def capture(config, *args, **kwargs):
+        raise _Captured(config)
+
+    monkeypatch.setattr(grpo, "train_grpo", capture)
+    init, _ = sft
+    with pytest.raises(_Captured) as info:
+        cli.main(["lm", "grpo", "--init", str(init), "--estimator", estimator, "--no-progress",
+                  "--set", "kl_coef=0.01"])
+    config = info.value.args[0]
+    assert config.estimator == estimator and config.kl_coef == 0.01
+    assert config.use_reference == (estimator == "reinforce_pp")
+
+
 # -- bad input fails before anything is trained or compiled ------------------------------------
 
 
@@ -253,6 +270,7 @@ def test_grpo_loss_presets_reach_the_config(loss, sft, monkeypatch):
          ["Did you mean", "num_pairs"]),
         (["lm", "sft", "--set", "steps=3"], ["--steps"]),  # has its own flag
         (["lm", "grpo", "--init", "{missing}", "--set", "rewards=x"], ["--reward"]),
+        (["lm", "grpo", "--init", "{missing}", "--set", "estimator=rloo"], ["--estimator"]),
         (["lm", "sft", "--set", "width=wide"], ["width"]),
         (["lm", "sft", "--task-arg", "digits=0"], ["digits"]),
         (["lm", "grpo", "--init", "{missing}", "--task-arg", "digits=0"], ["digits"]),
@@ -284,6 +302,7 @@ def test_unknown_reward_fails_before_training(sft, capsys, no_training):
     "argv",
     [
         ["lm", "grpo", "--init", "x", "--loss", "ppo"],
+        ["lm", "grpo", "--init", "x", "--estimator", "ppo"],
         ["lm", "dpo", "--init", "x", "--loss", "dapo"],
         ["lm", "grpo", "--init", "x", "--group-size", "two"],
         ["lm", "grpo", "--loss", "grpo"],  # --init is required

@@ -78,16 +78,19 @@ def test_grpo_hyperparameter_sweep_equals_single_runs():
             np.testing.assert_allclose(a, b[i], rtol=2e-5, atol=2e-6)
 
 
-@pytest.mark.parametrize("loss", ["grpo", "dapo", "dr_grpo", "gspo"])
-def test_identical_rewards_leave_the_policy_unchanged(loss):
+@pytest.mark.parametrize("loss, estimator", [
+    ("grpo", "grpo"), ("dapo", "grpo"), ("dr_grpo", "grpo"), ("gspo", "grpo"), ("grpo", "rloo")])
+def test_identical_rewards_leave_the_policy_unchanged(loss, estimator):
     """Every group tied: zero advantage, zero gradient, Adam moves nothing (beta = 0)."""
     _, model, params = _tiny_policy()
-    config = _grpo(loss=loss, rewards=(("constant", 1.0),), num_epochs=2, num_minibatches=2)
-    constant = lambda batch, tokens, mask: jnp.ones(tokens.shape[0])  # noqa: E731
+    config = _grpo(loss=loss, estimator=estimator, rewards=(("constant", 0.1),), num_epochs=2,
+                   num_minibatches=2)
+    constant = lambda batch, tokens, mask: jnp.full(tokens.shape[0], 0.1)  # noqa: E731
     step = make_grpo_step(config, model, config.make_task(), {"constant": constant})
     hp = config.hyperparams()
+    ref = params if config.use_reference else None
     state, metrics = run_loop(step, init_state(jax.random.PRNGKey(2), params, hp), 3, hp,
-                              None, chunk=3)[:2]
+                              ref, chunk=3)[:2]
     for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(state.params)):
         assert np.array_equal(a, b)
     assert np.all(metrics["zero_spread_fraction"] == 1.0)
@@ -121,6 +124,48 @@ def test_beta_zero_never_runs_the_reference_model():
     assert len(str(jaxpr)) < len(str(jaxpr_kl))
 
 
+@pytest.mark.parametrize("estimator", ["rloo", "reinforce_pp"])
+def test_estimators_train_with_finite_metrics(estimator):
+    """Two steps of each estimator on the tiny model: finite metrics, the policy moves; for
+    REINFORCE++ the per-token KL to the reference starts at exactly 0 and then grows."""
+    _, model, params = _tiny_policy()
+    config = _grpo(estimator=estimator, learning_rate=3e-3, kl_coef=0.05)
+    step = make_grpo_step(config, model, config.make_task())
+    hp = config.hyperparams()
+    ref = params if config.use_reference else None
+    state, metrics, _ = run_loop(step, init_state(jax.random.PRNGKey(5), params, hp), 2, hp,
+                                 ref, chunk=2)
+    for name, value in metrics.items():
+        assert value.shape == (2,) and np.all(np.isfinite(value)), name
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(state.params)))
+    if estimator == "reinforce_pp":
+        assert metrics["token_kl"][0] == 0.0 and metrics["token_kl"][1] != 0.0
+        assert np.all(metrics["kl"] == 0.0)  # beta = 0: no k3 term in the loss
+    else:
+        assert "token_kl" not in metrics
+
+
+def test_reference_pass_only_where_needed():
+    """beta = 0: rloo traces with no reference parameters at all (no reference pass, as grpo
+    in the test above); reinforce_pp needs them for its per-token KL, and its step is one
+    forward pass longer."""
+    _, model, params = _tiny_policy()
+    sizes = {}
+    for estimator in ("rloo", "reinforce_pp"):
+        config = _grpo(estimator=estimator, beta=0.0)
+        assert config.use_reference == (estimator == "reinforce_pp")
+        step = make_grpo_step(config, model, config.make_task())
+        hp = config.hyperparams()
+        state = init_state(jax.random.PRNGKey(0), params, hp)
+        if estimator == "reinforce_pp":
+            with pytest.raises(Exception):
+                jax.make_jaxpr(step)(state, hp, None)
+        sizes[estimator] = len(str(jax.make_jaxpr(step)(
+            state, hp, params if config.use_reference else None)))
+    assert sizes["rloo"] < sizes["reinforce_pp"]
+
+
 def test_kl_to_reference_grows_from_zero():
     _, model, params = _tiny_policy()
     config = _grpo(beta=0.04, learning_rate=3e-3, steps=4)
@@ -135,6 +180,13 @@ def test_kl_to_reference_grows_from_zero():
 def test_configs_validate_before_compiling():
     with pytest.raises(ValueError, match="loss"):
         GRPOConfig(loss="ppo")
+    with pytest.raises(ValueError, match=r"estimator='ppo'.*\['grpo', 'rloo', 'reinforce_pp'\]"):
+        GRPOConfig(estimator="ppo")
+    with pytest.raises(ValueError, match="group_size=1.*rloo"):
+        GRPOConfig(estimator="rloo", group_size=1)
+    GRPOConfig(estimator="grpo", group_size=1)  # a group of one: zero advantage, allowed
+    with pytest.raises(ValueError, match="kl_coef"):
+        GRPOConfig(kl_coef=-0.1)
     with pytest.raises(ValueError, match="num_minibatches"):
         GRPOConfig(prompts_per_step=3, group_size=3, num_minibatches=2)
     with pytest.raises(ValueError, match="clip_eps"):
@@ -151,6 +203,14 @@ def test_configs_validate_before_compiling():
     bad = GRPOConfig(rewards=(("corect", 1.0),))
     with pytest.raises(ValueError, match="unknown reward"):
         make_grpo_step(bad, model, bad.make_task())
+
+
+def test_estimator_fields():
+    config = GRPOConfig()
+    assert config.estimator == "grpo" and not config.use_reference
+    assert "kl_coef" in config.hyperparams()  # sweepable
+    assert GRPOConfig(estimator="reinforce_pp").use_reference
+    assert GRPOConfig(estimator="rloo", beta=0.1).use_reference
 
 
 def test_loss_presets():

@@ -8,7 +8,9 @@
   ratios, the three loss aggregations) composed from :mod:`purejaxpo.losses`.
 * Trainers, each a pure ``step(state, hyperparams, ...)`` compiled once and run in ``lax.scan``
   chunks: :mod:`~purejaxpo.lm.sft`, :mod:`~purejaxpo.lm.grpo` (GRPO, BNPO, Dr. GRPO, DAPO,
-  GSPO: :data:`~purejaxpo.lm.config.LOSS_PRESETS`), :mod:`~purejaxpo.lm.dpo` (DPO, cDPO, IPO,
+  GSPO: :data:`~purejaxpo.lm.config.LOSS_PRESETS`; advantages by GRPO's group baseline, RLOO
+  or REINFORCE++: :data:`~purejaxpo.lm.config.ADVANTAGE_ESTIMATORS`, with when to use which in
+  :mod:`~purejaxpo.lm.grpo`), :mod:`~purejaxpo.lm.dpo` (DPO, cDPO, IPO,
   hinge, robust DPO, KTO, ORPO, SimPO: the table
   :data:`~purejaxpo.lm.config.PREFERENCE_LOSSES`), :mod:`~purejaxpo.lm.reward_model`
   (Bradley-Terry). A run whose loss or parameters turn non-finite is flagged, with the first

@@ -2,7 +2,8 @@
 
     purejaxpo lm sft  --task addition --steps 300 --out runs/sft [--json sft.json]
     purejaxpo lm grpo --task addition --init runs/sft --steps 600 [--group-size 8]
-                      [--loss grpo|bnpo|dr_grpo|dapo|gspo] [--beta 0.04] [--set name=value]
+                      [--loss grpo|bnpo|dr_grpo|dapo|gspo] [--estimator grpo|rloo|reinforce_pp]
+                      [--beta 0.04] [--set name=value]
                       [--reward correct=1 --reward digits=0.5] [--out runs/grpo] [--json grpo.json]
     purejaxpo lm dpo  --task addition --init runs/sft [--loss NAME] [--beta B]
                       [--pairs FILE.jsonl] [--steps N] [--out DIR] [--json PATH]
@@ -62,7 +63,7 @@ def _rewards(items) -> tuple[tuple[str, float], ...] | None:
 _RESERVED = {"task": "--task", "stop_exact_match": "--stop-exact-match",
              "task_args": "--task-arg", "steps": "--steps", "seed": "--seed",
              "rewards": "--reward", "loss": "--loss", "beta": "--beta",
-             "group_size": "--group-size"}
+             "group_size": "--group-size", "estimator": "--estimator"}
 
 
 def _check_settings(config_cls, args, owner: str) -> None:
@@ -162,7 +163,8 @@ def cmd_grpo(args) -> int:
     _check_settings(GRPOConfig, args, "lm grpo")
     policy = _load_init(args)
     config = _config(GRPOConfig, args, "lm grpo", policy, steps=args.steps, loss=args.loss,
-                     beta=args.beta, group_size=args.group_size, rewards=_rewards(args.reward))
+                     estimator=args.estimator, beta=args.beta, group_size=args.group_size,
+                     rewards=_rewards(args.reward))
     extra = None
     if args.reward_model:
         from purejaxpo.lm.checkpoint import load_policy
@@ -259,7 +261,7 @@ def _trainer(p):
 
 
 def add_cli_parser(sub) -> None:
-    from purejaxpo.lm.config import LOSS_PRESETS
+    from purejaxpo.lm.config import ADVANTAGE_ESTIMATORS, LOSS_PRESETS
 
     lm = sub.add_parser("lm", help="language-model policies: sft, grpo, dpo, rm, eval",
                         description=__doc__.split("\n\n")[0])
@@ -280,6 +282,11 @@ def add_cli_parser(sub) -> None:
     grpo.add_argument("--loss", default=None,
                       choices=list(LOSS_PRESETS),
                       help="loss variant (default grpo)")
+    grpo.add_argument("--estimator", default=None, choices=list(ADVANTAGE_ESTIMATORS),
+                      help="advantage estimator (default grpo): "
+                           + "; ".join(f"{name}: {spec.description}"
+                                       for name, spec in ADVANTAGE_ESTIMATORS.items())
+                           + ". REINFORCE++'s KL coefficient: --set kl_coef=0.001")
     grpo.add_argument("--beta", type=float, default=None,
                       help="k3 KL coefficient to the initial policy (default 0: no reference)")
     grpo.add_argument("--reward", action="append", metavar="NAME=WEIGHT",

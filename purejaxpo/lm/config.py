@@ -14,7 +14,8 @@ from typing import Any, Callable, ClassVar
 import jax.numpy as jnp
 
 from purejaxpo import losses
-from purejaxpo.advantages import ADVANTAGE_SCALES
+from purejaxpo.advantages import (
+    ADVANTAGE_SCALES, group_advantages, reinforce_pp_advantages, rloo_advantages)
 from purejaxpo.config import _fail, check_bool, check_float, check_int
 from purejaxpo.envs.sequence_tasks import SequenceTask, make_task
 from purejaxpo.lm.model import POSITION_KINDS, TransformerConfig
@@ -197,6 +198,57 @@ LOSS_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class AdvantageEstimator:
+    """One advantage estimator of the GRPO trainer (``GRPOConfig.estimator``).
+
+    Attributes:
+      fn: ``fn(rewards, token_kl, mask, kl_coef, *, scale) -> advantages`` with the weighted
+        rewards ``[B, G]`` (B prompts x G completions), the k1 KL of the sampling policy to the
+        reference per token ``[B * G, N]`` (None unless ``token_kl``), the completion mask
+        ``[B * G, N]`` (filtered groups removed), the traced ``kl_coef`` and
+        ``GRPOConfig.advantage_scale``; returns ``[B * G]`` (per completion) or ``[B * G, N]``
+        (per token) advantages for :func:`~purejaxpo.lm.objectives.grpo_loss`.
+      token_kl: whether it needs the per-token KL, i.e. the reference model runs even with
+        ``beta == 0``.
+      description: one line, for the docs and ``--help``.
+    """
+
+    fn: Callable[..., Any]
+    token_kl: bool
+    description: str
+
+
+def _grpo_advantages(rewards, token_kl, mask, kl_coef, *, scale):
+    return group_advantages(rewards, scale=scale).reshape(-1)
+
+
+def _rloo_advantages(rewards, token_kl, mask, kl_coef, *, scale):
+    return rloo_advantages(rewards).reshape(-1)
+
+
+def _reinforce_pp_advantages(rewards, token_kl, mask, kl_coef, *, scale):
+    return reinforce_pp_advantages(rewards.reshape(-1), token_kl, mask, kl_coef)
+
+
+ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {
+    "grpo": AdvantageEstimator(
+        _grpo_advantages, token_kl=False,
+        description="group mean baseline, divided by the group std unless "
+                    "advantage_scale=none (Dr. GRPO)"),
+    "rloo": AdvantageEstimator(
+        _rloo_advantages, token_kl=False,
+        description="leave-one-out baseline: the mean reward of the group's other completions "
+                    "(needs group_size >= 2)"),
+    "reinforce_pp": AdvantageEstimator(
+        _reinforce_pp_advantages, token_kl=True,
+        description="REINFORCE++: reward minus kl_coef * k1 KL per token, return-to-go, "
+                    "normalised over the batch's tokens (runs the reference model)"),
+}
+"""Every advantage estimator by its ``GRPOConfig.estimator`` name (``purejaxpo lm grpo
+--estimator``); the trainer reads only this table. Which to use: see :mod:`purejaxpo.lm.grpo`."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class GRPOConfig(LMTrainConfig):
     """GRPO and its variants on a sequence policy.
@@ -206,6 +258,11 @@ class GRPOConfig(LMTrainConfig):
 
     Attributes:
       loss: ``grpo``, ``bnpo``, ``dr_grpo``, ``dapo`` or ``gspo``.
+      estimator: the advantage estimator, a key of :data:`ADVANTAGE_ESTIMATORS`: ``grpo``
+        (default), ``rloo`` or ``reinforce_pp`` (static).
+      kl_coef: REINFORCE++'s coefficient of the per-token k1 KL penalty in the reward
+        (sweepable); used by ``estimator="reinforce_pp"`` only, which runs the reference model
+        for it whatever ``beta``.
       prompts_per_step: prompts per step ``B`` (static).
       group_size: completions per prompt ``G`` (static).
       max_new_tokens: completion length ``N``; None means the task's answer length.
@@ -213,20 +270,23 @@ class GRPOConfig(LMTrainConfig):
       num_minibatches: minibatches per epoch (must divide ``B * G``).
       clip_eps, clip_eps_high: clip range below / above 1 (sweepable).
       beta: coefficient of the k3 KL to the frozen reference model (sweepable); with
-        ``beta == 0`` the reference model is never run.
+        ``beta == 0`` the reference model is never run (unless the estimator needs it).
       temperature: sampling temperature, also used for the log-probs (sweepable).
       top_k: sample from the ``top_k`` most likely tokens (0: all; static).
       top_p: nucleus sampling threshold (sweepable; 1.0: off).
       ratio_level: ``token`` or ``sequence`` (GSPO).
       aggregation: ``sequence_mean``, ``token_mean`` or ``constant``.
-      advantage_scale: ``std`` (GRPO) or ``none`` (Dr. GRPO).
+      advantage_scale: ``std`` (GRPO) or ``none`` (Dr. GRPO); only ``estimator="grpo"`` scales.
       filter_zero_spread: drop groups whose rewards are all equal from the loss (DAPO's dynamic
         sampling, without resampling: shapes stay fixed under ``jit``); the count is reported.
+        With ``reinforce_pp`` their tokens also leave the batch normalisation.
       rewards: ``(name, weight)`` pairs; names are the task's reward functions (``correct``,
         ``format``, ``digits``) or ones passed to the trainer.
     """
 
     loss: str = "grpo"
+    estimator: str = "grpo"
+    kl_coef: float = 0.001
     steps: int = 2000
     learning_rate: float = 3e-4
     prompts_per_step: int = 16
@@ -249,7 +309,7 @@ class GRPOConfig(LMTrainConfig):
 
     SWEEPABLE: ClassVar[tuple[str, ...]] = (
         "learning_rate", "max_grad_norm", "clip_eps", "clip_eps_high", "beta", "temperature",
-        "top_p")
+        "top_p", "kl_coef")
 
     def __post_init__(self):
         if self.loss not in LOSS_PRESETS:
@@ -267,6 +327,13 @@ class GRPOConfig(LMTrainConfig):
         task = self.make_task()
         check_int("prompts_per_step", self.prompts_per_step)
         check_int("group_size", self.group_size)
+        if self.estimator not in ADVANTAGE_ESTIMATORS:
+            _fail("estimator", self.estimator, f"must be one of {list(ADVANTAGE_ESTIMATORS)}")
+        if self.estimator == "rloo" and self.group_size < 2:
+            _fail("group_size", self.group_size,
+                  "must be >= 2 with estimator='rloo' (the baseline is the mean reward of the "
+                  "group's other completions)")
+        check_float("kl_coef", self.kl_coef, 0.0)
         if self.max_new_tokens is not None:
             check_int("max_new_tokens", self.max_new_tokens, low=task.answer_len)
         check_int("num_epochs", self.num_epochs)
@@ -303,8 +370,19 @@ class GRPOConfig(LMTrainConfig):
 
     @property
     def use_kl(self) -> bool:
-        """Whether the program computes the KL term (and runs the reference model)."""
+        """Whether the loss has the ``beta`` k3 KL term."""
         return self.beta > 0
+
+    @property
+    def estimator_spec(self) -> AdvantageEstimator:
+        """This config's entry of :data:`ADVANTAGE_ESTIMATORS`."""
+        return ADVANTAGE_ESTIMATORS[self.estimator]
+
+    @property
+    def use_reference(self) -> bool:
+        """Whether the program runs the reference model: for the KL term of the loss or for
+        the estimator's per-token KL. False means no reference pass is compiled at all."""
+        return self.use_kl or self.estimator_spec.token_kl
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()

@@ -4,15 +4,37 @@ One training step is one pure function, compiled once:
 
 1. sample ``B`` prompts and ``G`` completions each (KV-cached sampling, in ``jit``);
 2. score them with the weighted reward functions (JAX, in ``jit``);
-3. group-relative advantages (:func:`purejaxpo.advantages.group_advantages`), optionally
-   dropping groups whose rewards do not differ (DAPO's dynamic sampling);
-4. old log-probs (held fixed over the epochs) and, when ``beta > 0``, the frozen reference
-   model's log-probs;
-5. ``num_epochs`` x ``num_minibatches`` Adam steps on :func:`purejaxpo.lm.objectives.grpo_loss`
+3. optionally drop groups whose rewards do not differ (DAPO's dynamic sampling);
+4. old log-probs (held fixed over the epochs) and, when ``beta > 0`` or the estimator needs a
+   per-token KL, the frozen reference model's log-probs;
+5. advantages by ``config.estimator`` (the table
+   :data:`~purejaxpo.lm.config.ADVANTAGE_ESTIMATORS`);
+6. ``num_epochs`` x ``num_minibatches`` Adam steps on :func:`purejaxpo.lm.objectives.grpo_loss`
    (the shared :func:`purejaxpo.update.run_epochs` loop).
 
 Shapes: ``B`` prompts, ``G`` group size, ``N`` completion tokens; completions are ``[B * G, N]``
 with each prompt's group contiguous.
+
+Which advantage estimator (``--estimator``):
+
+* ``grpo`` (default; :func:`~purejaxpo.advantages.group_advantages`): each completion against
+  its group's mean, divided by the group's std. The std scaling up-weights prompts whose
+  rewards barely differ (very easy or very hard ones), and the own-sample baseline biases the
+  gradient slightly; ``advantage_scale="none"`` (Dr. GRPO) removes the scaling.
+* ``rloo`` (:func:`~purejaxpo.advantages.rloo_advantages`): each completion against the mean
+  of the *other* ``G - 1`` of its group, no scaling: an unbiased policy gradient with a
+  baseline as good as GRPO's (it is Dr. GRPO's advantage times ``G / (G - 1)``). Prefer it
+  with small groups, or with rewards on a meaningful scale that std scaling would distort;
+  it needs ``G >= 2``.
+* ``reinforce_pp`` (:func:`~purejaxpo.advantages.reinforce_pp_advantages`): no group
+  baseline; the KL to the reference is folded into a per-token reward (``kl_coef``), returns
+  are summed to go, and all valid tokens of the batch are normalised together. Per-token
+  advantages with a global baseline: more stable when groups are small or ``G = 1``, and a
+  KL penalty that shapes each token rather than a loss term; the price is a reference-model
+  pass every step even with ``beta = 0`` (usually keep ``beta = 0`` with it).
+
+Tied groups give exactly zero advantage under ``grpo`` and ``rloo``; under ``reinforce_pp``
+only when every valid token's return is equal (with the KL in the reward they usually differ).
 """
 
 from __future__ import annotations
@@ -22,7 +44,6 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 
-from purejaxpo.advantages import group_advantages
 from purejaxpo.envs.sequence_tasks import RewardFn, SequenceTask
 from purejaxpo.lm.common import FitResult, LMState, fit, init_state, make_evaluator, optimizer
 from purejaxpo.lm.config import GRPOConfig
@@ -52,9 +73,9 @@ def make_grpo_step(config: GRPOConfig, model: TransformerConfig, task: SequenceT
                    extra_rewards: Mapping[str, RewardFn] | None = None):
     """``step(state, hyperparams, ref_params) -> (state, metrics)``, pure and jittable.
 
-    ``ref_params`` are the frozen reference model's parameters (ignored, and never run, when
-    ``config.beta == 0``; pass ``None`` then). ``hyperparams`` is ``config.hyperparams()`` or a
-    batch of them under ``vmap``.
+    ``ref_params`` are the frozen reference model's parameters (ignored, and never run, unless
+    ``config.use_reference``: ``beta > 0`` or ``estimator="reinforce_pp"``; pass ``None``
+    then). ``hyperparams`` is ``config.hyperparams()`` or a batch of them under ``vmap``.
     """
     rewards = resolve_rewards(config, task, extra_rewards)
     tok = task.tokenizer
@@ -65,6 +86,7 @@ def make_grpo_step(config: GRPOConfig, model: TransformerConfig, task: SequenceT
             f"max_new_tokens={num_new} is invalid: prompt ({task.prompt_len}) + completion must "
             f"fit the model's max_len {model.max_len}")
     need_old = config.num_epochs > 1 or config.num_minibatches > 1
+    estimator = config.estimator_spec
 
     def log_probs(params, data, temperature, with_entropy=False):
         return completion_log_probs(params, model, data["prompts"], data["prompt_valid"],
@@ -90,19 +112,28 @@ def make_grpo_step(config: GRPOConfig, model: TransformerConfig, task: SequenceT
             metrics[f"reward/{name}"] = value.mean()
             total = total + weight * value
         grouped = total.reshape(num_prompts, group)
-        advantages = group_advantages(grouped, scale=config.advantage_scale).reshape(-1)
         zero_spread = jnp.max(grouped, axis=1) == jnp.min(grouped, axis=1)  # [B]
         keep = ~zero_spread if config.filter_zero_spread else jnp.ones_like(zero_spread)
         mask = completions.mask & jnp.repeat(keep, group)[:, None]
 
         data = {"prompts": batch.prompts, "prompt_valid": batch.prompt_valid,
-                "tokens": completions.tokens, "mask": mask, "advantages": advantages}
-        if need_old:
-            data["old_log_prob"] = jax.lax.stop_gradient(
+                "tokens": completions.tokens, "mask": mask}
+        sampling_log_prob = ref_log_prob = token_kl = None
+        if need_old or estimator.token_kl:
+            sampling_log_prob = jax.lax.stop_gradient(
                 log_probs(state.params, data, hp["temperature"]))
+        if need_old:
+            data["old_log_prob"] = sampling_log_prob
+        if config.use_reference:
+            ref_log_prob = jax.lax.stop_gradient(log_probs(ref_params, data, hp["temperature"]))
         if config.use_kl:
-            data["ref_log_prob"] = jax.lax.stop_gradient(
-                log_probs(ref_params, data, hp["temperature"]))
+            data["ref_log_prob"] = ref_log_prob
+        if estimator.token_kl:
+            # k1 estimate of KL(pi_old || pi_ref) at each sampled token that counts.
+            token_kl = jnp.where(mask, sampling_log_prob - ref_log_prob, 0.0)
+            metrics["token_kl"] = masked_mean(token_kl, mask)
+        data["advantages"] = estimator.fn(grouped, token_kl, mask, hp["kl_coef"],
+                                          scale=config.advantage_scale)
 
         def loss_fn(params, mb):
             log_prob, entropy = log_probs(params, mb, hp["temperature"], with_entropy=True)
@@ -152,7 +183,7 @@ def train_grpo(config: GRPOConfig, params: Any, model: TransformerConfig, *,
     step = make_grpo_step(config, model, task, extra_rewards)
     hyperparams = config.hyperparams()
     state = init_state(jax.random.PRNGKey(config.seed), params, hyperparams)
-    ref = (params if ref_params is None else ref_params) if config.use_kl else None
+    ref = (params if ref_params is None else ref_params) if config.use_reference else None
     return fit(step, state, config.steps, hyperparams, ref,
                evaluate=make_evaluator(model, task, config.eval_prompts), chunk=config.log_every,
                progress=progress, desc=f"{config.loss}", show=("reward", "exact_match"))
