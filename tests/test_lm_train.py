@@ -159,7 +159,7 @@ def test_reference_pass_only_where_needed():
         hp = config.hyperparams()
         state = init_state(jax.random.PRNGKey(0), params, hp)
         if estimator == "reinforce_pp":
-            with pytest.raises(Exception):
+            with pytest.raises(ValueError, match="ref_params=None.*reinforce_pp"):
                 jax.make_jaxpr(step)(state, hp, None)
         sizes[estimator] = len(str(jax.make_jaxpr(step)(
             state, hp, params if config.use_reference else None)))

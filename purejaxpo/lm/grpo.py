@@ -94,6 +94,10 @@ def make_grpo_step(config: GRPOConfig, model: TransformerConfig, task: SequenceT
                                     with_entropy=with_entropy)
 
     def step(state: LMState, hyperparams, ref_params=None):
+        if config.use_reference and ref_params is None:
+            raise ValueError(
+                f"ref_params=None is invalid with beta={config.beta}, "
+                f"estimator={config.estimator!r}: the reference model's parameters are needed")
         hp = hyperparams
         key, prompt_key, sample_key, shuffle_key = jax.random.split(state.key, 4)
         batch = task.sample(prompt_key, num_prompts).repeat(group)
