@@ -612,13 +612,9 @@ class Policy:
                                               time_major(minibatch["resets"])))
             dist = self.head_distribution(params, features)
             return dist, self.head_value(params, features) if self.has_critic else None
-        if self.spec.shared:
-            features = self.features(params, minibatch["obs"])
-            value = self.head_value(params, features) if self.has_critic else None
-            return self.head_distribution(params, features), value
-        obs = minibatch["obs"]
-        value = self.value(params, obs) if self.has_critic else None
-        return self.distribution(params, obs), value
+        features = self.features(params, minibatch["obs"])  # the prepared obs when separate
+        value = self.head_value(params, features) if self.has_critic else None
+        return self.head_distribution(params, features), value
 
     def env_action(self, action):
         """The action to send to the env: continuous actions clipped to the env's bounds."""

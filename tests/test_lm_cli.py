@@ -221,8 +221,8 @@ class _Captured(Exception):
     pass
 
 
-@pytest.mark.parametrize("loss", sorted(LOSS_PRESETS))
-def test_grpo_loss_presets_reach_the_config(loss, sft, monkeypatch):
+def _grpo_config(sft, monkeypatch, *argv):
+    """The GRPO config that ``lm grpo --init <sft> ARGV`` would train with (not trained)."""
     import purejaxpo.lm.grpo as grpo
 
     def capture(config, *args, **kwargs):
@@ -231,9 +231,13 @@ def test_grpo_loss_presets_reach_the_config(loss, sft, monkeypatch):
     monkeypatch.setattr(grpo, "train_grpo", capture)
     init, _ = sft
     with pytest.raises(_Captured) as info:
-        cli.main(["lm", "grpo", "--init", str(init), "--loss", loss, "--no-progress",
-                  "--set", "clip_eps_high=0.5"])
-    config = info.value.args[0].to_dict()
+        cli.main(["lm", "grpo", "--init", str(init), *argv, "--no-progress"])
+    return info.value.args[0]
+
+
+@pytest.mark.parametrize("loss", sorted(LOSS_PRESETS))
+def test_grpo_loss_presets_reach_the_config(loss, sft, monkeypatch):
+    config = _grpo_config(sft, monkeypatch, "--loss", loss, "--set", "clip_eps_high=0.5").to_dict()
     assert config["loss"] == loss
     expected = {**LOSS_PRESETS[loss], "clip_eps_high": 0.5}  # an explicit --set wins
     assert {k: config[k] for k in expected} == expected
@@ -241,17 +245,7 @@ def test_grpo_loss_presets_reach_the_config(loss, sft, monkeypatch):
 
 @pytest.mark.parametrize("estimator", ["rloo", "reinforce_pp"])
 def test_grpo_estimator_reaches_the_config(estimator, sft, monkeypatch):
-    import purejaxpo.lm.grpo as grpo
-
-    def capture(config, *args, **kwargs):
-        raise _Captured(config)
-
-    monkeypatch.setattr(grpo, "train_grpo", capture)
-    init, _ = sft
-    with pytest.raises(_Captured) as info:
-        cli.main(["lm", "grpo", "--init", str(init), "--estimator", estimator, "--no-progress",
-                  "--set", "kl_coef=0.01"])
-    config = info.value.args[0]
+    config = _grpo_config(sft, monkeypatch, "--estimator", estimator, "--set", "kl_coef=0.01")
     assert config.estimator == estimator and config.kl_coef == 0.01
     assert config.use_reference == (estimator == "reinforce_pp")
 
