@@ -204,6 +204,46 @@ def dpo_loss(
     )
 
 
+def rpo_loss(
+    chosen_logratio: Array,
+    rejected_logratio: Array,
+    chosen_nll: Array,
+    beta: Numeric,
+    alpha: Numeric,
+    label_smoothing: Numeric = 0.0,
+) -> Array:
+    """NLL-regularised DPO (RPO) per example: ``dpo_loss + alpha * chosen_nll``.
+
+    DPO only constrains the *difference* of the two log-ratios, so it can lower the chosen
+    answers' probability as long as the rejected ones fall faster; the negative log-likelihood
+    of the chosen answer holds them up (continued SFT on the preferred answers).
+    ``alpha = 0`` is :func:`dpo_loss`.
+
+    Args:
+      chosen_logratio: ``[B]`` ``log pi(y_w|x) - log pi_ref(y_w|x)``.
+      rejected_logratio: ``[B]`` the same for the dispreferred answers.
+      chosen_nll: ``[B]`` the chosen completion's negative log-likelihood per token. TRL's
+        ``rpo_alpha`` term is the cross-entropy averaged over all chosen tokens of the batch:
+        pass ``-log pi(y_w|x) / mean_b |y_w|`` (the batch's mean length), whose batch mean is
+        exactly that; ``-log pi(y_w|x) / |y_w|`` is the per-sequence average of the paper.
+      beta: DPO's inverse temperature.
+      alpha: weight of the NLL term (TRL's ``rpo_alpha``; the paper uses 1).
+      label_smoothing: as in :func:`dpo_loss`.
+
+    Returns:
+      ``[B]`` per-example loss.
+
+    References:
+      Pang et al., "Iterative Reasoning Preference Optimization", 2024 (DPO + NLL); TRL's
+      ``DPOConfig.rpo_alpha``.
+
+    Example:
+      >>> loss = rpo_loss(jnp.array([0.5]), jnp.array([-0.5]), jnp.array([0.2]), 0.1, 1.0)
+    """
+    chex.assert_equal_shape((chosen_logratio, rejected_logratio, chosen_nll))
+    return dpo_loss(chosen_logratio, rejected_logratio, beta, label_smoothing) + alpha * chosen_nll
+
+
 def ipo_loss(chosen_logratio: Array, rejected_logratio: Array, tau: Numeric) -> Array:
     """Identity Preference Optimisation loss per example: ``(h - 1 / (2 * tau))^2``.
 

@@ -160,13 +160,15 @@ def test_every_table_entry_constructs_with_its_defaults(loss):
 # The calls the trainer made before the table (one if-branch per loss), to pin the table's
 # inputs and coefficient order.
 _EXPLICIT = {
-    "sigmoid": lambda c, r, m, hp: losses.dpo_loss(c, r, hp["beta"], hp["label_smoothing"]),
-    "ipo": lambda c, r, m, hp: losses.ipo_loss(c, r, hp["beta"]),
-    "hinge": lambda c, r, m, hp: losses.hinge_loss(c, r, hp["beta"]),
-    "robust": lambda c, r, m, hp: losses.robust_dpo_loss(c, r, hp["beta"],
+    "rpo": lambda c, r, m, hp, nll: losses.rpo_loss(c, r, nll, hp["beta"], hp["rpo_alpha"],
+                                                    hp["label_smoothing"]),
+    "sigmoid": lambda c, r, m, hp, nll: losses.dpo_loss(c, r, hp["beta"], hp["label_smoothing"]),
+    "ipo": lambda c, r, m, hp, nll: losses.ipo_loss(c, r, hp["beta"]),
+    "hinge": lambda c, r, m, hp, nll: losses.hinge_loss(c, r, hp["beta"]),
+    "robust": lambda c, r, m, hp, nll: losses.robust_dpo_loss(c, r, hp["beta"],
                                                           hp["label_smoothing"]),
-    "orpo": lambda c, r, m, hp: losses.orpo_loss(*m, hp["beta"]),
-    "simpo": lambda c, r, m, hp: losses.simpo_loss(*m, hp["beta"], hp["simpo_gamma"]),
+    "orpo": lambda c, r, m, hp, nll: losses.orpo_loss(*m, hp["beta"]),
+    "simpo": lambda c, r, m, hp, nll: losses.simpo_loss(*m, hp["beta"], hp["simpo_gamma"]),
 }
 
 
@@ -177,10 +179,38 @@ def test_pair_loss_calls_the_table_entry_as_before(loss):
     chosen = SequenceLogProbs(jnp.array([-3.0, -5.0]), jnp.array([3.0, 4.0]))
     rejected = SequenceLogProbs(jnp.array([-4.0, -2.0]), jnp.array([4.0, 2.0]))
     ref_c, ref_r = jnp.array([-3.5, -4.0]), jnp.array([-3.0, -2.5])
+    nll = -chosen.total / chosen.length.mean()  # RPO's chosen NLL, normalised as TRL does
     expected = _EXPLICIT[loss](chosen.total - ref_c, rejected.total - ref_r,
-                               (chosen.mean, rejected.mean), hp)
+                               (chosen.mean, rejected.mean), hp, nll)
     np.testing.assert_array_equal(pair_loss(config, hp, chosen, rejected, ref_c, ref_r),
                                   expected)
+
+
+def test_rpo_batch_loss_matches_trl_in_float64():
+    """The batch mean of the per-example RPO loss is TRL's: mean DPO loss plus ``rpo_alpha``
+    times the cross-entropy averaged over all chosen tokens of the batch (so a long chosen
+    completion weighs more than a short one), from token log-probs of unequal lengths."""
+    rng = np.random.default_rng(0)
+    token_c = -rng.uniform(0.01, 3.0, (5, 4))
+    token_r = -rng.uniform(0.01, 3.0, (5, 4))
+    mask_c = np.arange(4) < np.array([4, 1, 3, 2, 4])[:, None]
+    mask_r = np.arange(4) < np.array([2, 4, 4, 1, 3])[:, None]
+    ref_c, ref_r = -rng.uniform(1.0, 6.0, 5), -rng.uniform(1.0, 6.0, 5)
+    config = DPOConfig(loss="rpo", beta=0.3, rpo_alpha=0.7, label_smoothing=0.1)
+    hp = config.hyperparams()
+    seq = lambda t, m: SequenceLogProbs(jnp.asarray((t * m).sum(1), jnp.float32),  # noqa: E731
+                                        jnp.asarray(m.sum(1), jnp.float32))
+    out = jax.jit(lambda c, r: pair_loss(config, hp, c, r, jnp.asarray(ref_c, jnp.float32),
+                                         jnp.asarray(ref_r, jnp.float32)).mean())(
+        seq(token_c, mask_c), seq(token_r, mask_r))
+    dpo = []
+    for i in range(5):
+        h = ((token_c[i] * mask_c[i]).sum() - ref_c[i]) - ((token_r[i] * mask_r[i]).sum() - ref_r[i])
+        u = 0.3 * h
+        log_sig = lambda x: -np.logaddexp(0.0, -x)  # noqa: E731
+        dpo.append(-(1 - 0.1) * log_sig(u) - 0.1 * log_sig(-u))
+    nll = -(token_c * mask_c).sum() / mask_c.sum()  # TRL: cross-entropy over all chosen tokens
+    np.testing.assert_allclose(out, np.mean(dpo) + 0.7 * nll, rtol=1e-5)
 
 
 def test_kto_mismatched_pairs_pair_prompts_with_other_completions():

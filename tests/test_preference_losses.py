@@ -67,6 +67,12 @@ def ref_dpo(c, r, beta, eps):
     return -(1.0 - eps) * ref_log_sigmoid(u) - eps * ref_log_sigmoid(-u)
 
 
+def ref_rpo(c, r, nll, beta, alpha, eps):
+    # Pang et al. 2024 / TRL rpo_alpha: the DPO term plus alpha times the chosen NLL.
+    u = beta * (c - r)
+    return -(1.0 - eps) * ref_log_sigmoid(u) - eps * ref_log_sigmoid(-u) + alpha * nll
+
+
 def ref_robust_dpo(c, r, beta, eps):
     u = beta * (c - r)
     return ((1.0 - eps) * -ref_log_sigmoid(u) - eps * -ref_log_sigmoid(-u)) / (1.0 - 2.0 * eps)
@@ -160,6 +166,26 @@ class PairedLossTest(chex.TestCase):
         self.assertEqual(out.shape, (B,))
         ref = _elementwise(lambda ci, ri: ref_dpo(ci, ri, beta, eps), c, r)
         np.testing.assert_allclose(out, ref, rtol=RTOL, atol=ATOL)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.product(coeffs=COEFFS, alpha=[0.0, 0.5, 1.0])
+    def test_rpo_matches_reference(self, coeffs, alpha):
+        _, beta, eps = coeffs
+        c, r = _logratios(11)
+        nll = -_avg_logps(12)  # per-token NLL of the chosen answers, > 0
+        out = self.variant(losses.rpo_loss)(c, r, nll, beta, alpha, eps)
+        self.assertEqual(out.shape, (B,))
+        ref = _elementwise(lambda ci, ri, ni: ref_rpo(ci, ri, ni, beta, alpha, eps), c, r, nll)
+        np.testing.assert_allclose(out, ref, rtol=RTOL, atol=ATOL)
+        # The NLL enters linearly with weight alpha; the log-ratios as in DPO.
+        g_nll = self.variant(jax.grad(lambda n: jnp.sum(losses.rpo_loss(c, r, n, beta, alpha,
+                                                                        eps))))(nll)
+        np.testing.assert_allclose(g_nll, np.full(B, alpha), rtol=1e-6)
+        g_rpo = self.variant(_grads_both(lambda x, y: losses.rpo_loss(x, y, nll, beta, alpha,
+                                                                      eps)))(c, r)
+        g_dpo = self.variant(_grads_both(lambda x, y: losses.dpo_loss(x, y, beta, eps)))(c, r)
+        for a, b in zip(g_rpo, g_dpo):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
     @chex.variants(with_jit=True, without_jit=True)
     @parameterized.named_parameters(*COEFFS)

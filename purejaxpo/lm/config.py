@@ -397,9 +397,12 @@ class PreferenceLoss:
     Attributes:
       fn: the per-example loss from :mod:`purejaxpo.losses`. A paired loss is called as
         ``fn(chosen, rejected, *coefficients)`` with summed log-ratios to the reference model
-        (``reference``) or length-normalised log-probs (reference-free); the unpaired one as
+        (``reference``) or length-normalised log-probs (reference-free), or with ``nll`` as
+        ``fn(chosen, rejected, chosen_nll, *coefficients)``; the unpaired one as
         ``fn(logratio, desirable, reference_point, *coefficients)``.
       reference: whether it needs the reference model.
+      nll: whether it also takes the chosen completions' negative log-likelihood per token
+        (TRL's normalisation: the batch mean of it is the mean over all chosen tokens).
       paired: False for a loss on unpaired, labelled completions (KTO).
       beta: the default of :attr:`DPOConfig.beta`, whose meaning differs by loss.
       coefficients: the :class:`DPOConfig` hyperparameters passed to ``fn`` after its inputs,
@@ -413,6 +416,7 @@ class PreferenceLoss:
     coefficients: tuple[str, ...]
     description: str
     paired: bool = True
+    nll: bool = False
 
 
 # beta's meaning and scale differ by loss: KL strength (sigmoid, hinge, robust, kto), tau (ipo),
@@ -420,6 +424,11 @@ class PreferenceLoss:
 # Defaults measured on 3-digit addition from an early-stopped SFT policy (see the README's
 # DPO table); TRL's 0.1 let the chosen answers' log-probs fall and hurt exact match there.
 PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {
+    "rpo": PreferenceLoss(
+        losses.rpo_loss, reference=True, nll=True, beta=0.5,
+        coefficients=("beta", "rpo_alpha", "label_smoothing"),
+        description="RPO: DPO + rpo_alpha * NLL of the chosen completion (per token); keeps "
+                    "the chosen answers' probability up"),
     "sigmoid": PreferenceLoss(
         losses.dpo_loss, reference=True, beta=0.5, coefficients=("beta", "label_smoothing"),
         description="DPO: -log sigmoid(beta * margin); conservative DPO with label_smoothing"),
@@ -470,8 +479,9 @@ class DPOConfig(LMTrainConfig, PairDataConfig):
       loss: a key of :data:`PREFERENCE_LOSSES` (listed below).
       beta: the loss's coefficient (sweepable); None takes the loss's default
         (:attr:`PreferenceLoss.beta`).
-      label_smoothing: assumed label-flip probability of ``sigmoid`` (conservative DPO) and
-        ``robust`` (sweepable).
+      label_smoothing: assumed label-flip probability of ``sigmoid`` (conservative DPO),
+        ``rpo`` and ``robust`` (sweepable).
+      rpo_alpha: weight of ``rpo``'s chosen-answer NLL term (sweepable).
       simpo_gamma: SimPO's target reward margin (sweepable).
       kto_desirable_weight, kto_undesirable_weight: KTO's class weights (sweepable).
       precompute_ref: compute the reference log-probs of the whole dataset once, before
@@ -492,13 +502,14 @@ class DPOConfig(LMTrainConfig, PairDataConfig):
     rejected: str = "policy"
     beta: float | None = None
     label_smoothing: float = 0.0
+    rpo_alpha: float = 1.0
     simpo_gamma: float = 0.5
     kto_desirable_weight: float = 1.0
     kto_undesirable_weight: float = 1.0
     precompute_ref: bool = True
 
     SWEEPABLE: ClassVar[tuple[str, ...]] = (
-        "learning_rate", "max_grad_norm", "beta", "label_smoothing", "simpo_gamma",
+        "learning_rate", "max_grad_norm", "beta", "label_smoothing", "rpo_alpha", "simpo_gamma",
         "kto_desirable_weight", "kto_undesirable_weight")
 
     def __post_init__(self):
@@ -518,6 +529,7 @@ class DPOConfig(LMTrainConfig, PairDataConfig):
         check_float("beta", self.beta, 0.0, low_open=True)
         high = 0.5
         check_float("label_smoothing", self.label_smoothing, 0.0, high, high_open=True)
+        check_float("rpo_alpha", self.rpo_alpha, 0.0)
         check_float("simpo_gamma", self.simpo_gamma, -math.inf)
         check_float("kto_desirable_weight", self.kto_desirable_weight, 0.0)
         check_float("kto_undesirable_weight", self.kto_undesirable_weight, 0.0)

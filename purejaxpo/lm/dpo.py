@@ -124,14 +124,20 @@ def reference_log_probs(ref_params, model: TransformerConfig, data, *, batch: in
 def pair_loss(config: DPOConfig, hp, chosen: SequenceLogProbs, rejected: SequenceLogProbs,
               ref_chosen: Array | None, ref_rejected: Array | None) -> Array:
     """Per-example loss ``[B]`` of a paired loss: the table entry's function on summed
-    log-ratios (reference-based losses) or length-normalised log-probs (reference-free)."""
+    log-ratios (reference-based losses) or length-normalised log-probs (reference-free), and
+    the chosen completions' NLL per token where the loss takes it (``rpo``)."""
     spec = config.loss_spec
     if not spec.paired:
         raise ValueError(f"loss={config.loss!r} is not a paired loss")
-    coefficients = [hp[name] for name in spec.coefficients]
     if spec.reference:
-        return spec.fn(chosen.total - ref_chosen, rejected.total - ref_rejected, *coefficients)
-    return spec.fn(chosen.mean, rejected.mean, *coefficients)
+        inputs = (chosen.total - ref_chosen, rejected.total - ref_rejected)
+    else:
+        inputs = (chosen.mean, rejected.mean)
+    if spec.nll:
+        # TRL's NLL is the mean over all chosen tokens of the batch: the batch mean of each
+        # completion's NLL divided by the batch's mean chosen length.
+        inputs += (-chosen.total / jnp.maximum(chosen.length.mean(), 1.0),)
+    return spec.fn(*inputs, *[hp[name] for name in spec.coefficients])
 
 
 def make_dpo_step(config: DPOConfig, model: TransformerConfig):
