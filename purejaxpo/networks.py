@@ -9,8 +9,9 @@ A policy is described by a :class:`PolicySpec`, which every RL config carries as
   ``gru_size`` units on top;
 * **heads**, the parts an algorithm declares (:class:`PolicyParts`): the actor (categorical for
   discrete actions, Gaussian for continuous ones, with a state-independent or a state-dependent
-  log-std) and the critic (a value head). :data:`HEADS` is the table of head kinds; the
-  off-policy algorithms add theirs there;
+  log-std; for the off-policy algorithms a squashed Gaussian or a deterministic actor, see
+  :data:`ACTORS`) and the critic (a value head, or twin Q networks of the observation and the
+  action). :data:`HEADS` is the table of head kinds;
 * **separate or shared torsos**: separate (the default for an MLP), each head has its own copy
   of the torso; shared (the default with a CNN or a GRU), one torso feeds every head, each
   head adding its own dense layers of ``head_sizes``. A GRU torso is always shared: its state
@@ -226,9 +227,15 @@ def value_head(branch: "Branch", x):
     return _dense(1, 1.0)(x)[..., 0]
 
 
+def deterministic_head(branch: "Branch", x):
+    """Pre-tanh actions ``[..., n]`` of a deterministic actor (TD3; gain 0.01)."""
+    return _dense(branch.out_dim, 0.01)(x)
+
+
 HEADS: dict[str, Callable] = {
     "categorical": categorical_head,
     "gaussian": gaussian_head,
+    "deterministic": deterministic_head,
     "value": value_head,
 }
 """Head kinds: ``head(branch, features)``, called inside the :class:`Branch` module's compact
@@ -259,20 +266,33 @@ class Branch(nn.Module):
         return HEADS[self.head](self, x)
 
 
+ACTORS = ("auto", "squashed_gaussian", "deterministic")
+"""Actor kinds: ``auto`` (categorical for discrete actions, Gaussian for continuous ones),
+``squashed_gaussian`` (SAC: ``tanh`` of a Gaussian sample, actions in ``[-1, 1]``) and
+``deterministic`` (TD3: ``tanh`` of the head, actions in ``[-1, 1]``). Actions in ``[-1, 1]``
+are scaled to the environment's bounds when sent to it (:meth:`Policy.env_action`)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PolicyParts:
     """What an algorithm needs from a policy (declared by its config's ``policy_parts``).
 
     Attributes:
-      heads: the parts, in order: ``"actor"`` and, for algorithms with a critic, ``"critic"``.
+      heads: the parts, in order: ``"actor"`` and, for algorithms with a critic, ``"critic"``
+        (a state value, V(s)) or ``"q"`` (``num_q`` action values Q(s, a), each with its own
+        torso, the action joined to the flat observation).
       memory: the algorithm's update handles recurrent policies (whole-sequence minibatches).
       shared_torso: the algorithm can train a torso shared by its heads (TRPO cannot: its
         trust region is over the actor's parameters alone).
+      actor: the actor's kind (:data:`ACTORS`).
+      num_q: Q networks with a ``"q"`` head (twin: 2).
     """
 
     heads: tuple[str, ...] = ("actor", "critic")
     memory: bool = False
     shared_torso: bool = True
+    actor: str = "auto"
+    num_q: int = 2
 
 
 def _fail(field: str, value: Any, valid: str) -> None:
@@ -372,6 +392,9 @@ class PolicySpec(PolicyFields):
         if self.gru_size and not self.parts.memory:
             _fail("gru_size", self.gru_size, "must be 0: this algorithm's update does not "
                   "train recurrent policies (ppo, ppo_rnn, a2c and reinforce do)")
+        if "q" in self.parts.heads and self.torso != "mlp":
+            _fail("torso", self.torso, "must be mlp for this algorithm (its Q networks join "
+                  "the action to the flat observation)")
         if self.shared and not self.parts.shared_torso:
             _fail("shared_torso", self.shared_torso, "must be false for this algorithm (its "
                   "update needs the actor's parameters apart from the critic's; a CNN or "
@@ -455,14 +478,28 @@ class Policy:
     def has_critic(self) -> bool:
         return "critic" in self.spec.parts.heads
 
+    @property
+    def actor_kind(self) -> str:
+        """``categorical``, ``gaussian``, ``squashed_gaussian`` or ``deterministic``."""
+        kind = self.spec.parts.actor
+        if kind == "auto":
+            return "gaussian" if self.continuous else "categorical"
+        return kind
+
+    @property
+    def squashed(self) -> bool:
+        """True: actions live in ``[-1, 1]`` and are scaled to the env's bounds."""
+        return self.actor_kind in ("squashed_gaussian", "deterministic")
+
     # The modules.
 
     def _branch(self, name: str) -> Branch:
         spec = self.spec
         if name == "actor":
-            head, out = (("gaussian", self.action_dim) if self.continuous
-                         else ("categorical", self.num_actions))
-        elif name == "critic":
+            kind = self.actor_kind
+            head = "gaussian" if kind == "squashed_gaussian" else kind
+            out = self.num_actions if kind == "categorical" else self.action_dim
+        elif name in ("critic", "q"):
             head, out = "value", 1
         else:
             raise ValueError(f"unknown policy part {name!r}")
@@ -506,8 +543,22 @@ class Policy:
                 x = jax.eval_shape(torso.apply, params["torso"], x)
                 x = jnp.zeros(x.shape, x.dtype)
         for name, k in zip(names, keys):
-            params[name] = self._branch(name).init(k, x)
+            if name == "q":  # num_q networks, stacked: each leaf [num_q, ...]
+                xa = jnp.concatenate([x, jnp.zeros((1, self.action_dim), x.dtype)], -1)
+                ks = jax.random.split(k, self.spec.parts.num_q)
+                params[name] = jax.vmap(lambda kq: self._branch("q").init(kq, xa))(ks)
+            else:
+                params[name] = self._branch(name).init(k, x)
         return params
+
+    def q_values(self, q_params, obs, action) -> jax.Array:
+        """Q(obs, action) of every Q network: ``[..., *obs_shape], [..., A] -> [num_q, ...]``.
+
+        ``q_params`` is ``params["q"]`` (or a target copy of it); ``action`` is in the actor's
+        units (``[-1, 1]`` for a squashed actor).
+        """
+        x = jnp.concatenate([self._prepare(obs), action.astype(jnp.float32)], -1)
+        return jax.vmap(lambda p: self._branch("q").apply(p, x))(q_params)
 
     def features(self, params, obs):
         """The heads' input for feed-forward observations ``[..., *obs_shape]``."""
@@ -521,7 +572,12 @@ class Policy:
     def head_distribution(self, params, features) -> distrax.Distribution:
         """The actor head on the heads' input ``[..., F]`` (see :meth:`features`)."""
         out = self._branch("actor").apply(params["actor"], features)
-        if self.continuous:
+        kind = self.actor_kind
+        if kind == "squashed_gaussian":
+            return SquashedGaussian(*out)
+        if kind == "deterministic":
+            return DeterministicAction(jnp.tanh(out))
+        if kind == "gaussian":
             mean, log_std = out
             return distrax.MultivariateNormalDiag(mean, jnp.exp(log_std))
         return distrax.Categorical(logits=out)
@@ -617,10 +673,66 @@ class Policy:
         return self.head_distribution(params, features), value
 
     def env_action(self, action):
-        """The action to send to the env: continuous actions clipped to the env's bounds."""
+        """The action to send to the env: ``[-1, 1]`` actions of a squashed actor scaled to the
+        env's bounds, other continuous actions clipped to them."""
+        if self.squashed:
+            low, high = jnp.asarray(self.action_low), jnp.asarray(self.action_high)
+            return low + 0.5 * (jnp.clip(action, -1.0, 1.0) + 1.0) * (high - low)
         if self.continuous:
             return jnp.clip(action, jnp.asarray(self.action_low), jnp.asarray(self.action_high))
         return action
+
+
+class SquashedGaussian:
+    """``tanh(u)``, ``u ~ N(mean, exp(log_std))`` diagonal: SAC's actor, actions in ``[-1, 1]``.
+
+    The part of distrax's distribution interface the rollout and the updates use;
+    ``sample_and_log_prob`` is reparameterised (differentiable in ``mean`` and ``log_std``)
+    and its log-density is :func:`purejaxpo.td.squashed_gaussian_log_prob`.
+    """
+
+    def __init__(self, mean, log_std):
+        self.mean, self.log_std = mean, log_std
+
+    def sample_and_log_prob(self, seed):
+        from purejaxpo.td import squashed_gaussian_log_prob
+
+        u = self.mean + jnp.exp(self.log_std) * jax.random.normal(seed, self.mean.shape)
+        return jnp.tanh(u), squashed_gaussian_log_prob(self.mean, self.log_std, u)
+
+    def sample(self, seed):
+        return self.sample_and_log_prob(seed)[0]
+
+    def log_prob(self, action):
+        """At ``action`` in ``(-1, 1)`` (clipped 1e-6 inside, where atanh stays finite)."""
+        from purejaxpo.td import squashed_gaussian_log_prob
+
+        u = jnp.arctanh(jnp.clip(action, -1.0 + 1e-6, 1.0 - 1e-6))
+        return squashed_gaussian_log_prob(self.mean, self.log_std, u)
+
+    def mode(self):
+        """``tanh(mean)``: the deterministic action an evaluation plays."""
+        return jnp.tanh(self.mean)
+
+
+class DeterministicAction:
+    """A deterministic actor's action as a distribution (log-probability 0): TD3's."""
+
+    def __init__(self, action):
+        self.action = action
+
+    def sample_and_log_prob(self, seed):
+        del seed
+        return self.action, jnp.zeros(self.action.shape[:-1])
+
+    def sample(self, seed):
+        return self.action
+
+    def log_prob(self, action):
+        return jnp.zeros(action.shape[:-1])
+
+    def mode(self):
+        return self.action
 
 
 def reset_memory(state, done):
