@@ -50,6 +50,13 @@ BRAX_PPO = {
     "normalize_reward": True,
 }
 
+OFF_POLICY_PENDULUM = {
+    "total_timesteps": 20_000,
+    "learning_rate": 1e-3,
+    "hidden_sizes": (64, 64),
+    "buffer_size": 20_000,
+}
+
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     **{("ppo", game): MINATAR for game in MINATAR_GAMES},
     # PureJaxRL's CartPole settings; every one of 16 seeds reaches 500 at 5e5 steps.
@@ -111,6 +118,10 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         "normalize_obs": True,
         "normalize_reward": True,
     },
+    # SAC and TD3 on Pendulum (RL Zoo's budget, 2e4 env steps, lr 1e-3), 64 x 64 networks
+    # (SB3's 256 x 256 learn the same at 16x the compute) and a buffer holding the whole run.
+    ("sac", "Pendulum-v1"): OFF_POLICY_PENDULUM,
+    ("td3", "Pendulum-v1"): OFF_POLICY_PENDULUM,
     # Physics control (purejaxpo.envs.physics; needs pip install "purejaxpo[brax]" or
     # "[playground]"). brax's published PPO settings (obs normalisation, reward scaling: here
     # the running return std, GAE 0.95, gamma 0.97, lr 3e-4, clip 0.3, entropy 1e-2, 4
