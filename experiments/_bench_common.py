@@ -125,9 +125,42 @@ def run_child_json(cmd: list[str], *, cwd=None, env: dict | None = None,
     return {**child, "cmd": full, "json": data}
 
 
+def last_json_line(text: str) -> dict | None:
+    """The last line of ``text`` that parses as a JSON object (a runner's result line), or None."""
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict):
+                return data
+    return None
+
+
+def run_child_json_line(cmd: list[str], *, cwd=None, env: dict | None = None,
+                        timeout: float | None = None) -> dict:
+    """:func:`run_child` for a runner that prints its result as one JSON line on stdout.
+
+    Adds ``cmd`` and ``json`` (:func:`last_json_line` of stdout; None unless the child exited
+    with 0) to :func:`run_child`'s dict, as :func:`run_child_json` does for ``--json`` files.
+    """
+    child = run_child(cmd, cwd=cwd, env=env, timeout=timeout)
+    data = last_json_line(child["stdout"]) if child["rc"] == 0 else None
+    return {**child, "cmd": cmd, "json": data}
+
+
 def child_meta(child: dict) -> dict:
     """The part of :func:`run_child`'s result worth keeping in a results file."""
     return {"rc": child["rc"], "wall_s": child["wall_s"], "foreign_cpu": child["foreign_cpu"]}
+
+
+def failed_run(impl: str, child: dict) -> dict:
+    """A results-file row for a child that failed: its command, :func:`child_meta` and the tail
+    of its stderr (stdout where stderr is empty)."""
+    return {"impl": impl, "cmd": child["cmd"], **child_meta(child), "ok": False,
+            "error": tail(child["stderr"] or child["stdout"])}
 
 
 def tail(text: str, n: int = 2000) -> str:
@@ -240,6 +273,13 @@ def summarise_runs(runs: list[dict]) -> dict:
             (r["foreign_cpu"] for r in runs if r.get("foreign_cpu") is not None), default=None
         ),
     }
+
+
+def ratio(numerator, denominator):
+    """``numerator / denominator``, or None where either is missing or the denominator is 0."""
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
 
 
 def fmt(x, spec=".2f"):

@@ -1,11 +1,15 @@
-"""Runs rejax's PPO once on CartPole-v1 and prints one JSON line with its timings.
+"""Runs rejax's PPO (CartPole-v1) or SAC (Pendulum-v1) once and prints one JSON line with its
+timings.
 
-This file is run by ``bench_ppo_vs_rejax.py`` inside the separate rejax virtual environment
-(``.venv-rejax``, see ``requirements-rejax.txt``); it never imports purejaxpo. It prints exactly one
-line on stdout::
+This file is run by ``bench_ppo_vs_rejax.py`` (``--algo ppo``, the default) and ``bench_sac.py``
+(``--algo sac``) inside the separate rejax virtual environment (``.venv-rejax``, see
+``requirements-rejax.txt``); it never imports purejaxpo. It prints exactly one line on stdout::
 
     {"impl": "rejax", "compile_s": .., "run_s": .., "final_return": .., "total_timesteps": ..,
      "seeds": .., "jax": .., ...}
+
+PPO
+---
 
 How the benchmark's settings map onto rejax 0.1.3's ``PPO`` fields (see ``rejax/algos/ppo.py`` and
 ``rejax/algos/mixins.py``):
@@ -48,12 +52,59 @@ Evaluation runs only once, at the end (``eval_freq = total_timesteps`` and
 ``skip_initial_evaluation=True``); it is rejax's own evaluation (128 episodes, stochastic policy,
 inside the same jitted function, so its cost is part of ``run_s``). ``final_return`` is the mean
 return of those 128 episodes, averaged over seeds.
+
+SAC
+---
+
+``--algo sac`` runs rejax 0.1.3's ``SAC`` (``rejax/algos/sac.py``) stock, with two additions of
+this runner that change no computation of rejax's:
+
+* ``final_return`` is the one purejaxpo reports: the mean return of the training episodes that
+  ended in the last ``--final-fraction`` (5%) of the env steps (rounded up to whole iterations of
+  ``num_envs`` steps). rejax keeps no training episode statistics, so a subclass adds three
+  counters to its train state and updates them after each ``collect_transitions``; seeds with no
+  episode in the window get NaN.
+* rejax's own evaluation is switched off inside ``train`` (``eval_callback`` returns nothing,
+  ``eval_freq = total_timesteps``, ``skip_initial_evaluation=True``), so ``run_s`` is training
+  only. After timing, ``eval_return`` is the mean return of ``--eval-episodes`` episodes per seed
+  with the deterministic policy ``action_loc + action_scale * tanh(mean)`` (rejax's ``act``
+  samples), through rejax's ``evaluate_single``.
+
+===========================  ============================================================
+benchmark                    rejax
+===========================  ============================================================
+1 env                        ``num_envs=1``; each ``train_iteration`` steps every env once
+                             and counts ``num_envs`` env steps
+total env steps N            ``total_timesteps = eval_freq = N``: ``N / num_envs``
+                             iterations
+learning starts              ``fill_buffer``: gradient steps run in iterations whose
+                             ``global_step > fill_buffer`` (after the step), i.e. from the
+                             ``fill_buffer + 1``-th env step. Until then rejax acts with its
+                             (untrained) policy, not uniformly at random.
+1 gradient step per step     ``num_epochs=1`` (gradient steps per iteration)
+buffer, minibatch            ``buffer_size``, ``batch_size``
+lr (actor, critic, alpha)    ``learning_rate`` (one Adam for all three; eps 1e-8)
+gamma                        ``gamma``
+tau                          ``polyak = 1 - tau``, applied once per iteration
+MLP sizes, activation        ``hidden_layer_sizes`` (a top-level field: rejax's
+                             ``create_agent`` overwrites one given in ``agent_kwargs``),
+                             ``agent_kwargs={"activation": name}`` (a ``flax.linen``
+                             name: swish is silu)
+no observation normalisation ``normalize_observations=False``
+===========================  ============================================================
+
+Fixed by rejax (no setting): twin critics, target entropy ``-action_dim``, initial temperature
+1 (``log_alpha = 0``), temperature loss ``-alpha * (log_prob + target_entropy)`` (in alpha, not
+log alpha), log-std clipped to [-10, 2], gradient order actor, critic, temperature; gymnax
+0.0.9's single ``done`` (a time-limit truncation ends the Bellman backup as a termination);
+flax's default lecun-normal initialisation; no gradient clipping (``max_grad_norm=inf``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -63,7 +114,8 @@ import _bench_common as bench  # next to this file (never purejaxpo: see above)
 
 def _parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--env", default="CartPole-v1")
+    p.add_argument("--algo", choices=("ppo", "sac"), default="ppo")
+    p.add_argument("--env", default=None, help="default: CartPole-v1 (ppo), Pendulum-v1 (sac)")
     p.add_argument("--total-timesteps", type=int, default=500_000)
     p.add_argument("--seeds", type=int, default=1, help="seeds per run, vmapped when > 1")
     p.add_argument("--seed", type=int, default=0, help="base PRNG seed")
@@ -82,7 +134,20 @@ def _parse_args(argv=None):
     p.add_argument("--grad-clip", choices=("elementwise", "global_norm"), default="elementwise")
     p.add_argument("--hidden-sizes", default="64,64")
     p.add_argument("--activation", default="tanh")
-    return p.parse_args(argv)
+    sac = p.add_argument_group("sac (--algo sac; --num-envs, --learning-rate, --gamma, "
+                               "--hidden-sizes and --activation apply too)")
+    sac.add_argument("--buffer-size", type=int, default=10_000)
+    sac.add_argument("--fill-buffer", type=int, default=256)
+    sac.add_argument("--batch-size", type=int, default=256)
+    sac.add_argument("--polyak", type=float, default=0.98, help="1 - tau")
+    sac.add_argument("--eval-episodes", type=int, default=10,
+                     help="deterministic evaluation episodes per seed, after timing")
+    sac.add_argument("--final-fraction", type=float, default=0.05,
+                     help="final_return: episodes that ended in this last share of the steps")
+    args = p.parse_args(argv)
+    if args.env is None:
+        args.env = "CartPole-v1" if args.algo == "ppo" else "Pendulum-v1"
+    return args
 
 
 def _make_ppo_class(lr_schedule: str, grad_clip: str):
@@ -130,10 +195,51 @@ def _make_ppo_class(lr_schedule: str, grad_clip: str):
     return BenchPPO
 
 
-def main(argv=None) -> int:
-    args = _parse_args(argv)
+def _environment_fields(args) -> dict:
+    """The versions, device and flags of this run, for the output line."""
     import jax
     import jaxlib
+
+    return {
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        **bench.dist_versions(("rejax", "gymnax", "flax", "optax")),
+        "device": str(jax.devices()[0]),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "python": sys.version.split()[0],
+    }
+
+
+def _compile_and_run(train, args):
+    """``train`` (vmapped over ``args.seeds`` keys when > 1) compiled ahead of time, then run:
+    ``(output, compile_s, run_s)``."""
+    import jax
+
+    # Creating the keys initialises the backend, so it is not counted as compile time.
+    if args.seeds > 1:
+        keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
+        train = jax.vmap(train)
+    else:
+        keys = jax.random.PRNGKey(args.seed)
+    jax.block_until_ready(keys)
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(train).lower(keys).compile()
+    compile_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(compiled(keys))
+    run_s = time.perf_counter() - t0
+    return out, compile_s, run_s
+
+
+def main(argv=None) -> int:
+    args = _parse_args(argv)
+    return _main_sac(args) if args.algo == "sac" else _main_ppo(args)
+
+
+def _main_ppo(args) -> int:
+    import jax
     import numpy as np
 
     batch = args.num_envs * args.num_steps
@@ -167,23 +273,7 @@ def main(argv=None) -> int:
         },
     )
 
-    # Creating the keys initialises the backend, so it is not counted as compile time.
-    if args.seeds > 1:
-        keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
-        train = jax.vmap(algo.train)
-    else:
-        keys = jax.random.PRNGKey(args.seed)
-        train = algo.train
-    jax.block_until_ready(keys)
-
-    t0 = time.perf_counter()
-    compiled = jax.jit(train).lower(keys).compile()
-    compile_s = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    ts, evaluation = compiled(keys)
-    jax.block_until_ready((ts, evaluation))
-    run_s = time.perf_counter() - t0
+    (ts, evaluation), compile_s, run_s = _compile_and_run(algo.train, args)
 
     _, returns = evaluation  # (num_evals=1, 128) or (seeds, 1, 128)
     per_seed = np.asarray(returns)[..., -1, :].mean(axis=-1).reshape(-1)
@@ -202,14 +292,145 @@ def main(argv=None) -> int:
         "seeds": args.seeds,
         "seed": args.seed,
         "steps_per_s": env_steps * args.seeds / run_s,
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        **bench.dist_versions(("rejax", "gymnax", "flax", "optax")),
-        "device": str(jax.devices()[0]),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        **_environment_fields(args),
         "lr_schedule": args.lr_schedule,
         "grad_clip": args.grad_clip,
-        "python": sys.version.split()[0],
+    }
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# SAC
+
+
+def _make_sac_class(window_steps: int):
+    """rejax's SAC plus the training-episode counters behind ``final_return`` (module
+    docstring): episodes that end at an env step ``> total_timesteps - window_steps``."""
+    import rejax
+    from jax import numpy as jnp
+    from rejax.algos.algorithm import register_init
+
+    class BenchSAC(rejax.SAC):
+        @register_init
+        def initialize_episode_counters(self, rng):
+            del rng
+            return {
+                "bench_episode_return": jnp.zeros(self.num_envs),
+                "bench_final_return_sum": jnp.zeros(()),
+                "bench_final_episodes": jnp.zeros((), jnp.int32),
+            }
+
+        def collect_transitions(self, ts):
+            ts, batch = super().collect_transitions(ts)  # rejax's step, unchanged
+            ret = ts.bench_episode_return + batch.reward
+            done = batch.done.astype(bool)
+            in_window = ts.global_step > self.total_timesteps - window_steps
+            ended = jnp.logical_and(done, in_window)
+            ts = ts.replace(
+                bench_episode_return=jnp.where(done, 0.0, ret),
+                bench_final_return_sum=ts.bench_final_return_sum + jnp.sum(
+                    jnp.where(ended, ret, 0.0)),
+                bench_final_episodes=ts.bench_final_episodes + jnp.sum(ended),
+            )
+            return ts, batch
+
+    return BenchSAC
+
+
+def _deterministic_eval(algo, actor_params, key, num_episodes: int):
+    """Mean return of ``num_episodes`` episodes per seed acting with ``tanh(mean)`` (scaled to
+    the action range), via rejax's ``evaluate_single``; ``actor_params`` have a leading seed
+    axis. Returns ``[seeds]`` numpy."""
+    import jax
+    import numpy as np
+    from jax import numpy as jnp
+    from rejax.evaluate import evaluate_single
+
+    actor, env, env_params = algo.actor, algo.env, algo.env_params
+    max_steps = int(env_params.max_steps_in_episode)
+
+    def act(params, obs):
+        dist = actor.apply(params, jnp.expand_dims(obs, 0), method="_action_dist")
+        action = actor.action_loc + jnp.tanh(dist.loc) * actor.action_scale
+        return jnp.squeeze(action)  # as rejax's own act
+
+    def one_seed(params):
+        keys = jax.random.split(key, num_episodes)
+        _, returns = jax.vmap(lambda k: evaluate_single(
+            lambda obs, rng: act(params, obs), env, env_params, k, max_steps))(keys)
+        return returns
+
+    returns = jax.jit(jax.vmap(one_seed))(actor_params)
+    return np.asarray(returns, np.float64)
+
+
+def _main_sac(args) -> int:
+    import jax
+    import numpy as np
+
+    iterations = args.total_timesteps // args.num_envs
+    if iterations < 1 or iterations * args.num_envs != args.total_timesteps:
+        raise SystemExit("--total-timesteps must be a positive multiple of --num-envs")
+    env_steps = iterations * args.num_envs
+    window_steps = math.ceil(args.final_fraction * iterations) * args.num_envs
+
+    sac_cls = _make_sac_class(window_steps)
+    algo = sac_cls.create(
+        env=args.env,
+        num_envs=args.num_envs,
+        buffer_size=args.buffer_size,
+        fill_buffer=args.fill_buffer,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        num_epochs=1,
+        total_timesteps=env_steps,
+        eval_freq=env_steps,
+        skip_initial_evaluation=True,
+        gamma=args.gamma,
+        polyak=args.polyak,
+        normalize_observations=False,
+        normalize_rewards=False,
+        hidden_layer_sizes=tuple(int(h) for h in args.hidden_sizes.split(",")),
+        agent_kwargs={"activation": args.activation},
+    )
+    algo = algo.replace(eval_callback=lambda algo, ts, rng: ())  # no evaluation in run_s
+
+    (ts, _), compile_s, run_s = _compile_and_run(algo.train, args)
+
+    global_step = np.asarray(ts.global_step).reshape(-1)
+    assert (global_step == env_steps).all(), (global_step, env_steps)
+    sums = np.asarray(ts.bench_final_return_sum, np.float64).reshape(-1)
+    counts = np.asarray(ts.bench_final_episodes).reshape(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_seed = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+    actor_params = ts.actor_ts.params
+    if args.seeds == 1:
+        actor_params = jax.tree.map(lambda x: x[None], actor_params)
+    eval_returns = _deterministic_eval(algo, actor_params, jax.random.PRNGKey(args.seed + 1),
+                                       args.eval_episodes)
+    eval_per_seed = eval_returns.mean(axis=-1)
+
+    out = {
+        "impl": "rejax",
+        "algo": "sac",
+        "compile_s": compile_s,
+        "run_s": run_s,
+        "final_return": float(np.nanmean(per_seed)) if np.isfinite(per_seed).any() else None,
+        "final_return_per_seed": [float(r) for r in per_seed],
+        "final_episodes_per_seed": [int(c) for c in counts],
+        "eval_return": float(eval_per_seed.mean()),
+        "eval_return_per_seed": [float(r) for r in eval_per_seed],
+        "eval_episodes": args.eval_episodes,
+        "total_timesteps": args.total_timesteps,
+        "env_steps_per_seed": env_steps,
+        # iterations i = 1..I learn where i * num_envs > fill_buffer
+        "gradient_steps_per_seed": iterations - args.fill_buffer // args.num_envs,
+        "seeds": args.seeds,
+        "seed": args.seed,
+        "steps_per_s": env_steps * args.seeds / run_s,
+        **_environment_fields(args),
     }
     print(json.dumps(out), flush=True)
     return 0
