@@ -60,13 +60,13 @@ def _purejaxpo_grpo(beta: float, steps: int) -> dict:
     import jax
 
     from purejaxpo.lm.common import init_state, run_loop
-    from purejaxpo.lm.config import GRPOConfig, SFTConfig
+    from purejaxpo.lm.config import LMGRPOConfig, LMSFTConfig
     from purejaxpo.lm.grpo import make_grpo_step
     from purejaxpo.lm.model import count_params, init_params
 
-    model = SFTConfig(**MODEL).model_config()
+    model = LMSFTConfig(**MODEL).model_config()
     params = init_params(jax.random.PRNGKey(0), model)
-    config = GRPOConfig(loss="grpo", prompts_per_step=PROMPTS_PER_STEP, group_size=GROUP_SIZE,
+    config = LMGRPOConfig(loss="grpo", prompts_per_step=PROMPTS_PER_STEP, group_size=GROUP_SIZE,
                         beta=beta, rewards=(("correct", 1.0),), learning_rate=1e-6)
     step = make_grpo_step(config, model, config.make_task())
     hp = config.hyperparams()
@@ -91,14 +91,14 @@ def _purejaxpo_dpo(steps: int, precompute: bool) -> dict:
     import jax
 
     from purejaxpo.lm.common import init_state, run_loop
-    from purejaxpo.lm.config import DPOConfig, SFTConfig
+    from purejaxpo.lm.config import LMDPOConfig, LMSFTConfig
     from purejaxpo.lm.dpo import make_dpo_step, reference_log_probs
     from purejaxpo.lm.model import init_params
     from purejaxpo.lm.pairs import synthetic_pairs
 
-    model = SFTConfig(**MODEL).model_config()
+    model = LMSFTConfig(**MODEL).model_config()
     params = init_params(jax.random.PRNGKey(0), model)
-    config = DPOConfig(loss="sigmoid", beta=0.1, batch_size=PAIRS_PER_STEP,
+    config = LMDPOConfig(loss="sigmoid", beta=0.1, batch_size=PAIRS_PER_STEP,
                        precompute_ref=precompute, learning_rate=1e-6)
     pairs = synthetic_pairs(jax.random.PRNGKey(2), config.make_task(), 4096)
     ref = reference_log_probs(params, model, pairs) if precompute else params

@@ -9,7 +9,7 @@ import pytest
 
 from purejaxpo import losses
 from purejaxpo.envs.sequence_tasks import AdditionTask
-from purejaxpo.lm.config import PREFERENCE_LOSSES, DPOConfig, SFTConfig
+from purejaxpo.lm.config import PREFERENCE_LOSSES, LMDPOConfig, LMSFTConfig
 from purejaxpo.lm.dpo import (
     SequenceLogProbs,
     kto_data,
@@ -26,7 +26,7 @@ TINY = dict(num_layers=1, width=32, num_heads=2, mlp_ratio=2)
 
 
 def _policy():
-    model = SFTConfig(**TINY).model_config()
+    model = LMSFTConfig(**TINY).model_config()
     return model, init_params(jax.random.PRNGKey(0), model)
 
 
@@ -112,7 +112,7 @@ def test_jsonl_too_long_for_the_model(tmp_path):
 @pytest.mark.parametrize("loss", list(PREFERENCE_LOSSES))
 def test_every_loss_steps_with_finite_metrics(loss):
     model, params = _policy()
-    config = DPOConfig(loss=loss, batch_size=8, label_smoothing=0.1 if loss == "robust" else 0.0)
+    config = LMDPOConfig(loss=loss, batch_size=8, label_smoothing=0.1 if loss == "robust" else 0.0)
     pairs = synthetic_pairs(jax.random.PRNGKey(0), config.make_task(), 32)
     data = pairs if PREFERENCE_LOSSES[loss].paired else kto_data(pairs)
     ref = reference_log_probs(params, model, data)
@@ -130,8 +130,8 @@ def test_precomputed_reference_equals_reference_model_in_the_step(loss):
     model, params = _policy()
     ref_params = init_params(jax.random.PRNGKey(7), model)
     pairs = synthetic_pairs(jax.random.PRNGKey(0), AdditionTask(), 32)
-    cfg_pre = DPOConfig(loss=loss, batch_size=8, precompute_ref=True)
-    cfg_live = DPOConfig(loss=loss, batch_size=8, precompute_ref=False)
+    cfg_pre = LMDPOConfig(loss=loss, batch_size=8, precompute_ref=True)
+    cfg_live = LMDPOConfig(loss=loss, batch_size=8, precompute_ref=False)
     data = kto_data(pairs) if loss == "kto" else pairs
     hp = cfg_pre.hyperparams()
     state = init_state(jax.random.PRNGKey(1), params, hp)
@@ -146,9 +146,9 @@ def test_precomputed_reference_equals_reference_model_in_the_step(loss):
 @pytest.mark.parametrize("loss", list(PREFERENCE_LOSSES))
 def test_every_table_entry_constructs_with_its_defaults(loss):
     spec = PREFERENCE_LOSSES[loss]
-    config = DPOConfig(loss=loss)
+    config = LMDPOConfig(loss=loss)
     assert config.loss_spec is spec and config.beta == spec.beta
-    assert DPOConfig(loss=loss, beta=0.25).beta == 0.25  # an explicit beta wins
+    assert LMDPOConfig(loss=loss, beta=0.25).beta == 0.25  # an explicit beta wins
     # Every coefficient the loss reads is a sweepable hyperparameter, beta first.
     assert spec.coefficients[0] == "beta"
     assert set(spec.coefficients) <= set(config.hyperparams())
@@ -174,7 +174,7 @@ _EXPLICIT = {
 
 @pytest.mark.parametrize("loss", [n for n, s in PREFERENCE_LOSSES.items() if s.paired])
 def test_pair_loss_calls_the_table_entry_as_before(loss):
-    config = DPOConfig(loss=loss, label_smoothing=0.2, simpo_gamma=0.3)
+    config = LMDPOConfig(loss=loss, label_smoothing=0.2, simpo_gamma=0.3)
     hp = config.hyperparams()
     chosen = SequenceLogProbs(jnp.array([-3.0, -5.0]), jnp.array([3.0, 4.0]))
     rejected = SequenceLogProbs(jnp.array([-4.0, -2.0]), jnp.array([4.0, 2.0]))
@@ -196,7 +196,7 @@ def test_rpo_batch_loss_matches_trl_in_float64():
     mask_c = np.arange(4) < np.array([4, 1, 3, 2, 4])[:, None]
     mask_r = np.arange(4) < np.array([2, 4, 4, 1, 3])[:, None]
     ref_c, ref_r = -rng.uniform(1.0, 6.0, 5), -rng.uniform(1.0, 6.0, 5)
-    config = DPOConfig(loss="rpo", beta=0.3, rpo_alpha=0.7, label_smoothing=0.1)
+    config = LMDPOConfig(loss="rpo", beta=0.3, rpo_alpha=0.7, label_smoothing=0.1)
     hp = config.hyperparams()
     seq = lambda t, m: SequenceLogProbs(jnp.asarray((t * m).sum(1), jnp.float32),  # noqa: E731
                                         jnp.asarray(m.sum(1), jnp.float32))
@@ -228,9 +228,9 @@ def test_dpo_smoke_learns_to_rank_held_out_pairs():
     Sorting: a near miss (one digit changed) usually breaks the order or the multiset, which a
     tiny random policy learns to spot in a few dozen steps (on addition it needs a policy that
     can add first: see the documented runs)."""
-    model = SFTConfig(task="sorting", **TINY).model_config()
+    model = LMSFTConfig(task="sorting", **TINY).model_config()
     params = init_params(jax.random.PRNGKey(0), model)
-    config = DPOConfig(task="sorting", loss="sigmoid", beta=0.5, steps=60, log_every=30,
+    config = LMDPOConfig(task="sorting", loss="sigmoid", beta=0.5, steps=60, log_every=30,
                        learning_rate=3e-3, batch_size=32, eval_prompts=64)
     task = config.make_task()
     train = synthetic_pairs(jax.random.PRNGKey(0), task, 2048)
@@ -246,14 +246,14 @@ def test_dpo_smoke_learns_to_rank_held_out_pairs():
 
 def test_dpo_config_validation():
     with pytest.raises(ValueError, match="loss"):
-        DPOConfig(loss="dpo")
+        LMDPOConfig(loss="dpo")
     with pytest.raises(ValueError, match="label_smoothing"):
-        DPOConfig(label_smoothing=0.5)
+        LMDPOConfig(label_smoothing=0.5)
     with pytest.raises(ValueError, match="rejected"):
-        DPOConfig(rejected="random")
-    assert DPOConfig(loss="simpo").beta == 2.0
+        LMDPOConfig(rejected="random")
+    assert LMDPOConfig(loss="simpo").beta == 2.0
     with pytest.raises(ValueError, match="needs pairs"):
         model, params = _policy()
         data = Unpaired(jnp.zeros((2, 3), jnp.int32), jnp.ones((2, 3), bool),
                         jnp.zeros((2, 2), jnp.int32), jnp.ones((2, 2), bool), jnp.ones(2, bool))
-        train_dpo(DPOConfig(), params, model, data, None)
+        train_dpo(LMDPOConfig(), params, model, data, None)

@@ -19,7 +19,7 @@ from purejaxpo.lm.common import (
 )
 from purejaxpo.metrics import nonfinite
 from purejaxpo.settings import json_safe
-from purejaxpo.lm.config import DPOConfig, SFTConfig
+from purejaxpo.lm.config import LMDPOConfig, LMSFTConfig
 from purejaxpo.lm.dpo import train_dpo
 from purejaxpo.lm.model import init_params
 from purejaxpo.lm.pairs import synthetic_pairs
@@ -133,7 +133,7 @@ def test_json_safe():
 
 
 def test_sft_with_a_huge_learning_rate_diverges():
-    config = SFTConfig(steps=6, log_every=3, eval_prompts=16, batch_size=8,
+    config = LMSFTConfig(steps=6, log_every=3, eval_prompts=16, batch_size=8,
                        learning_rate=1e30, **TINY)
     result = train_sft(config, progress=False)
     step = result.diverged_at_step
@@ -148,16 +148,16 @@ def test_sft_with_a_huge_learning_rate_diverges():
 
 
 def test_normal_sft_run_is_not_diverged():
-    config = SFTConfig(steps=4, log_every=2, eval_prompts=16, batch_size=8, **TINY)
+    config = LMSFTConfig(steps=4, log_every=2, eval_prompts=16, batch_size=8, **TINY)
     result = train_sft(config, progress=False)
     assert not result.diverged and result.diverged_at_step is None
     assert result.summary()["diverged"] is False
 
 
 def test_dpo_divergence_makes_preference_accuracy_nan():
-    model = SFTConfig(**TINY).model_config()
+    model = LMSFTConfig(**TINY).model_config()
     params = init_params(jax.random.PRNGKey(0), model)
-    config = DPOConfig(steps=4, log_every=2, eval_prompts=16, batch_size=8, num_pairs=32,
+    config = LMDPOConfig(steps=4, log_every=2, eval_prompts=16, batch_size=8, num_pairs=32,
                        eval_pairs=16, learning_rate=1e30, rejected="near_miss")
     task = config.make_task()
     train = synthetic_pairs(jax.random.PRNGKey(0), task, 32)

@@ -9,7 +9,7 @@ import pytest
 
 from purejaxpo.lm.checkpoint import load_policy, save_policy
 from purejaxpo.lm.common import init_state, run_loop
-from purejaxpo.lm.config import GRPOConfig, SFTConfig
+from purejaxpo.lm.config import LMGRPOConfig, LMSFTConfig
 from purejaxpo.lm.grpo import make_grpo_step
 from purejaxpo.lm.model import init_params
 from purejaxpo.lm.sft import train_sft
@@ -18,7 +18,7 @@ TINY = dict(num_layers=1, width=32, num_heads=2, mlp_ratio=2)
 
 
 def _tiny_policy(task="addition"):
-    cfg = SFTConfig(task=task, **TINY)
+    cfg = LMSFTConfig(task=task, **TINY)
     model = cfg.model_config()
     return cfg, model, init_params(jax.random.PRNGKey(0), model)
 
@@ -26,11 +26,11 @@ def _tiny_policy(task="addition"):
 def _grpo(**kw):
     base = dict(prompts_per_step=4, group_size=4, steps=3, log_every=3)
     base.update(kw)
-    return GRPOConfig(**base)
+    return LMGRPOConfig(**base)
 
 
 def test_sft_reduces_the_loss():
-    cfg = SFTConfig(task="sorting", steps=60, log_every=30, eval_prompts=16,
+    cfg = LMSFTConfig(task="sorting", steps=60, log_every=30, eval_prompts=16,
                     learning_rate=3e-3, **TINY)
     result = train_sft(cfg, progress=False)
     loss = result.metrics["loss"]
@@ -179,49 +179,38 @@ def test_kl_to_reference_grows_from_zero():
 
 def test_configs_validate_before_compiling():
     with pytest.raises(ValueError, match="loss"):
-        GRPOConfig(loss="ppo")
+        LMGRPOConfig(loss="ppo")
     with pytest.raises(ValueError, match=r"estimator='ppo'.*\['grpo', 'rloo', 'reinforce_pp'\]"):
-        GRPOConfig(estimator="ppo")
+        LMGRPOConfig(estimator="ppo")
     with pytest.raises(ValueError, match="group_size=1.*rloo"):
-        GRPOConfig(estimator="rloo", group_size=1)
-    GRPOConfig(estimator="grpo", group_size=1)  # a group of one: zero advantage, allowed
+        LMGRPOConfig(estimator="rloo", group_size=1)
+    LMGRPOConfig(estimator="grpo", group_size=1)  # a group of one: zero advantage, allowed
     with pytest.raises(ValueError, match="kl_coef"):
-        GRPOConfig(kl_coef=-0.1)
+        LMGRPOConfig(kl_coef=-0.1)
     with pytest.raises(ValueError, match="num_minibatches"):
-        GRPOConfig(prompts_per_step=3, group_size=3, num_minibatches=2)
+        LMGRPOConfig(prompts_per_step=3, group_size=3, num_minibatches=2)
     with pytest.raises(ValueError, match="clip_eps"):
-        GRPOConfig(clip_eps=1.5)
+        LMGRPOConfig(clip_eps=1.5)
     with pytest.raises(ValueError, match="max_new_tokens"):
-        GRPOConfig(max_new_tokens=2)
+        LMGRPOConfig(max_new_tokens=2)
     with pytest.raises(ValueError, match="task"):
-        GRPOConfig(task="multiplication")
+        LMGRPOConfig(task="multiplication")
     with pytest.raises(ValueError, match="max_len"):
-        SFTConfig(max_len=8)
+        LMSFTConfig(max_len=8)
     with pytest.raises(ValueError, match="width must be divisible"):
-        SFTConfig(width=30)
+        LMSFTConfig(width=30)
     _, model, _ = _tiny_policy()
-    bad = GRPOConfig(rewards=(("corect", 1.0),))
+    bad = LMGRPOConfig(rewards=(("corect", 1.0),))
     with pytest.raises(ValueError, match="unknown reward"):
         make_grpo_step(bad, model, bad.make_task())
 
 
 def test_estimator_fields():
-    config = GRPOConfig()
+    config = LMGRPOConfig()
     assert config.estimator == "grpo" and not config.use_reference
     assert "kl_coef" in config.hyperparams()  # sweepable
-    assert GRPOConfig(estimator="reinforce_pp").use_reference
-    assert GRPOConfig(estimator="rloo", beta=0.1).use_reference
-
-
-def test_loss_presets():
-    assert GRPOConfig(loss="dapo").clip_eps_high == 0.28
-    assert GRPOConfig(loss="dapo").filter_zero_spread
-    assert GRPOConfig(loss="dr_grpo").advantage_scale == "none"
-    assert GRPOConfig(loss="dr_grpo").aggregation == "constant"
-    assert GRPOConfig(loss="gspo").ratio_level == "sequence"
-    assert GRPOConfig(loss="bnpo").aggregation == "token_mean"
-    # An explicit value beats the preset.
-    assert GRPOConfig(loss="dapo", filter_zero_spread=False).filter_zero_spread is False
+    assert LMGRPOConfig(estimator="reinforce_pp").use_reference
+    assert LMGRPOConfig(estimator="rloo", beta=0.1).use_reference
 
 
 def test_policy_checkpoint_round_trip(tmp_path):

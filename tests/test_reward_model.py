@@ -6,7 +6,7 @@ import pytest
 
 from purejaxpo.lm.checkpoint import load_policy, save_policy
 from purejaxpo.lm.common import init_state
-from purejaxpo.lm.config import GRPOConfig, RewardModelConfig
+from purejaxpo.lm.config import LMGRPOConfig, LMRewardModelConfig
 from purejaxpo.lm.grpo import make_grpo_step
 from purejaxpo.lm.model import init_params
 from purejaxpo.lm.pairs import synthetic_pairs
@@ -21,7 +21,7 @@ def trained():
 
     From random weights it learns slowly (a trunk from an SFT policy, as `lm rm --init` uses,
     already reads the task); a short run only has to beat chance clearly."""
-    config = RewardModelConfig(task="sorting", steps=150, log_every=50, learning_rate=3e-3,
+    config = LMRewardModelConfig(task="sorting", steps=150, log_every=50, learning_rate=3e-3,
                                batch_size=64, **TINY)
     task = config.make_task()
     train = synthetic_pairs(jax.random.PRNGKey(0), task, 4096)
@@ -58,7 +58,7 @@ def test_reward_model_as_grpo_reward(tmp_path, trained):
     with pytest.raises(ValueError, match="holds a reward_model, not a policy"):
         load_policy(str(tmp_path / "rm"))
     policy_params = init_params(jax.random.PRNGKey(5), result.model)
-    grpo = GRPOConfig(task="sorting", prompts_per_step=4, group_size=4, rewards=(("rm", 1.0),))
+    grpo = LMGRPOConfig(task="sorting", prompts_per_step=4, group_size=4, rewards=(("rm", 1.0),))
     step = make_grpo_step(grpo, result.model, grpo.make_task(),
                           {"rm": reward_function(rm.params, rm.model)})
     hp = grpo.hyperparams()

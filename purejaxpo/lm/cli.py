@@ -125,11 +125,11 @@ def _report(args, kind: str, config, result, tokens: float, extra: dict[str, Any
 
 def cmd_sft(args) -> int:
     from purejaxpo.lm.checkpoint import save_policy
-    from purejaxpo.lm.config import SFTConfig
+    from purejaxpo.lm.config import LMSFTConfig
     from purejaxpo.lm.model import count_params
     from purejaxpo.lm.sft import train_sft
 
-    config = _config(SFTConfig, args, "lm sft", steps=args.steps,
+    config = _config(LMSFTConfig, args, "lm sft", steps=args.steps,
                      stop_exact_match=args.stop_exact_match)
     result = train_sft(config, progress=args.progress)
     model = config.model_config()
@@ -157,12 +157,12 @@ def _load_init(args):
 
 def cmd_grpo(args) -> int:
     from purejaxpo.lm.checkpoint import save_policy
-    from purejaxpo.lm.config import GRPOConfig
+    from purejaxpo.lm.config import LMGRPOConfig
     from purejaxpo.lm.grpo import train_grpo
 
-    _check_settings(GRPOConfig, args, "lm grpo")
+    _check_settings(LMGRPOConfig, args, "lm grpo")
     policy = _load_init(args)
-    config = _config(GRPOConfig, args, "lm grpo", policy, steps=args.steps, loss=args.loss,
+    config = _config(LMGRPOConfig, args, "lm grpo", policy, steps=args.steps, loss=args.loss,
                      estimator=args.estimator, beta=args.beta, group_size=args.group_size,
                      rewards=_rewards(args.reward))
     extra = None
@@ -316,13 +316,13 @@ def add_cli_parser(sub) -> None:
 
 def cmd_rm(args) -> int:
     from purejaxpo.lm.checkpoint import load_policy, save_policy
-    from purejaxpo.lm.config import RewardModelConfig
+    from purejaxpo.lm.config import LMRewardModelConfig
     from purejaxpo.lm.pairs import preference_data
     from purejaxpo.lm.reward_model import train_reward_model
 
-    _check_settings(RewardModelConfig, args, "lm rm")
+    _check_settings(LMRewardModelConfig, args, "lm rm")
     policy = load_policy(args.init) if args.init else None
-    config = _config(RewardModelConfig, args, "lm rm", policy, steps=args.steps)
+    config = _config(LMRewardModelConfig, args, "lm rm", policy, steps=args.steps)
     init = (policy.params, policy.model) if policy else None
     data = preference_data(config, config.make_task(), policy=init)
     result = train_reward_model(config, data.train, data.heldout, init_policy=init,
@@ -349,13 +349,13 @@ def cmd_rm(args) -> int:
 
 def cmd_dpo(args) -> int:
     from purejaxpo.lm.checkpoint import save_policy
-    from purejaxpo.lm.config import DPOConfig
+    from purejaxpo.lm.config import LMDPOConfig
     from purejaxpo.lm.dpo import train_dpo
     from purejaxpo.lm.pairs import preference_data
 
-    _check_settings(DPOConfig, args, "lm dpo")
+    _check_settings(LMDPOConfig, args, "lm dpo")
     policy = _load_init(args)
-    config = _config(DPOConfig, args, "lm dpo", policy, steps=args.steps, loss=args.loss,
+    config = _config(LMDPOConfig, args, "lm dpo", policy, steps=args.steps, loss=args.loss,
                      beta=args.beta)
     data = preference_data(config, config.make_task(), policy=(policy.params, policy.model),
                            path=args.pairs)
@@ -385,9 +385,9 @@ def cmd_dpo(args) -> int:
 def add_dpo_parser(lm_sub) -> None:
     import argparse
 
-    from purejaxpo.lm.config import PREFERENCE_LOSSES, DPOConfig, describe_preference_losses
+    from purejaxpo.lm.config import PREFERENCE_LOSSES, LMDPOConfig, describe_preference_losses
 
-    default = DPOConfig.loss
+    default = LMDPOConfig.loss
     dpo = lm_sub.add_parser(
         "dpo", help=f"preference optimisation ({', '.join(PREFERENCE_LOSSES)})",
         epilog="losses (--loss NAME; default beta; what it is):\n"

@@ -1,15 +1,38 @@
 """Configs of the language-model trainers: frozen dataclasses, validated on construction.
 
+One config per trainer, every field flat (so ``--set width=64`` and sweeps name fields
+directly):
+
+* :class:`LMTrainConfig`: what every trainer has (task, steps, learning rate, seed,
+  evaluation), ``hyperparams()``, ``replace()``, ``to_dict()``, and the loss presets;
+* :class:`LMFromScratchConfig` adds the architecture of a transformer trained from scratch:
+  :class:`LMSFTConfig` and :class:`LMRewardModelConfig` extend it;
+* :class:`LMGRPOConfig` and :class:`LMDPOConfig` train a given policy and extend the base.
+
+Single inheritance only: every config has one parent, and each field is declared once, except
+the preference-data fields that :class:`LMDPOConfig` and :class:`LMRewardModelConfig` declare
+each with their own defaults (both checked by :func:`check_pair_fields`).
+
+The ``LM`` prefix keeps them apart from the environment algorithms' configs
+(:class:`purejaxpo.algos.grpo.GRPOConfig` is GRPO on gymnax environments).
+
+Loss presets: a field whose default is ``None`` is filled from the preset of the config's
+``loss`` (:data:`LOSS_PRESETS` for GRPO, the ``beta`` of :data:`PREFERENCE_LOSSES` for DPO)
+unless the user set it, and :meth:`LMTrainConfig.replace` fills it again from the new loss's
+preset: ``LMGRPOConfig().replace(loss="dapo")`` trains DAPO, while a field the user set keeps
+its value. Sweeps (which build configs with ``replace``) and ``--set`` follow the same rule.
+
 As in :mod:`purejaxpo.config`, shape- and program-defining settings are static fields, and the
 settings listed in ``SWEEPABLE`` come out of ``hyperparams()`` as float32 arrays that the jitted
-step takes as an argument (so ``jax.vmap`` can sweep them without recompiling).
+step takes as an argument (so ``jax.vmap`` can sweep them without recompiling). Every bad value
+raises a ``ValueError`` naming the field and its valid range, before anything compiles.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 import jax.numpy as jnp
 
@@ -53,7 +76,24 @@ class LMTrainConfig:
         if isinstance(self.task_args, dict):
             object.__setattr__(self, "task_args", tuple(sorted(self.task_args.items())))
         object.__setattr__(self, "task_args", tuple(tuple(p) for p in self.task_args))
+        # Fill the fields the user left None from the preset, and remember which they were
+        # (not a dataclass field: it is not a setting, and equal settings compare equal).
+        preset = self.preset()
+        filled = tuple(name for name in preset if getattr(self, name) is None)
+        for name in filled:
+            object.__setattr__(self, name, preset[name])
+        object.__setattr__(self, "_from_preset", frozenset(filled))
         self.validate()
+
+    def preset(self) -> Mapping[str, Any]:
+        """Values for the fields left ``None``, from this config's ``loss`` (none here);
+        ``ValueError`` for an unknown loss."""
+        return {}
+
+    @property
+    def preset_fields(self) -> frozenset[str]:
+        """The fields whose value came from the preset, i.e. that the user did not set."""
+        return self._from_preset
 
     def validate(self) -> None:
         self.make_task()  # raises for an unknown task or option
@@ -71,7 +111,11 @@ class LMTrainConfig:
         return {name: jnp.float32(getattr(self, name)) for name in self.SWEEPABLE}
 
     def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed (validated again). Fields that came from the preset
+        are filled again from the (possibly new) loss's preset unless ``changes`` sets them;
+        setting one to ``None`` hands it back to the preset."""
+        unset = {name: None for name in self._from_preset if name not in changes}
+        return dataclasses.replace(self, **unset, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -80,12 +124,13 @@ class LMTrainConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ArchitectureConfig:
-    """Fields that build a :class:`~purejaxpo.lm.model.TransformerConfig` for a model trained
-    from scratch (the vocabulary size comes from the task's tokenizer).
+class LMFromScratchConfig(LMTrainConfig):
+    """A trainer whose transformer is built from these fields (SFT, the reward model without
+    an initial policy); the vocabulary size comes from the task's tokenizer.
 
     Attributes:
-      num_layers, width, num_heads, mlp_ratio, max_len, positions: the transformer.
+      num_layers, width, num_heads, mlp_ratio, max_len, positions: the transformer
+        (:class:`~purejaxpo.lm.model.TransformerConfig`).
     """
 
     num_layers: int = 2
@@ -95,31 +140,33 @@ class ArchitectureConfig:
     max_len: int = 32
     positions: str = "rope"
 
-    def validate_architecture(self, task: SequenceTask) -> None:
+    def validate(self) -> None:
+        super().validate()
+        self.model_config()
+
+    def model_config(self, task: SequenceTask | None = None) -> TransformerConfig:
+        """The transformer these fields describe; ``ValueError`` names a bad field."""
+        task = task or self.make_task()
         if self.positions not in POSITION_KINDS:
             _fail("positions", self.positions, f"must be one of {POSITION_KINDS}")
         if task.prompt_len + task.answer_len > self.max_len:
             _fail("max_len", self.max_len,
                   f"must be >= prompt + answer length = {task.prompt_len + task.answer_len}")
-        self.model_config(task)  # raises for inconsistent widths/heads
-
-    def model_config(self, task: SequenceTask | None = None) -> TransformerConfig:
-        task = task or self.make_task()
-        return TransformerConfig(
+        return TransformerConfig(  # raises for inconsistent widths/heads
             vocab_size=task.tokenizer.size, num_layers=self.num_layers, width=self.width,
             num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, max_len=self.max_len,
             positions=self.positions)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SFTConfig(LMTrainConfig, ArchitectureConfig):
+class LMSFTConfig(LMFromScratchConfig):
     """Supervised fine-tuning (teacher forcing on the task's correct answers), from scratch.
 
     Attributes:
       batch_size: prompts (with their answers) per step.
       stop_exact_match: stop early once greedy exact match on the validation prompts reaches
         this (checked every ``log_every`` steps); None trains all ``steps``.
-      (and the architecture fields of :class:`ArchitectureConfig`)
+      (and the architecture fields of :class:`LMFromScratchConfig`)
     """
 
     steps: int = 3000
@@ -132,53 +179,49 @@ class SFTConfig(LMTrainConfig, ArchitectureConfig):
         check_int("batch_size", self.batch_size)
         if self.stop_exact_match is not None:
             check_float("stop_exact_match", self.stop_exact_match, 0.0, 1.0, low_open=True)
-        self.validate_architecture(self.make_task())
+
+
+REJECTED_KINDS = ("near_miss", "policy")
+
+
+def check_pair_fields(config) -> None:
+    """Checks the preference-data fields (``batch_size``, ``num_pairs``, ``rejected``,
+    ``eval_pairs``) that :class:`LMDPOConfig` and :class:`LMRewardModelConfig` declare."""
+    check_int("batch_size", config.batch_size)
+    check_int("num_pairs", config.num_pairs)
+    if config.rejected not in REJECTED_KINDS:
+        _fail("rejected", config.rejected, f"must be one of {REJECTED_KINDS}")
+    check_int("eval_pairs", config.eval_pairs)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class PairDataConfig:
-    """Where preference pairs come from (when no pairs file is given).
+class LMRewardModelConfig(LMFromScratchConfig):
+    """A Bradley-Terry reward model trained on preference pairs.
+
+    With an initial policy the reward model takes that policy's architecture and trunk;
+    otherwise the architecture fields of :class:`LMFromScratchConfig` build it.
 
     Attributes:
       batch_size: pairs per step.
-      num_pairs: size of the generated training set.
+      num_pairs: size of the generated training set (when no pairs file is given).
       rejected: how synthetic rejected answers are made: ``near_miss`` (one answer token
         changed) or ``policy`` (the initial policy's own wrong samples).
-      eval_pairs: held-out pairs for preference (ranking) accuracy.
+      eval_pairs: held-out pairs for ranking accuracy.
     """
 
+    steps: int = 1000
+    learning_rate: float = 1e-3
     batch_size: int = 64
     num_pairs: int = 16384
     rejected: str = "near_miss"
     eval_pairs: int = 512
 
-    def validate_pairs(self) -> None:
-        check_int("batch_size", self.batch_size)
-        check_int("num_pairs", self.num_pairs)
-        if self.rejected not in ("near_miss", "policy"):
-            _fail("rejected", self.rejected, "must be 'near_miss' or 'policy'")
-        check_int("eval_pairs", self.eval_pairs)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class RewardModelConfig(LMTrainConfig, ArchitectureConfig, PairDataConfig):
-    """A Bradley-Terry reward model trained on preference pairs.
-
-    With an initial policy the reward model takes that policy's architecture and trunk;
-    otherwise the :class:`ArchitectureConfig` fields build it. Pair fields:
-    :class:`PairDataConfig`.
-    """
-
-    steps: int = 1000
-    learning_rate: float = 1e-3
-
     def validate(self) -> None:
         super().validate()
-        self.validate_pairs()
-        self.validate_architecture(self.make_task())
+        check_pair_fields(self)
 
 
-# What each --loss name sets (fields left None in GRPOConfig take these values).
+# What each --loss name sets (fields left None in LMGRPOConfig take these values).
 LOSS_PRESETS: dict[str, dict[str, Any]] = {
     # DeepSeekMath: token ratios, std-scaled advantages, sequence-mean of token-means.
     "grpo": dict(ratio_level="token", aggregation="sequence_mean", advantage_scale="std",
@@ -200,14 +243,14 @@ LOSS_PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclasses.dataclass(frozen=True)
 class AdvantageEstimator:
-    """One advantage estimator of the GRPO trainer (``GRPOConfig.estimator``).
+    """One advantage estimator of the GRPO trainer (``LMGRPOConfig.estimator``).
 
     Attributes:
       fn: ``fn(rewards, token_kl, mask, kl_coef, *, scale) -> advantages`` with the weighted
         rewards ``[B, G]`` (B prompts x G completions), the k1 KL of the sampling policy to the
         reference per token ``[B * G, N]`` (None unless ``token_kl``), the completion mask
         ``[B * G, N]`` (filtered groups removed), the traced ``kl_coef`` and
-        ``GRPOConfig.advantage_scale``; returns ``[B * G]`` (per completion) or ``[B * G, N]``
+        ``LMGRPOConfig.advantage_scale``; returns ``[B * G]`` (per completion) or ``[B * G, N]``
         (per token) advantages for :func:`~purejaxpo.lm.objectives.grpo_loss`.
       token_kl: whether it needs the per-token KL, i.e. the reference model runs even with
         ``beta == 0``.
@@ -245,16 +288,17 @@ ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {
         description="REINFORCE++: reward minus kl_coef * k1 KL per token, return-to-go, "
                     "normalised over the batch's tokens (runs the reference model)"),
 }
-"""Every advantage estimator by its ``GRPOConfig.estimator`` name (``purejaxpo lm grpo
+"""Every advantage estimator by its ``LMGRPOConfig.estimator`` name (``purejaxpo lm grpo
 --estimator``); the trainer reads only this table. Which to use: see :mod:`purejaxpo.lm.grpo`."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GRPOConfig(LMTrainConfig):
+class LMGRPOConfig(LMTrainConfig):
     """GRPO and its variants on a sequence policy.
 
-    Fields left ``None`` take the value of the ``loss`` preset (:data:`LOSS_PRESETS`); set
-    them to mix variants (e.g. ``loss="grpo", filter_zero_spread=True``).
+    Fields left ``None`` take the value of the ``loss`` preset (:data:`LOSS_PRESETS`), also
+    after ``replace(loss=...)``; set them to mix variants (e.g. ``loss="grpo",
+    filter_zero_spread=True``).
 
     Attributes:
       loss: ``grpo``, ``bnpo``, ``dr_grpo``, ``dapo`` or ``gspo``.
@@ -311,12 +355,12 @@ class GRPOConfig(LMTrainConfig):
         "learning_rate", "max_grad_norm", "clip_eps", "clip_eps_high", "beta", "temperature",
         "top_p", "kl_coef")
 
-    def __post_init__(self):
+    def preset(self) -> Mapping[str, Any]:
         if self.loss not in LOSS_PRESETS:
             _fail("loss", self.loss, f"must be one of {sorted(LOSS_PRESETS)}")
-        for name, value in LOSS_PRESETS[self.loss].items():
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, value)
+        return LOSS_PRESETS[self.loss]
+
+    def __post_init__(self):
         if isinstance(self.rewards, dict):
             object.__setattr__(self, "rewards", tuple(self.rewards.items()))
         object.__setattr__(self, "rewards", tuple((str(n), float(w)) for n, w in self.rewards))
@@ -404,8 +448,8 @@ class PreferenceLoss:
       nll: whether it also takes the chosen completions' negative log-likelihood per token
         (TRL's normalisation: the batch mean of it is the mean over all chosen tokens).
       paired: False for a loss on unpaired, labelled completions (KTO).
-      beta: the default of :attr:`DPOConfig.beta`, whose meaning differs by loss.
-      coefficients: the :class:`DPOConfig` hyperparameters passed to ``fn`` after its inputs,
+      beta: the default of :attr:`LMDPOConfig.beta`, whose meaning differs by loss.
+      coefficients: the :class:`LMDPOConfig` hyperparameters passed to ``fn`` after its inputs,
         in order (the others are ignored by this loss).
       description: one line, for the docs and ``--help``.
     """
@@ -455,7 +499,7 @@ PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {
         description="SimPO: -log sigmoid(beta * (mean logp chosen - mean logp rejected) - "
                     "simpo_gamma), reference-free"),
 }
-"""Every DPO-family loss by its ``DPOConfig.loss`` name (``purejaxpo lm dpo --loss``). Adding a
+"""Every DPO-family loss by its ``LMDPOConfig.loss`` name (``purejaxpo lm dpo --loss``). Adding a
 loss is adding an entry here (plus its function in :mod:`purejaxpo.losses`). The margin is the
 difference of summed log-ratios ``log pi / pi_ref`` of the chosen and rejected completions."""
 
@@ -472,13 +516,13 @@ def describe_preference_losses(indent: str = "  ") -> str:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DPOConfig(LMTrainConfig, PairDataConfig):
+class LMDPOConfig(LMTrainConfig):
     """Preference optimisation (DPO family) on a sequence policy.
 
     Attributes:
       loss: a key of :data:`PREFERENCE_LOSSES` (listed below).
       beta: the loss's coefficient (sweepable); None takes the loss's default
-        (:attr:`PreferenceLoss.beta`).
+        (:attr:`PreferenceLoss.beta`), also after ``replace(loss=...)``.
       label_smoothing: assumed label-flip probability of ``sigmoid`` (conservative DPO),
         ``rpo`` and ``robust`` (sweepable).
       rpo_alpha: weight of ``rpo``'s chosen-answer NLL term (sweepable).
@@ -486,10 +530,12 @@ class DPOConfig(LMTrainConfig, PairDataConfig):
       kto_desirable_weight, kto_undesirable_weight: KTO's class weights (sweepable).
       precompute_ref: compute the reference log-probs of the whole dataset once, before
         training (the reference model is then not needed while training).
-      rejected: defaults to ``policy`` here: the initial policy's own mistakes make better
-        negatives than random near misses (measured: exact match rises more).
-      (pair fields: :class:`PairDataConfig`; for ``kto`` ``batch_size`` counts unpaired
-      examples, and ``num_pairs`` is ignored with a pairs file)
+      batch_size: pairs per step (for ``kto``: unpaired examples).
+      num_pairs: size of the generated training set (ignored with a pairs file).
+      rejected: how synthetic rejected answers are made: ``policy`` (the initial policy's own
+        wrong samples; better negatives than random near misses, measured: exact match rises
+        more) or ``near_miss`` (one answer token changed).
+      eval_pairs: held-out pairs for preference (ranking) accuracy.
 
     Losses (name, default beta, what it is):
 
@@ -499,7 +545,10 @@ class DPOConfig(LMTrainConfig, PairDataConfig):
     loss: str = "sigmoid"
     steps: int = 1000
     learning_rate: float = 1e-4
+    batch_size: int = 64
+    num_pairs: int = 16384
     rejected: str = "policy"
+    eval_pairs: int = 512
     beta: float | None = None
     label_smoothing: float = 0.0
     rpo_alpha: float = 1.0
@@ -512,12 +561,10 @@ class DPOConfig(LMTrainConfig, PairDataConfig):
         "learning_rate", "max_grad_norm", "beta", "label_smoothing", "rpo_alpha", "simpo_gamma",
         "kto_desirable_weight", "kto_undesirable_weight")
 
-    def __post_init__(self):
+    def preset(self) -> Mapping[str, Any]:
         if self.loss not in PREFERENCE_LOSSES:
             _fail("loss", self.loss, f"must be one of {list(PREFERENCE_LOSSES)}")
-        if self.beta is None:
-            object.__setattr__(self, "beta", PREFERENCE_LOSSES[self.loss].beta)
-        super().__post_init__()
+        return {"beta": PREFERENCE_LOSSES[self.loss].beta}
 
     @property
     def loss_spec(self) -> PreferenceLoss:
@@ -534,8 +581,8 @@ class DPOConfig(LMTrainConfig, PairDataConfig):
         check_float("kto_desirable_weight", self.kto_desirable_weight, 0.0)
         check_float("kto_undesirable_weight", self.kto_undesirable_weight, 0.0)
         check_bool("precompute_ref", self.precompute_ref)
-        self.validate_pairs()
+        check_pair_fields(self)
 
 
-if DPOConfig.__doc__:  # None under python -OO
-    DPOConfig.__doc__ = DPOConfig.__doc__.format(losses=describe_preference_losses(" " * 6))
+if LMDPOConfig.__doc__:  # None under python -OO
+    LMDPOConfig.__doc__ = LMDPOConfig.__doc__.format(losses=describe_preference_losses(" " * 6))

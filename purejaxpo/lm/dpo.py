@@ -13,7 +13,7 @@ with ``precompute_ref=False`` the step runs the reference model itself.
 
 Shapes: ``n`` examples in the dataset, ``B`` per step, ``[B, N]`` completion tokens.
 
-Losses (``DPOConfig.loss``; name, default beta, what it is):
+Losses (``LMDPOConfig.loss``; name, default beta, what it is):
 
 {losses}
 """
@@ -35,7 +35,7 @@ from purejaxpo.lm.common import (
     make_evaluator,
     optimizer,
 )
-from purejaxpo.lm.config import PREFERENCE_LOSSES, DPOConfig, describe_preference_losses
+from purejaxpo.lm.config import PREFERENCE_LOSSES, LMDPOConfig, describe_preference_losses
 from purejaxpo.lm.model import TransformerConfig
 from purejaxpo.lm.pairs import Pairs, Unpaired, pairs_to_unpaired
 from purejaxpo.lm.sampling import completion_log_probs
@@ -121,7 +121,7 @@ def reference_log_probs(ref_params, model: TransformerConfig, data, *, batch: in
     return tuple(jnp.asarray(np.concatenate([o[k] for o in outs])) for k in range(2))
 
 
-def pair_loss(config: DPOConfig, hp, chosen: SequenceLogProbs, rejected: SequenceLogProbs,
+def pair_loss(config: LMDPOConfig, hp, chosen: SequenceLogProbs, rejected: SequenceLogProbs,
               ref_chosen: Array | None, ref_rejected: Array | None) -> Array:
     """Per-example loss ``[B]`` of a paired loss: the table entry's function on summed
     log-ratios (reference-based losses) or length-normalised log-probs (reference-free), and
@@ -140,7 +140,7 @@ def pair_loss(config: DPOConfig, hp, chosen: SequenceLogProbs, rejected: Sequenc
     return spec.fn(*inputs, *[hp[name] for name in spec.coefficients])
 
 
-def make_dpo_step(config: DPOConfig, model: TransformerConfig):
+def make_dpo_step(config: LMDPOConfig, model: TransformerConfig):
     """``step(state, hyperparams, data, ref) -> (state, metrics)``.
 
     ``data`` is :class:`~purejaxpo.lm.pairs.Pairs` (or :class:`KTOData` for ``kto``); ``ref``
@@ -213,7 +213,7 @@ class PreferenceEval(NamedTuple):
     rejected_logp: np.ndarray  # [n]
 
 
-def evaluate_pairs(config: DPOConfig, params, model: TransformerConfig, pairs: Pairs,
+def evaluate_pairs(config: LMDPOConfig, params, model: TransformerConfig, pairs: Pairs,
                    ref: tuple[Array, Array] | None) -> PreferenceEval:
     """Implicit-reward preference accuracy on ``pairs``: ``logratio(chosen) >
     logratio(rejected)`` for reference-based losses (KTO included), ``mean logp(chosen) >
@@ -248,7 +248,7 @@ class DPOResult(NamedTuple):
         })
 
 
-def train_dpo(config: DPOConfig, params: Any, model: TransformerConfig, train_pairs,
+def train_dpo(config: LMDPOConfig, params: Any, model: TransformerConfig, train_pairs,
               eval_pairs: Pairs, *, ref_params: Any = None, progress: bool = True) -> DPOResult:
     """Runs preference optimisation from ``params`` (the reference model is ``params`` unless
     ``ref_params`` is given) on ``train_pairs`` (:class:`Pairs`, or :class:`Unpaired` for

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 
 from purejaxpo.envs.sequence_tasks import RewardFn, SequenceTask
 from purejaxpo.lm.common import FitResult, LMState, fit, init_state, make_evaluator, optimizer
-from purejaxpo.lm.config import GRPOConfig
+from purejaxpo.lm.config import LMGRPOConfig
 from purejaxpo.lm.model import TransformerConfig
 from purejaxpo.lm.objectives import grpo_loss
 from purejaxpo.lm.sampling import completion_log_probs, generate
@@ -54,7 +54,7 @@ from purejaxpo.losses import masked_mean
 from purejaxpo.update import gradient_step, run_epochs
 
 
-def resolve_rewards(config: GRPOConfig, task: SequenceTask,
+def resolve_rewards(config: LMGRPOConfig, task: SequenceTask,
                     extra_rewards: Mapping[str, RewardFn] | None = None
                     ) -> list[tuple[str, RewardFn, float]]:
     """``(name, function, weight)`` for each of ``config.rewards``; ``ValueError`` for an
@@ -69,7 +69,7 @@ def resolve_rewards(config: GRPOConfig, task: SequenceTask,
     return out
 
 
-def make_grpo_step(config: GRPOConfig, model: TransformerConfig, task: SequenceTask,
+def make_grpo_step(config: LMGRPOConfig, model: TransformerConfig, task: SequenceTask,
                    extra_rewards: Mapping[str, RewardFn] | None = None):
     """``step(state, hyperparams, ref_params) -> (state, metrics)``, pure and jittable.
 
@@ -178,7 +178,7 @@ def make_grpo_step(config: GRPOConfig, model: TransformerConfig, task: SequenceT
     return step
 
 
-def train_grpo(config: GRPOConfig, params: Any, model: TransformerConfig, *,
+def train_grpo(config: LMGRPOConfig, params: Any, model: TransformerConfig, *,
                ref_params: Any = None, extra_rewards: Mapping[str, RewardFn] | None = None,
                progress: bool = True) -> FitResult:
     """Runs GRPO from ``params`` (e.g. an SFT checkpoint); the reference model is ``params``

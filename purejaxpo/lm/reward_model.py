@@ -3,8 +3,9 @@
 The model is a transformer trunk with a scalar head (:class:`~purejaxpo.lm.model.RewardModel`)
 scoring ``[prompt, completion]``; it learns ``P(chosen > rejected) = sigmoid(r_c - r_r)`` with
 :func:`purejaxpo.losses.bradley_terry_loss`. :func:`reward_function` turns trained parameters
-into a reward function with the task rewards' signature, so ``GRPOConfig(rewards=(("rm", 1.0),))``
-with ``extra_rewards={"rm": reward_function(params, model)}`` optimises a policy against it.
+into a reward function with the task rewards' signature, so
+``LMGRPOConfig(rewards=(("rm", 1.0),))`` with ``extra_rewards={"rm": reward_function(params,
+model)}`` optimises a policy against it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 from purejaxpo import losses
 from purejaxpo.envs.sequence_tasks import RewardFn
 from purejaxpo.lm.common import FitResult, LMState, fit, if_finite, init_state, optimizer
-from purejaxpo.lm.config import RewardModelConfig
+from purejaxpo.lm.config import LMRewardModelConfig
 from purejaxpo.lm.model import RewardModel, TransformerConfig, init_params
 from purejaxpo.lm.pairs import Pairs
 from purejaxpo.update import gradient_step
@@ -50,7 +51,7 @@ def ranking_accuracy(params, model: TransformerConfig, pairs: Pairs) -> float:
     return float(jax.jit(accuracy)(params))
 
 
-def make_reward_model_step(config: RewardModelConfig, model: TransformerConfig):
+def make_reward_model_step(config: LMRewardModelConfig, model: TransformerConfig):
     """``step(state, hyperparams, pairs) -> (state, metrics)``: a minibatch of pairs, one
     Adam step on the Bradley-Terry loss."""
 
@@ -77,7 +78,7 @@ class RewardModelResult(NamedTuple):
     model: TransformerConfig
 
 
-def train_reward_model(config: RewardModelConfig, train_pairs: Pairs, eval_pairs: Pairs, *,
+def train_reward_model(config: LMRewardModelConfig, train_pairs: Pairs, eval_pairs: Pairs, *,
                        init_policy: tuple[Any, TransformerConfig] | None = None,
                        progress: bool = True) -> RewardModelResult:
     """Trains a reward model; its trunk starts from ``init_policy`` ``(params, model)`` if

@@ -14,14 +14,14 @@ import jax
 
 from purejaxpo.envs.sequence_tasks import SequenceTask
 from purejaxpo.lm.common import FitResult, LMState, fit, init_state, make_evaluator, optimizer
-from purejaxpo.lm.config import SFTConfig
+from purejaxpo.lm.config import LMSFTConfig
 from purejaxpo.lm.model import TransformerConfig, init_params
 from purejaxpo.lm.objectives import sft_loss
 from purejaxpo.lm.sampling import completion_log_probs
 from purejaxpo.update import gradient_step
 
 
-def make_sft_step(config: SFTConfig, model: TransformerConfig, task: SequenceTask):
+def make_sft_step(config: LMSFTConfig, model: TransformerConfig, task: SequenceTask):
     """``step(state, hyperparams) -> (state, metrics)``: one batch of fresh prompts with their
     correct answers, one Adam step on the mean token negative log-likelihood."""
 
@@ -42,7 +42,7 @@ def make_sft_step(config: SFTConfig, model: TransformerConfig, task: SequenceTas
     return step
 
 
-def train_sft(config: SFTConfig, *, params: Any = None, progress: bool = True) -> FitResult:
+def train_sft(config: LMSFTConfig, *, params: Any = None, progress: bool = True) -> FitResult:
     """Runs SFT from random parameters (or ``params``); returns a :class:`FitResult`."""
     task = config.make_task()
     model = config.model_config()
