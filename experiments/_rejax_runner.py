@@ -239,7 +239,6 @@ def main(argv=None) -> int:
 
 
 def _main_ppo(args) -> int:
-    import jax
     import numpy as np
 
     batch = args.num_envs * args.num_steps
