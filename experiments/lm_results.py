@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "experiments" / "results" / "lm"
 RUNS = ROOT / "runs" / "lm"
 GRPO_VARIANTS = ("bnpo", "dr_grpo", "dapo", "gspo")
-DPO_LOSSES = ("sigmoid", "ipo", "hinge", "robust", "kto", "orpo", "simpo")
+DPO_LOSSES = ("rpo", "sigmoid", "ipo", "hinge", "robust", "kto", "orpo", "simpo")
 
 
 def cli(*args: str) -> dict:

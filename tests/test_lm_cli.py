@@ -199,8 +199,9 @@ def test_dpo_default_loss_from_pairs_file(sft, tmp_path):
     path = tmp_path / "dpo.json"
     data = _run(["lm", "dpo", "--init", init, *SHORT, *DPO_SMALL, "--pairs", pairs,
                  "--json", path], path)
-    config = _check_dpo_json(data, "lm dpo[sigmoid]")
-    assert config["loss"] == "sigmoid" and config["beta"] == 0.5  # the defaults
+    config = _check_dpo_json(data, "lm dpo[rpo]")
+    assert config["loss"] == "rpo" and config["beta"] == 0.5  # the defaults
+    assert config["rpo_alpha"] == 1.0
     assert data["pairs"] == str(pairs)
 
 
@@ -359,7 +360,7 @@ def test_dpo_divergence_is_reported(sft, tmp_path, capsys):
                 path)
     json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     assert data["pref_accuracy"] is None and data["pref_accuracy_before"] is not None
-    _check_diverged_json(data, "lm dpo[sigmoid]", capsys)
+    _check_diverged_json(data, "lm dpo[rpo]", capsys)
 
 
 @pytest.mark.parametrize("diverge", [False, True])

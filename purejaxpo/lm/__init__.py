@@ -10,8 +10,8 @@
   chunks: :mod:`~purejaxpo.lm.sft`, :mod:`~purejaxpo.lm.grpo` (GRPO, BNPO, Dr. GRPO, DAPO,
   GSPO: :data:`~purejaxpo.lm.config.LOSS_PRESETS`; advantages by GRPO's group baseline, RLOO
   or REINFORCE++: :data:`~purejaxpo.lm.config.ADVANTAGE_ESTIMATORS`, with when to use which in
-  :mod:`~purejaxpo.lm.grpo`), :mod:`~purejaxpo.lm.dpo` (DPO, cDPO, IPO,
-  hinge, robust DPO, KTO, ORPO, SimPO: the table
+  :mod:`~purejaxpo.lm.grpo`), :mod:`~purejaxpo.lm.dpo` (RPO, i.e. DPO plus the chosen
+  answers' NLL, by default; DPO, cDPO, IPO, hinge, robust DPO, KTO, ORPO, SimPO: the table
   :data:`~purejaxpo.lm.config.PREFERENCE_LOSSES`), :mod:`~purejaxpo.lm.reward_model`
   (Bradley-Terry). A run whose loss or parameters turn non-finite is flagged, with the first
   such step (:mod:`~purejaxpo.lm.common`).

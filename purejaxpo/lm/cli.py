@@ -5,7 +5,7 @@
                       [--loss grpo|bnpo|dr_grpo|dapo|gspo] [--estimator grpo|rloo|reinforce_pp]
                       [--beta 0.04] [--set name=value]
                       [--reward correct=1 --reward digits=0.5] [--out runs/grpo] [--json grpo.json]
-    purejaxpo lm dpo  --task addition --init runs/sft [--loss NAME] [--beta B]
+    purejaxpo lm dpo  --task addition --init runs/sft [--loss rpo|sigmoid|...] [--beta B]
                       [--pairs FILE.jsonl] [--steps N] [--out DIR] [--json PATH]
     purejaxpo lm rm   --task addition [--init runs/sft] [--steps N] [--out DIR] [--json PATH]
     purejaxpo lm eval --task addition --init runs/grpo [--json eval.json]
@@ -390,13 +390,15 @@ def add_dpo_parser(lm_sub) -> None:
     default = LMDPOConfig.loss
     dpo = lm_sub.add_parser(
         "dpo", help=f"preference optimisation ({', '.join(PREFERENCE_LOSSES)})",
-        epilog="losses (--loss NAME; default beta; what it is):\n"
+        epilog="losses (--loss NAME; default beta; what it is; when to use it):\n"
                + describe_preference_losses(),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(dpo, init=True)
     _trainer(dpo)
     dpo.add_argument("--loss", default=None, choices=list(PREFERENCE_LOSSES),
-                     help=f"loss (default {default}; listed below)")
+                     help=f"loss (default {default}: DPO plus the chosen answers' NLL, "
+                          "weighted by --set rpo_alpha=1.0, which keeps a good policy good; "
+                          "--loss sigmoid is plain DPO; all listed below)")
     dpo.add_argument("--beta", type=float, default=None,
                      help="the loss's coefficient (default per loss: "
                           + ", ".join(f"{name} {spec.beta}"

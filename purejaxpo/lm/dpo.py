@@ -13,7 +13,26 @@ with ``precompute_ref=False`` the step runs the reference model itself.
 
 Shapes: ``n`` examples in the dataset, ``B`` per step, ``[B, N]`` completion tokens.
 
-Losses (``LMDPOConfig.loss``; name, default beta, what it is):
+Which loss. DPO (``sigmoid``) constrains only the *difference* of the chosen and rejected
+log-ratios, so it may lower the chosen answers as long as the rejected ones fall faster. Tried
+as a user would (3-digit addition, ``purejaxpo lm dpo --init <policy>``, 1000 steps of 64
+pairs, the policy's own mistakes as rejected; 2-core CPU):
+
+* from an SFT policy at held-out exact match 1.000, ``--loss sigmoid`` ranked 99.8% of the
+  held-out pairs right but lowered the chosen answers (-0.76 nats) and exact match fell to
+  0.820; ``rpo`` (DPO plus ``rpo_alpha`` times the chosen answers' NLL per token, TRL's
+  ``rpo_alpha``) ranked 100% right and kept exact match at 1.000;
+* from an early-stopped SFT policy (exact match 0.225), ``rpo`` reached exact match 0.992
+  and preference accuracy 99.2%.
+
+So ``rpo`` is the default: use it whenever the chosen completions are answers the policy
+should give (verifiable tasks, pairs made from correct answers). Use ``sigmoid`` (or ``ipo``,
+``hinge``) when only the ranking is meant to be learned and the chosen completions are not
+targets in themselves, ``robust`` / ``label_smoothing`` for noisy labels, ``kto`` for
+unpaired good / bad labels, and ``orpo`` or ``simpo`` to train without a reference model.
+``rpo_alpha=0`` is exactly DPO.
+
+Losses (``LMDPOConfig.loss``; name, default beta, what it is, when to use it):
 
 {losses}
 """
