@@ -149,6 +149,11 @@ def run_plan(plan: SweepPlan, *, chunk_size: int | None = None, log_every: int =
     num_runs = plan.num_runs
     per_run: list[dict | None] = [None] * num_runs
     compile_s = run_s = 0.0
+    for indices in plan.groups:  # replay buffers (SAC, TD3) must fit: refuse before compiling
+        check_memory = getattr(plan.configs[indices[0]], "check_memory", None)
+        if check_memory is not None:
+            at_once = -(-len(indices) * plan.seeds // num_devices)
+            check_memory(at_once if chunk_size is None else min(chunk_size, at_once), devices[0])
     for g, indices in enumerate(plan.groups):
         config = plan.configs[indices[0]]
         runs = [(c, s) for c in indices for s in range(plan.seeds)]
