@@ -69,7 +69,20 @@ def binned_curve(metrics, batch_size: int, bins: int = 50):
     return edges[1:] * batch_size, returns
 
 
-def run_one(algo, env, seeds, steps, seed=0):
+def greedy_returns(algo, config, params, episodes: int, seed: int = 0) -> np.ndarray:
+    """Each seed's mean return over ``episodes`` evaluation episodes with the distribution's
+    mode (``purejaxpo eval --greedy``), ``[seeds]``; ``params`` have a leading seed axis."""
+    from purejaxpo.checkpoint import evaluate
+
+    key = jax.random.PRNGKey(10_000 + seed)
+    fn = jax.jit(jax.vmap(lambda p: evaluate(key, algo, config, p, num_episodes=episodes,
+                                             greedy=True)[0]))
+    return np.asarray(fn(params), np.float64).mean(-1)
+
+
+def run_one(algo, env, seeds, steps, seed=0, *, eval_episodes: int = 0):
+    """One preset run of ``seeds`` seeds in one program; with ``eval_episodes``, also each
+    seed's greedy evaluation return (``eval_return``; configs without normalisers only)."""
     config = preset(algo, env, total_timesteps=steps)
     train = ALGORITHMS[algo][1](config)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
@@ -77,7 +90,11 @@ def run_one(algo, env, seeds, steps, seed=0):
     metrics = jax.tree_util.tree_map(np.asarray, result.metrics)
     finals = final_return(metrics)
     x, curves = binned_curve(metrics, config.batch_size)
-    return {
+    extra = {}
+    if eval_episodes:
+        extra["eval_return"] = greedy_returns(algo, config, result.params, eval_episodes,
+                                              seed).tolist()
+    return {**extra,
         "algo": algo, "env": env, "seeds": seeds, "total_timesteps": steps,
         "final_return": finals.tolist(), "mean": float(np.nanmean(finals)),
         "min": float(np.nanmin(finals)), "max": float(np.nanmax(finals)),

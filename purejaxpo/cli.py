@@ -295,9 +295,10 @@ def make_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train an algorithm over several seeds in one program")
     train.add_argument("algo", choices=sorted(ALGORITHMS))
-    train.add_argument("--env", default="CartPole-v1",
+    train.add_argument("--env", default=None,
                        help="gymnax environment, brax:<name>[@backend] or playground:<name>; starts "
-                            "from its tuned preset (default CartPole-v1)")
+                            "from its tuned preset (default CartPole-v1; Pendulum-v1 for sac "
+                            "and td3)")
     train.add_argument("--seeds", type=int, default=8, help="number of seeds, vmapped (default 8)")
     train.add_argument("--seed", type=int, default=0, help="base PRNG seed (default 0)")
     train.add_argument("--total-timesteps", type=int, default=None, help="env steps per seed")

@@ -126,8 +126,9 @@ def add_cli_parser(sub) -> None:
     p = sub.add_parser("sweep", help="a hyperparameter sweep x seeds, one program per static "
                        "setting")
     p.add_argument("algo", choices=sorted(ALGORITHMS))
-    p.add_argument("--env", default="CartPole-v1",
-                   help="gymnax environment; starts from its tuned preset (default CartPole-v1)")
+    p.add_argument("--env", default=None,
+                   help="gymnax environment; starts from its tuned preset (default CartPole-v1; "
+                   "Pendulum-v1 for sac and td3)")
     p.add_argument("--grid", action="append", metavar="NAME=V1,V2,...",
                    help="values to try (repeatable; the sweep is their product); lr means "
                    "learning_rate; list settings separate values by '/' (hidden_sizes=64,64/32)")

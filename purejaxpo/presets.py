@@ -122,6 +122,9 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     # (SB3's 256 x 256 learn the same at 16x the compute) and a buffer holding the whole run.
     ("sac", "Pendulum-v1"): OFF_POLICY_PENDULUM,
     ("td3", "Pendulum-v1"): OFF_POLICY_PENDULUM,
+    # brax's inverted pendulum (1000 steps of +1 while upright): SAC with the same settings.
+    ("sac", "brax:inverted_pendulum"): {**OFF_POLICY_PENDULUM, "total_timesteps": 30_000,
+                                        "buffer_size": 30_000},
     # Physics control (purejaxpo.envs.physics; needs pip install "purejaxpo[brax]" or
     # "[playground]"). brax's published PPO settings (obs normalisation, reward scaling: here
     # the running return std, GAE 0.95, gamma 0.97, lr 3e-4, clip 0.3, entropy 1e-2, 4
@@ -186,8 +189,8 @@ def preset(algo: str, env: str, **overrides):
     return config_cls(**values)
 
 
-def from_settings(algo: str, env: str, items=(), *, prefix: str = "", **values):
-    """:func:`preset` with ``name=value`` text settings (``items``, e.g.
+def from_settings(algo: str, env: str | None, items=(), *, prefix: str = "", **values):
+    """:func:`preset` (``env`` None: the algorithm's default env) with ``name=value`` text settings (``items``, e.g.
     ``["learning_rate=1e-3"]``) and typed ``values`` (None values are ignored) on top.
 
     ValueError names the setting (after ``prefix``: the command line passes ``"--set "``).
@@ -197,6 +200,8 @@ def from_settings(algo: str, env: str, items=(), *, prefix: str = "", **values):
 
     if algo not in ALGORITHMS:
         raise ValueError(f"algo={algo!r} is invalid: must be one of {sorted(ALGORITHMS)}")
+    if env is None:  # the algorithm's own default (CartPole-v1; Pendulum-v1 for SAC and TD3)
+        env = ALGORITHMS[algo][0].__dataclass_fields__["env"].default
     reserved = {"env": "--env" if prefix else "the env argument"}
     parsed = parse_settings(items, ALGORITHMS[algo][0], algo, reserved, prefix=prefix)
     parsed.update({k: v for k, v in values.items() if v is not None})

@@ -291,3 +291,18 @@ def test_cli_train_resume_bitwise_and_eval(tmp_path, capsys):
     ev = json.loads((tmp_path / "e.json").read_text())
     assert ev["algo"] == "sac" and ev["greedy"] and len(ev["runs"]) == 2
     assert all(-2000 < r["mean_return"] <= 0 for r in ev["runs"])
+
+
+def test_cli_sweep_over_tau_and_lr_compiles_once(tmp_path, capsys):
+    # The command (env: SAC's default, Pendulum-v1), at a tiny size.
+    argv = ["sweep", "sac", "--grid", "tau=0.005,0.02", "--grid", "lr=3e-4,1e-3", "--seeds",
+            "4", "--set", "total_timesteps=240", "--set", "learning_starts=60",
+            "--set", "buffer_size=240", "--set", "minibatch_size=16",
+            "--set", "hidden_sizes=8,8", "--json", str(tmp_path / "s.json")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "4 configuration(s) x 4 seed(s) = 16 runs in 1 compilation" in out, out
+    runs = json.loads((tmp_path / "s.json").read_text())["runs"]
+    assert len(runs) == 16
+    assert {(r["tau"], r["learning_rate"]) for r in runs} == {
+        (t, lr) for t in (0.005, 0.02) for lr in (3e-4, 1e-3)}

@@ -106,13 +106,14 @@ def best(result: SweepResult) -> dict[str, Any]:
 
     Returns:
       ``{"config": index, <swept setting>: value, ..., "mean_final_return": float,
-      "std_final_return": float, "config_obj": the full config}``.
+      "std_final_return": float, "config_obj": the full config}`` (the returns NaN when no
+      run completed an episode in its final window).
     """
     row = summary(result).iloc[0].to_dict()
     index = int(row["config"])
     out = {"config": index}
     out.update({n: result.plan.overrides[index][n] for n in result.plan.swept})  # exact types
-    out["mean_final_return"] = float(row["mean_final_return"])
-    out["std_final_return"] = float(row["std_final_return"])
+    for name in ("mean_final_return", "std_final_return"):  # NaN when no episode ended
+        out[name] = float("nan") if row[name] is None else float(row[name])
     out["config_obj"] = result.plan.configs[index]
     return out
