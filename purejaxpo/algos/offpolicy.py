@@ -26,6 +26,7 @@ from typing import Any, Callable, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from purejaxpo import replay
 from purejaxpo.algos.base import Program, TrainState, build_env, per_run, progress_calls, run_updates
@@ -33,6 +34,7 @@ from purejaxpo.config import RLConfig, _fail, check_float, check_int
 from purejaxpo.envs import make
 from purejaxpo.networks import Policy
 from purejaxpo.rollout import EnvCarry, collect, episode_metrics
+from purejaxpo.update import make_optimizer
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -156,6 +158,23 @@ class OffPolicySetup(NamedTuple):
     target: Callable
     explore: Callable
     learn: Callable
+
+
+def adam(learning_rate, max_grad_norm):
+    """Adam (epsilon 1e-8, as PyTorch's and SB3's) at a constant, possibly traced, rate."""
+    return make_optimizer(lambda _: learning_rate, max_grad_norm, eps=1e-8)
+
+
+def group_step(txs, group: str, loss_fn: Callable, params: dict, opt_state: dict):
+    """One optimiser step on ``params[group]`` alone.
+
+    ``loss_fn(params[group]) -> (loss, aux)``; returns ``(params, opt_state, loss, aux)``
+    with only ``group`` changed (``txs[group]`` its optimiser).
+    """
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params[group])
+    updates, new_opt = txs[group].update(grads, opt_state[group], params[group])
+    new = optax.apply_updates(params[group], updates)
+    return {**params, group: new}, {**opt_state, group: new_opt}, loss, aux
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,10 +25,10 @@ import jax.numpy as jnp
 
 from purejaxpo import td
 from purejaxpo.algos.base import as_train, build_policy
-from purejaxpo.algos.offpolicy import OffPolicyConfig, OffPolicySetup, off_policy_program
+from purejaxpo.algos.offpolicy import (OffPolicyConfig, OffPolicySetup, adam, group_step,
+                                       off_policy_program)
 from purejaxpo.config import check_float, check_int
 from purejaxpo.networks import PolicyParts
-from purejaxpo.update import make_optimizer
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -79,10 +79,8 @@ def make_train(config: TD3Config, *, progress: Callable[[int], None] | None = No
     policy = build_policy(config)
 
     def setup(hp: Mapping[str, jax.Array]) -> OffPolicySetup:
-        def adam(lr):
-            return make_optimizer(lambda _: lr, hp["max_grad_norm"], eps=1e-8)
-
-        txs = {"actor": adam(hp["learning_rate"]), "q": adam(hp["q_learning_rate"])}
+        clip = hp["max_grad_norm"]
+        txs = {"actor": adam(hp["learning_rate"], clip), "q": adam(hp["q_learning_rate"], clip)}
 
         def mu(actor_params, obs):
             return policy.distribution({"actor": actor_params}, obs).mode()
@@ -93,10 +91,7 @@ def make_train(config: TD3Config, *, progress: Callable[[int], None] | None = No
             return jnp.clip(action + noise, -1.0, 1.0)
 
         def step(group, loss_fn, params, opt_state):
-            (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params[group])
-            updates, new_opt = txs[group].update(grads, opt_state[group], params[group])
-            new = jax.tree_util.tree_map(jnp.add, params[group], updates)
-            return {**params, group: new}, {**opt_state, group: new_opt}, loss, aux
+            return group_step(txs, group, loss_fn, params, opt_state)
 
         def learn(key, params, opt_state, target, grad_steps, b):
             next_a = td.smoothed_target_action(key, mu(target["actor"], b.next_obs),
