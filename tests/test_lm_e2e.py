@@ -40,7 +40,7 @@ def test_sft_then_grpo_raises_reward_and_exact_match(tmp_path):
 def test_dpo_defaults_keep_a_perfect_policy(tmp_path):
     """Issue 13, as a user would: `lm sft --task addition` with its defaults reaches held-out
     exact match 1.0, and `lm dpo --init` it with its defaults (loss rpo) keeps 0.98 or more
-    (plain DPO, `--loss sigmoid`, fell to 0.82 here). Slow (about 7 min on 2 CPUs): run with
+    (plain DPO, `--loss sigmoid`, fell to 0.82 here). Slow (12 min on 2 shared CPUs): run with
     `pytest -m slow`."""
     sft_dir, sft_json, dpo_json = tmp_path / "sft", tmp_path / "sft.json", tmp_path / "dpo.json"
     assert main(["lm", "sft", "--task", "addition", "--out", str(sft_dir),
