@@ -78,8 +78,11 @@ Usage::
     .venv/bin/python experiments/bench_sac.py                      # 3 rounds + 16-seed round
     .venv/bin/python experiments/bench_sac.py --repeats 5 --vmap-repeats 3 --vmap-eval
     .venv/bin/python experiments/bench_sac.py --only purejaxpo,rejax --skip-vmap
+    .venv/bin/python experiments/bench_sac.py --repeats 0 --vmap-eval --only purejaxpo \\
+        --name sac_bench_vmap_eval            # purejaxpo's 16 seeds with deterministic evaluation
     .venv/bin/python experiments/bench_sac.py --repeats 1 --total-timesteps 2000 \\
         --vmap-seeds 2 --name sac_bench_smoke                       # a quick check of the plumbing
+    .venv/bin/python experiments/bench_sac.py --render experiments/results/sac_bench.json
 """
 
 from __future__ import annotations
@@ -312,6 +315,35 @@ def ratios(summary: dict, reference: dict | None = None) -> dict:
     return out
 
 
+def summaries(runs: list[dict]):
+    """``(summary, ratios, phase-1 table, phase-2 table)`` of some runs; a phase without runs
+    gets an empty table."""
+    summary, rats, tables = {}, {}, []
+    for phase in ("single", "vmap"):
+        mine = [x for x in runs if x["phase"] == phase]
+        s = {i: summarise(mine, i) for i in IMPLS}
+        summary[phase] = {k: v for k, v in s.items() if v}
+    rats["single"] = ratios(summary["single"])
+    rats["vmap"] = ratios(summary["vmap"], reference={"sbx": summary["single"].get("sbx")})
+    for phase, note in (("single", None),
+                        ("vmap", "sbx: its one-seed runs of phase 1; it cannot vmap")):
+        tables.append(table(summary[phase], rats[phase], vmap_note=note)
+                      if summary[phase] else [])
+    return summary, rats, tables[0], tables[1]
+
+
+def render(path: str) -> int:
+    """Rewrites the ``.md`` beside a results ``.json`` of this script from the JSON alone."""
+    json_path = Path(path)
+    results = json.loads(json_path.read_text())
+    summary, rats, t1, t2 = summaries(results["runs"])
+    results.update(summary=summary, ratios=rats)
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    json_path.with_suffix(".md").write_text(markdown(results, t1, t2))
+    print(f"wrote {json_path.with_suffix('.md')}")
+    return 0
+
+
 def _range(s: dict, key: str, spec: str) -> str:
     lo, hi = s.get(f"{key}_min"), s.get(f"{key}_max")
     if s.get(key) is None:
@@ -380,6 +412,8 @@ def _parse_args(argv=None):
                    help="'idle' means fewer than this many cores busy")
     p.add_argument("--results-dir", default=str(ROOT / "experiments" / "results"))
     p.add_argument("--name", default="sac_bench", help="results file stem")
+    p.add_argument("--render", metavar="JSON",
+                   help="run nothing: rewrite the .md of this results JSON (and its summary)")
     args = p.parse_args(argv)
     args.only = [i.strip() for i in args.only.split(",") if i.strip()]
     bad = [i for i in args.only if i not in IMPLS]
@@ -406,6 +440,8 @@ def _check_python(impl: str, python: str) -> bool:
 
 def main(argv=None) -> int:
     args = _parse_args(argv)
+    if args.render:
+        return render(args.render)
     for impl in ("purejaxpo", "rejax", "sbx"):
         setattr(args, f"{impl}_python",
                 bench.resolve_python(getattr(args, f"{impl}_python"), ROOT))
@@ -461,17 +497,9 @@ def main(argv=None) -> int:
             for impl in vmap_impls:
                 runs.append(one("vmap", r, impl, args.vmap_seeds, args.base_seed + 100 + r))
 
-    single = {i: summarise([x for x in runs if x["phase"] == "single"], i) for i in impls}
-    single = {k: v for k, v in single.items() if v}
-    vmapped = {i: summarise([x for x in runs if x["phase"] == "vmap"], i) for i in vmap_impls}
-    vmapped = {k: v for k, v in vmapped.items() if v}
-    single_ratios = ratios(single)
-    vmap_ratios = ratios(vmapped, reference={"sbx": single.get("sbx")})
-
-    sbx_note = "sbx: its one-seed runs of phase 1; it cannot vmap"
-    t1 = table(single, single_ratios)
-    t2 = table(vmapped, vmap_ratios, vmap_note=sbx_note) if vmapped else []
-    print("\nphase 1: one seed per run\n" + "\n".join(t1))
+    summary, rats, t1, t2 = summaries(runs)
+    if t1:
+        print("\nphase 1: one seed per run\n" + "\n".join(t1))
     if t2:
         print(f"\nphase 2: {args.vmap_seeds} seeds vmapped per run\n" + "\n".join(t2))
 
@@ -496,8 +524,8 @@ def main(argv=None) -> int:
         "machine": {**machine, "loadavg_start": load_start, "loadavg_end": _loadavg()},
         "versions": versions,
         "settings": settings,
-        "summary": {"single": single, "vmap": vmapped},
-        "ratios": {"single": single_ratios, "vmap": vmap_ratios},
+        "summary": summary,
+        "ratios": rats,
         "runs": runs,
     }
     out_dir = Path(args.results_dir)
@@ -557,10 +585,11 @@ def markdown(results: dict, t1: list[str], t2: list[str]) -> str:
     lines = [
         "# SAC on Pendulum-v1: purejaxpo vs rejax vs sbx",
         "",
-        f"Measured {results['timestamp']} by `experiments/bench_sac.py`: each run a fresh "
-        f"process; phase 1 {s['repeats']} interleaved rounds (purejaxpo, rejax, sbx) of one seed "
-        f"per run, phase 2 {s['vmap_repeats']} round(s) of {s['vmap_seeds']} seeds vmapped in "
-        "one program (purejaxpo, rejax); medians.",
+        f"Measured {results['timestamp']} by `experiments/bench_sac.py` "
+        f"({', '.join(results['versions'])}): each run a fresh process; phase 1: "
+        f"{s['repeats']} interleaved round(s) of one seed per run; phase 2: "
+        f"{s['vmap_repeats']} round(s) of {s['vmap_seeds']} seeds vmapped in one program; "
+        "medians.",
         "",
         "## Machine",
         "",
@@ -612,14 +641,14 @@ def markdown(results: dict, t1: list[str], t2: list[str]) -> str:
         "untimed. purejaxpo's needs a checkpoint, so each phase-1 round trains its seed again "
         "with `--checkpoint-dir` and runs `purejaxpo eval --greedy` (column "
         "'ckpt run final' in the runs table: equal to the timed run's when it reproduced it)"
-        + ("." if s["vmap_eval"] else "; phase 2 does not evaluate purejaxpo (`--vmap-eval`)."),
+        + ("." if s["vmap_eval"] else "; phase 2 does not evaluate purejaxpo (`--repeats 0 "
+                                       "--vmap-eval --only purejaxpo --name "
+                                       "sac_bench_vmap_eval` does)."),
         "",
         "## Results",
-        "",
-        "### Phase 1: one seed per run",
-        "",
-        *t1,
     ]
+    if t1:
+        lines += ["", "### Phase 1: one seed per run", "", *t1]
     if t2:
         lines += ["", f"### Phase 2: {s['vmap_seeds']} seeds vmapped in one program", "", *t2]
     lines += [
