@@ -306,3 +306,23 @@ def test_cli_sweep_over_tau_and_lr_compiles_once(tmp_path, capsys):
     assert len(runs) == 16
     assert {(r["tau"], r["learning_rate"]) for r in runs} == {
         (t, lr) for t in (0.005, 0.02) for lr in (3e-4, 1e-3)}
+
+
+def test_fused_run_matches_the_checkpointed_split_bitwise():
+    # run(init(key)) in one program (the hyperparameters constants) against init, then run,
+    # as a checkpointed run does (the hyperparameters data). These settings (rejax's SAC
+    # Pendulum ones) differed from update 264 before the hyperparameters were made
+    # opaque to XLA in off_policy_program.
+    from purejaxpo.presets import from_settings
+
+    sets = ["num_steps=1", "buffer_size=10000", "learning_starts=257", "learning_rate=0.01",
+            "tau=0.02", "hidden_sizes=64,64", "activation=silu"]
+    config = from_settings("sac", "Pendulum-v1", sets, total_timesteps=300, num_envs=1)
+    train = ALGORITHMS["sac"][1](config)
+    keys = jax.random.split(jax.random.PRNGKey(1), 1)  # the CLI's keys for --seed 1
+    fused = jax.jit(jax.vmap(train))(keys)
+    state = jax.jit(jax.vmap(train.init))(keys)
+    state, metrics = jax.jit(lambda s: ck.batched_run(train.run)(s, config.num_updates))(state)
+    assert _leaves_equal(fused.params, state.params)
+    for name in ("temperature", "q_loss", "actor_loss"):
+        np.testing.assert_array_equal(fused.metrics[name], metrics[name], err_msg=name)

@@ -232,7 +232,11 @@ def off_policy_program(config: OffPolicyConfig, policy: Policy,
                                   jnp.zeros((), jnp.int32), hp, extra))
 
     def run(state: TrainState, num_updates: int):
-        hp = state.hyperparams
+        # Opaque to XLA: in a fused ``run(init(key))`` with the config's hyperparameters they
+        # are constants, and XLA folds them into the update (e.g. a division by a constant
+        # becomes a multiplication by its reciprocal), which rounds differently from the same
+        # run resumed from a checkpoint, where they are data; seen on SAC Pendulum seeds.
+        hp = jax.lax.optimization_barrier(state.hyperparams)
         parts = setup(hp)
         venv = build_env(config, hp["gamma"])
         explorer = Explorer(policy, parts.explore)
