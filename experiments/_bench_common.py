@@ -251,6 +251,18 @@ def foreign_cpu_note(cpu_count) -> str:
 # Summaries.
 
 
+def add_run_options(p, *, wait_idle: float, results_dir: str, name: str) -> None:
+    """The options every benchmark driver shares: time limit per run, waiting for an idle
+    machine, where the results go."""
+    p.add_argument("--timeout", type=float, default=1200.0, help="seconds per run")
+    p.add_argument("--wait-idle", type=float, default=wait_idle,
+                   help="max seconds to wait for an idle machine before each run (0: don't)")
+    p.add_argument("--idle-threshold", type=float, default=0.3,
+                   help="'idle' means fewer than this many cores busy")
+    p.add_argument("--results-dir", default=results_dir)
+    p.add_argument("--name", default=name, help="results file stem")
+
+
 def median(xs):
     """Median of the values that are not None; None if there are none."""
     xs = [x for x in xs if x is not None]

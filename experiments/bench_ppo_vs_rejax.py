@@ -246,13 +246,8 @@ def _parse_args(argv=None):
     p.add_argument("--safe-scheduler", action="store_true",
                    help=f"add {XLA_SAFE_FLAG} to XLA_FLAGS for both sides (off by default: "
                         "neither side needs it, and it slows both)")
-    p.add_argument("--timeout", type=float, default=1200.0, help="seconds per run")
-    p.add_argument("--wait-idle", type=float, default=120.0,
-                   help="max seconds to wait for an idle machine before each run (0: don't)")
-    p.add_argument("--idle-threshold", type=float, default=0.3,
-                   help="'idle' means fewer than this many cores busy")
-    p.add_argument("--results-dir", default=str(ROOT / "experiments" / "results"))
-    p.add_argument("--name", default="ppo_vs_rejax", help="results file stem")
+    bench.add_run_options(p, wait_idle=120.0, name="ppo_vs_rejax",
+                          results_dir=str(ROOT / "experiments" / "results"))
     return p.parse_args(argv)
 
 

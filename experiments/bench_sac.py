@@ -405,13 +405,8 @@ def _parse_args(argv=None):
     p.add_argument("--purejaxpo-python", default=sys.executable)
     p.add_argument("--rejax-python", default=".venv-rejax/bin/python")
     p.add_argument("--sbx-python", default=".venv-sbx/bin/python")
-    p.add_argument("--timeout", type=float, default=1200.0, help="seconds per run")
-    p.add_argument("--wait-idle", type=float, default=15.0,
-                   help="max seconds to wait for an idle machine before each run (0: don't)")
-    p.add_argument("--idle-threshold", type=float, default=0.3,
-                   help="'idle' means fewer than this many cores busy")
-    p.add_argument("--results-dir", default=str(ROOT / "experiments" / "results"))
-    p.add_argument("--name", default="sac_bench", help="results file stem")
+    bench.add_run_options(p, wait_idle=15.0, name="sac_bench",
+                          results_dir=str(ROOT / "experiments" / "results"))
     p.add_argument("--render", metavar="JSON",
                    help="run nothing: rewrite the .md of this results JSON (and its summary)")
     args = p.parse_args(argv)
