@@ -14,6 +14,7 @@ gamma 0.999) and Pgx's MinAtar PPO (a small CNN, 4096 envs, at 2e7 steps). Usage
 
     .venv/bin/python experiments/minatar.py                        # 4 games x 2 seeds x 1e7
     .venv/bin/python experiments/minatar.py --games Breakout-MinAtar --steps 2000000
+    .venv/bin/python experiments/minatar.py --games Asterix-MinAtar --merge   # one more game
 """
 
 from __future__ import annotations
@@ -66,15 +67,22 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--steps", type=int, default=10_000_000, help="env steps per seed")
     p.add_argument("--out", default=str(ROOT / "experiments" / "results" / "minatar" / "minatar"))
+    p.add_argument("--merge", action="store_true",
+                   help="keep the games already in <out>.json that this run does not rerun "
+                        "(the table can be filled a game at a time, e.g. across sessions)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     device = device_description()
     rows = []
+    if args.merge and out.with_suffix(".json").exists():
+        rows = [r for r in json.loads(out.with_suffix(".json").read_text())["runs"]
+                if r["env"] not in args.games]
     for game in args.games:
         print(f"{game}: {args.seeds} seeds x {args.steps:,} steps on {device}", flush=True)
         row = run_one("ppo", game, args.seeds, args.steps)
         rows.append(row)
+        rows.sort(key=lambda r: MINATAR_GAMES.index(r["env"]))
         print(f"  mean final_return {row['mean']:.2f} ({row['min']:.2f} to {row['max']:.2f}), "
               f"{row['steps_per_s']:,.0f} env steps/s, run {row['run_s']:.0f} s", flush=True)
         write(rows, out, device)

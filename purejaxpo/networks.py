@@ -123,35 +123,61 @@ def dense_layers(x, sizes: Sequence[int], activation: str):
 @dataclasses.dataclass(frozen=True)
 class Conv:
     """Convolution layers: ``channels[i]`` filters of ``kernels[i]`` x ``kernels[i]``,
-    stride ``strides[i]``, no padding ("VALID"), each followed by the activation; then an
-    average pooling of ``pool`` x ``pool`` windows (stride ``pool``; 1: none)."""
+    stride ``strides[i]``, ``padding`` ``"valid"`` (none) or ``"same"`` (zeros, as
+    ``lax``'s "SAME": ``ceil(H / stride)`` rows out), each followed by the activation; then
+    an average pooling of ``pool`` x ``pool`` windows (stride ``pool``; 1: none)."""
 
     channels: tuple[int, ...] = ()
     kernels: tuple[int, ...] = ()
     strides: tuple[int, ...] = ()
     pool: int = 1
+    padding: str = "valid"
 
     def __call__(self, x, activation: str):
         """``[..., H, W, C] -> [..., H' * W' * C']`` (called inside a compact module)."""
         for ch, k, s in zip(self.channels, self.kernels, self.strides):
-            x = ACTIVATIONS[activation](PatchConv(ch, k, s)(x))
+            x = ACTIVATIONS[activation](PatchConv(ch, k, s, self.padding)(x))
         if self.pool > 1:
             p = self.pool
             h, w, c = x.shape[-3] // p, x.shape[-2] // p, x.shape[-1]
             x = x[..., : h * p, : w * p, :].reshape(*x.shape[:-3], h, p, w, p, c).mean((-4, -2))
         return x.reshape(*x.shape[:-3], -1)
 
-    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
-        """``(H', W', C')`` of the last layer for an ``[H, W, C]`` input."""
+    def conv_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """``(H', W', C')`` after the convolutions (before pooling) for an ``[H, W, C]`` input."""
         h, w, c = shape
         for ch, k, s in zip(self.channels, self.kernels, self.strides):
-            h, w, c = (h - k) // s + 1, (w - k) // s + 1, ch
+            h, w, c = conv_size(h, k, s, self.padding), conv_size(w, k, s, self.padding), ch
+        return h, w, c
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, int, int]:
+        """``(H', W', C')`` of the last layer (pooled) for an ``[H, W, C]`` input."""
+        h, w, c = self.conv_shape(shape)
         return h // self.pool, w // self.pool, c
 
 
+PADDINGS = ("valid", "same")
+"""Convolution paddings: none, or zeros so that ``ceil(H / stride)`` rows come out."""
+
+
+def conv_size(n: int, kernel: int, stride: int, padding: str) -> int:
+    """Output length of a convolution over ``n`` rows (``lax``'s VALID / SAME rule)."""
+    if padding == "same":
+        return -(-n // stride)
+    return (n - kernel) // stride + 1
+
+
+def same_pads(n: int, kernel: int, stride: int) -> tuple[int, int]:
+    """``(before, after)`` zero rows of a SAME convolution, as ``lax.padtype_to_pads``."""
+    total = max((conv_size(n, kernel, stride, "same") - 1) * stride + kernel - n, 0)
+    return total // 2, total - total // 2
+
+
 class PatchConv(nn.Module):
-    """A "VALID" convolution as one matmul over image patches: ``[..., H, W, C] -> [..., H',
-    W', features]``, kernel ``[k, k, C, features]`` (orthogonal, gain sqrt(2)), zero bias.
+    """A convolution as one matmul over image patches: ``[..., H, W, C] -> [..., H', W',
+    features]``, kernel ``[k, k, C, features]`` (orthogonal, gain sqrt(2)), zero bias;
+    ``padding`` ``"valid"`` or ``"same"`` (zero rows and columns around the image first, as
+    ``lax``'s "SAME").
 
     Why not ``nn.Conv``: on XLA:CPU, the small convolutions of a MinAtar policy (10 x 10
     images), their gradients and their ``vmap`` over seeds (a grouped convolution) ran PPO
@@ -165,11 +191,15 @@ class PatchConv(nn.Module):
     features: int
     kernel: int
     stride: int = 1
+    padding: str = "valid"
 
     @nn.compact
     def __call__(self, x):
         k, s = self.kernel, self.stride
         c = x.shape[-1]
+        if self.padding == "same":
+            pads = [same_pads(x.shape[-3], k, s), same_pads(x.shape[-2], k, s), (0, 0)]
+            x = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + pads)
         w = self.param("kernel", orthogonal(np.sqrt(2.0)), (k, k, c, self.features))
         b = self.param("bias", nn.initializers.zeros, (self.features,))
         h_out = (x.shape[-3] - k) // s + 1
@@ -316,8 +346,11 @@ class PolicyFields:
       torso: ``"mlp"`` or ``"cnn"`` (:data:`TORSOS`).
       hidden_sizes: dense layers of the torso (after the convolutions for a CNN).
       conv_channels, conv_kernels, conv_strides: one entry per convolution layer (CNN only):
-        filters, square kernel size, stride; no padding.
-      conv_pool: average pooling of conv_pool x conv_pool after the convolutions (1: none).
+        filters, square kernel size, stride.
+      conv_padding: ``"valid"`` (no padding) or ``"same"`` (zeros around the image, so that
+        ``ceil(H / stride)`` rows come out, as ``flax.linen.Conv``'s default).
+      conv_pool: average pooling of conv_pool x conv_pool after the convolutions (1: none);
+        it must divide the convolutions' output, so that no edge of the image is dropped.
       gru_size: 0 for a feed-forward policy; H > 0 puts a GRU of H units on top of the torso
         (memory; the torso is then shared).
       shared_torso: one torso for every head (None: shared with a CNN or a GRU, separate with
@@ -332,6 +365,7 @@ class PolicyFields:
     conv_channels: tuple[int, ...] = ()
     conv_kernels: tuple[int, ...] = ()
     conv_strides: tuple[int, ...] = ()
+    conv_padding: str = "valid"
     conv_pool: int = 1
     gru_size: int = 0
     shared_torso: bool | None = None
@@ -376,6 +410,8 @@ class PolicySpec(PolicyFields):
         if isinstance(self.conv_pool, bool) or not isinstance(self.conv_pool, int) \
                 or self.conv_pool < 1:
             _fail("conv_pool", self.conv_pool, "must be an integer >= 1 (1: no pooling)")
+        if self.conv_padding not in PADDINGS:
+            _fail("conv_padding", self.conv_padding, f"must be one of {list(PADDINGS)}")
         if isinstance(self.gru_size, bool) or not isinstance(self.gru_size, int) \
                 or self.gru_size < 0:
             _fail("gru_size", self.gru_size, "must be an integer >= 0 (0: no memory)")
@@ -411,7 +447,8 @@ class PolicySpec(PolicyFields):
     def conv(self) -> Conv | None:
         if self.torso != "cnn":
             return None
-        return Conv(self.conv_channels, self.conv_kernels, self.conv_strides, self.conv_pool)
+        return Conv(self.conv_channels, self.conv_kernels, self.conv_strides, self.conv_pool,
+                    self.conv_padding)
 
     def check_observation(self, obs_shape: tuple[int, ...]) -> None:
         """Raises ``ValueError`` if the torso cannot take observations of ``obs_shape``."""
@@ -426,6 +463,12 @@ class PolicySpec(PolicyFields):
                   f"{self.conv_kernels}, strides {self.conv_strides}, pool {self.conv_pool}) "
                   f"leave nothing of a "
                   f"{obs_shape[0]}x{obs_shape[1]} observation")
+        ch, cw, _ = self.conv.conv_shape(obs_shape)
+        if ch % self.conv_pool or cw % self.conv_pool:
+            _fail("conv_pool", self.conv_pool, f"must divide the convolutions' {ch}x{cw} "
+                  f"output of a {obs_shape[0]}x{obs_shape[1]} observation (padding "
+                  f"{self.conv_padding!r}): else pooling drops its last rows or columns, "
+                  "the edge of the image (try conv_padding=same)")
 
 
 @dataclasses.dataclass(frozen=True)

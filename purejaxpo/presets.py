@@ -27,6 +27,7 @@ MINATAR = {
     "conv_channels": (32,),
     "conv_kernels": (2,),
     "conv_strides": (1,),
+    "conv_padding": "same",  # 10 x 10 out, so pool 2 keeps the image's last row (the paddle)
     "conv_pool": 2,
     "hidden_sizes": (64,),
     "activation": "relu",

@@ -1,6 +1,8 @@
 """Policies from parts: every torso is built, trained, saved, restored and evaluated from its
 config alone; the parts' validation; the CNN's convolution against a NumPy reference."""
 
+import dataclasses
+import itertools
 import json
 
 import jax
@@ -61,35 +63,55 @@ def test_torso_trains_saves_restores_and_evaluates_from_its_config(torso, tmp_pa
 def test_patch_convolution_matches_numpy():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 3, 9, 8, 5)).astype(np.float32)  # two batch axes
-    for k, s in ((3, 1), (2, 2), (3, 2), (1, 1)):
-        conv = PatchConv(6, k, s)
+    for (k, s), padding in itertools.product(((3, 1), (2, 2), (3, 2), (1, 1), (2, 1)),
+                                             ("valid", "same")):
+        conv = PatchConv(6, k, s, padding)
         params = conv.init(jax.random.PRNGKey(k + s), x)
         params = jax.tree_util.tree_map(lambda p: p + 0.1, params)  # a non-zero bias too
         w = np.asarray(params["params"]["kernel"], np.float64)
         b = np.asarray(params["params"]["bias"], np.float64)
         got = np.asarray(jax.jit(conv.apply)(params, x))
-        h_out, w_out = (9 - k) // s + 1, (8 - k) // s + 1
+        if padding == "valid":
+            h_out, w_out, top, left = (9 - k) // s + 1, (8 - k) // s + 1, 0, 0
+        else:  # SAME: ceil(n / s) out; (n_out - 1) * s + k - n zeros, the extra one after
+            h_out, w_out = -(-9 // s), -(-8 // s)
+            top = max((h_out - 1) * s + k - 9, 0) // 2
+            left = max((w_out - 1) * s + k - 8, 0) // 2
+        xp = np.zeros((2, 3, 9 + 2 * k, 8 + 2 * k, 5))  # room for the zeros on either side
+        xp[..., k:k + 9, k:k + 8, :] = x
         want = np.zeros((2, 3, h_out, w_out, 6))
         for i in range(h_out):
             for j in range(w_out):
-                patch = x[..., i * s:i * s + k, j * s:j * s + k, :].astype(np.float64)
+                r, c = k - top + i * s, k - left + j * s
+                patch = xp[..., r:r + k, c:c + k, :]
                 want[..., i, j, :] = np.einsum("...hwc,hwco->...o", patch, w) + b
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
         # and as lax's convolution computes it
         ref = jax.lax.conv_general_dilated(x.reshape(6, 9, 8, 5), params["params"]["kernel"],
-                                           (s, s), "VALID",
+                                           (s, s), padding.upper(),
                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
         np.testing.assert_allclose(got.reshape(ref.shape), ref + b, rtol=1e-5, atol=1e-5)
 
 
 def test_cnn_pooling_and_shapes():
-    spec = PolicySpec(torso="cnn", conv_channels=(8, 4), conv_kernels=(3, 2), conv_strides=(1, 1),
+    spec = PolicySpec(torso="cnn", conv_channels=(8, 4), conv_kernels=(3, 3), conv_strides=(1, 1),
                       conv_pool=2, hidden_sizes=(16,))
     policy = Policy((10, 10, 4), num_actions=3, spec=spec)
     params = policy.init(jax.random.PRNGKey(0))
     assert spec.shared and set(params) == {"torso", "actor", "critic"}
-    # 10 -> 8 (3x3) -> 7 (2x2) -> 3 (pool 2): 3 * 3 * 4 = 36 features into the dense layer.
+    # 10 -> 8 (3x3) -> 6 (3x3) -> 3 (pool 2): 3 * 3 * 4 = 36 features into the dense layer.
     assert params["torso"]["params"]["Dense_0"]["kernel"].shape == (36, 16)
+    # SAME padding keeps 10 x 10 through a 2x2 kernel: pool 2 -> 5 x 5 x 4 = 100 features.
+    same = PolicySpec(torso="cnn", conv_channels=(4,), conv_kernels=(2,), conv_strides=(1,),
+                      conv_padding="same", conv_pool=2, hidden_sizes=(16,))
+    p_same = Policy((10, 10, 4), num_actions=3, spec=same).init(jax.random.PRNGKey(0))
+    assert p_same["torso"]["params"]["Dense_0"]["kernel"].shape == (100, 16)
+    # VALID leaves 9 x 9, which pool 2 cannot divide: the image's last row and column (the
+    # paddle's row in Breakout) would be dropped, so the spec is refused for this observation.
+    valid = dataclasses.replace(same, conv_padding="valid")
+    with pytest.raises(ValueError, match="conv_pool=2 is invalid: must divide the "
+                                         "convolutions' 9x9 output.*conv_padding=same"):
+        valid.check_observation((10, 10, 4))
     obs = jnp.ones((5, 6, 10, 10, 4))  # [T, B, H, W, C]
     assert policy.distribution(params, obs).logits.shape == (5, 6, 3)
     assert policy.value(params, obs).shape == (5, 6)
@@ -127,6 +149,8 @@ def test_state_dependent_log_std():
     (dict(head_sizes=(0,)), r"head_sizes=\(0,\) is invalid"),
     (dict(conv_pool=0, torso="cnn", conv_channels=(8,), conv_kernels=(3,), conv_strides=(1,)),
      "conv_pool=0 is invalid"),
+    (dict(conv_padding="full"), r"conv_padding='full' is invalid: must be one of \['valid', "
+                                r"'same'\]"),
 ])
 def test_config_validation_names_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):
