@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from functools import partial
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -362,6 +363,8 @@ def run_with_checkpoints(
     meta: Mapping[str, Any] | None = None,
     on_chunk: Callable[[int, int, dict[str, np.ndarray]], None] | None = None,
     max_to_keep: int | None = 2,
+    on_state: Callable[[int, Any], bool | None] | None = None,
+    timings: dict[str, float] | None = None,
 ):
     """Runs ``total_updates`` updates in chunks of ``every``, checkpointing after each chunk.
 
@@ -388,6 +391,12 @@ def run_with_checkpoints(
         its checkpoint), e.g. to append log rows; on resume it is first called with the
         restored metrics ``(0, step, metrics)``.
       max_to_keep: checkpoints kept (oldest deleted); None keeps all.
+      on_state: host callback ``(updates_done, state)`` after each chunk (after its
+        checkpoint and ``on_chunk``), e.g. a held-out evaluation of the parameters; returning
+        True ends the run there (early stopping: the returned metrics then stop at that
+        chunk).
+      timings: a dict to fill with ``compile_s`` (each chunk length is compiled ahead of its
+        first run) and ``run_s`` (running chunks, compilation, saving and callbacks excluded).
 
     Returns:
       ``(state, metrics)``: final state and numpy metrics ``[*batch, total_updates]``.
@@ -411,7 +420,7 @@ def run_with_checkpoints(
         manager = _manager(directory, max_to_keep=max_to_keep)
     try:
         return _run_chunks(init_fn, run_fn, total_updates, every, manager, directory, resume,
-                           meta, on_chunk)
+                           meta, on_chunk, on_state, {} if timings is None else timings)
     finally:
         if manager is not None:
             manager.close()
@@ -429,7 +438,7 @@ def _mismatch(saved: Mapping[str, Any], wanted: Mapping[str, Any]) -> str | None
 
 
 def _run_chunks(init_fn, run_fn, total_updates, every, manager, directory, resume, meta,
-                on_chunk):
+                on_chunk, on_state, timings):
     metrics: dict[str, np.ndarray] | None = None
     latest = manager.latest_step() if manager is not None else None
     if latest is not None and not resume:
@@ -455,11 +464,16 @@ def _run_chunks(init_fn, run_fn, total_updates, every, manager, directory, resum
         _write_json_atomic(os.path.join(directory, CONFIG_FILE), meta)
 
     compiled: dict[int, Callable] = {}
+    timings.update(compile_s=0.0, run_s=0.0)
     while done < total_updates:
         n = min(every, total_updates - done)
         if n not in compiled:
-            compiled[n] = jax.jit(partial(run_fn, num_updates=n))
-        state, chunk = compiled[n](state)
+            start_s = time.perf_counter()
+            compiled[n] = jax.jit(partial(run_fn, num_updates=n)).lower(state).compile()
+            timings["compile_s"] += time.perf_counter() - start_s
+        start_s = time.perf_counter()
+        state, chunk = jax.block_until_ready(compiled[n](state))
+        timings["run_s"] += time.perf_counter() - start_s
         chunk = {k: np.asarray(v) for k, v in chunk.items()}
         metrics = chunk if metrics is None else {
             k: np.concatenate([metrics[k], chunk[k]], axis=-1) for k in chunk}
@@ -468,6 +482,8 @@ def _run_chunks(init_fn, run_fn, total_updates, every, manager, directory, resum
             save(manager, done, state, metrics, meta)
         if on_chunk is not None:
             on_chunk(start, done, chunk)
+        if on_state is not None and on_state(done, state):
+            break
     if metrics is None:  # total_updates == 0
         metrics = {}
     return state, metrics

@@ -177,6 +177,17 @@ def check_checkpoint_args(args) -> None:
         check_log_path(args.log, "--log")
 
 
+def add_checkpoint_args(parser, *, what: str, every: str) -> None:
+    """``--checkpoint-dir``, ``--checkpoint-every`` and ``--resume`` (checked by
+    :func:`check_checkpoint_args`), for ``train`` and every ``lm`` trainer."""
+    parser.add_argument("--checkpoint-dir", metavar="DIR", default=None,
+                        help=f"save {what} here with orbax")
+    parser.add_argument("--checkpoint-every", metavar="N", type=int, default=None, help=every)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the latest complete checkpoint in --checkpoint-dir "
+                             "(bitwise as if never stopped)")
+
+
 def _train_with_checkpoints(args, config, train, keys, progress):
     """The seeds' run in chunks of ``--checkpoint-every`` updates, saved after each chunk.
 
@@ -308,12 +319,8 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", metavar="PATH", help="write results and the full config here")
     train.add_argument("--no-progress", dest="progress", action="store_false",
                        help="no progress bar")
-    train.add_argument("--checkpoint-dir", metavar="DIR", default=None,
-                       help="save the whole training state (all seeds) here with orbax")
-    train.add_argument("--checkpoint-every", metavar="N", type=int, default=None,
-                       help="updates between checkpoints (default: one at the end)")
-    train.add_argument("--resume", action="store_true",
-                       help="continue from the latest complete checkpoint in --checkpoint-dir")
+    add_checkpoint_args(train, what="the whole training state (all seeds)",
+                        every="updates between checkpoints (default: one at the end)")
     train.add_argument("--log", metavar="PATH",
                        help="write every metric, one row per update per seed (.csv or .jsonl)")
     train.set_defaults(func=cmd_train)

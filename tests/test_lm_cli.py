@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from purejaxpo import checkpoint as ck
 from purejaxpo import cli
 from purejaxpo.lm.config import LOSS_PRESETS, PREFERENCE_LOSSES
 
@@ -276,6 +277,11 @@ def test_grpo_estimator_reaches_the_config(estimator, sft, monkeypatch):
         (["lm", "grpo", "--init", "{empty}"], ["policy.json"]),
         (["lm", "dpo", "--init", "{empty}"], ["policy.json"]),
         (["lm", "eval", "--init", "{empty}"], ["policy.json"]),
+        (["lm", "sft", "--resume"], ["--resume needs --checkpoint-dir"]),
+        (["lm", "grpo", "--init", "{missing}", "--checkpoint-every", "2"],
+         ["--checkpoint-every needs --checkpoint-dir"]),
+        (["lm", "dpo", "--init", "{missing}", "--checkpoint-dir", "{empty}",
+          "--checkpoint-every", "0"], ["--checkpoint-every=0 is invalid"]),
     ],
 )
 def test_bad_input_fails_before_training(argv, needles, tmp_path, capsys, no_training):
@@ -285,6 +291,30 @@ def test_bad_input_fails_before_training(argv, needles, tmp_path, capsys, no_tra
     if argv[1] != "eval":
         argv.append("--no-progress")
     _fails(argv, capsys, *needles)
+
+
+@pytest.mark.parametrize("command", ["sft", "grpo", "dpo", "rm"])
+def test_every_trainer_checkpoints_and_resumes(command, sft, tmp_path, capsys):
+    """--checkpoint-dir/--checkpoint-every/--resume on every trainer: a checkpoint per chunk;
+    resuming the finished run reports the same result; reusing the folder without --resume
+    is refused before training."""
+    init, _ = sft
+    d = tmp_path / "ck"
+    argv = ["lm", command, *SHORT, "--checkpoint-dir", d, "--checkpoint-every", "2"]
+    argv += ["--init", init] if command in ("grpo", "dpo") else TINY
+    if command == "grpo":
+        argv += ["--set", "prompts_per_step=2", "--group-size", "2"]
+    if command in ("dpo", "rm"):
+        argv += DPO_SMALL
+    if command == "sft":
+        argv += ["--set", "batch_size=8"]
+    first = _run([*argv, "--json", tmp_path / "a.json"], tmp_path / "a.json")
+    assert ck.all_steps(str(d)) == [2, 4]
+    again = _run([*argv, "--resume", "--json", tmp_path / "b.json"], tmp_path / "b.json")
+    score = "ranking_accuracy_after" if command == "rm" else "exact_match_after"
+    assert again[score] == first[score] and again["steps"] == first["steps"] == 4
+    capsys.readouterr()
+    _fails([str(a) for a in argv], capsys, "already holds checkpoints", "--resume")
 
 
 def test_unknown_reward_fails_before_training(sft, capsys, no_training):

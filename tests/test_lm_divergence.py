@@ -14,6 +14,7 @@ from purejaxpo.lm.common import (
     LMState,
     fit,
     init_state,
+    lm_program,
     optimizer,
     run_loop,
 )
@@ -47,13 +48,18 @@ def _quadratic_step(poison_params_at=None, poison_loss_at=None):
             params = {"w": jnp.where(number == poison_params_at, jnp.nan, params["w"])}
         if poison_loss_at is not None:
             metrics["loss"] = jnp.where(number == poison_loss_at, jnp.nan, metrics["loss"])
-        return LMState(params, opt_state, state.key, number), metrics
+        return state._replace(params=params, opt_state=opt_state, step=number), metrics
 
     return step
 
 
 def _state():
     return init_state(jax.random.PRNGKey(0), {"w": jnp.ones(3)}, HP)
+
+
+def _program(step, num_steps):
+    return lm_program(step, num_steps=num_steps, hyperparams=HP,
+                      start=lambda key: ({"w": jnp.ones(3)}, key))
 
 
 @pytest.mark.parametrize("at", [1, 3, 4, 7])
@@ -80,8 +86,8 @@ def test_fit_reports_the_step_and_nan_scores_after_it():
         evaluated.append(1)
         return 0.25
 
-    result = fit(_quadratic_step(poison_params_at=3), _state(), 6, HP, evaluate=evaluate,
-                 chunk=2, progress=False)
+    result = fit(_program(_quadratic_step(poison_params_at=3), 6), jax.random.PRNGKey(0),
+                 evaluate=evaluate, chunk=2, progress=False)
     assert result.diverged and result.diverged_at_step == 3
     # Scores from the first chunk holding the diverged step on are NaN, and not computed.
     assert [s for s, _ in result.curve] == [0, 2, 4, 6]
@@ -95,8 +101,8 @@ def test_fit_reports_the_step_and_nan_scores_after_it():
 
 
 def test_a_finite_run_is_not_diverged():
-    result = fit(_quadratic_step(), _state(), 4, HP, evaluate=lambda p: 0.5, chunk=2,
-                 progress=False)
+    result = fit(_program(_quadratic_step(), 4), jax.random.PRNGKey(0), evaluate=lambda p: 0.5,
+                 chunk=2, progress=False)
     assert not result.diverged and result.diverged_at_step is None
     assert not result.metrics[NONFINITE].any()
     summary = result.summary()

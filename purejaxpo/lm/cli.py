@@ -10,6 +10,10 @@
     purejaxpo lm rm   --task addition [--init runs/sft] [--steps N] [--out DIR] [--json PATH]
     purejaxpo lm eval --task addition --init runs/grpo [--json eval.json]
 
+Every trainer also takes ``--checkpoint-dir DIR [--checkpoint-every N] [--resume]``: the whole
+training state is saved every N steps, and a killed run resumed with ``--resume`` ends bitwise
+where the uninterrupted one does.
+
 Every trainer prints held-out greedy exact match before and after (a fixed set of prompts that
 training never samples on purpose), the run time and the throughput, and with ``--json``
 writes them with the full config and the curves. A run whose loss or parameters become
@@ -96,6 +100,11 @@ def _warn_if_diverged(fit) -> None:
         print(warning, file=sys.stderr)
 
 
+def _per_s(amount: float, seconds: float) -> float | None:
+    """A throughput; None when nothing ran (e.g. resuming a finished run)."""
+    return amount / seconds if seconds > 0 else None
+
+
 def _fmt(x: float | None, spec: str = ".3f") -> str:
     return "nan" if x is None else format(x, spec)
 
@@ -108,7 +117,7 @@ def _report(args, kind: str, config, result, tokens: float, extra: dict[str, Any
         "command": f"lm {kind}",
         "task": config.task,
         **result.summary(),
-        "tokens_per_s": tokens / result.run_s if result.run_s > 0 else None,
+        "tokens_per_s": _per_s(tokens, result.run_s),
         "device": device_description(),
         "config": config.to_dict(),
         **extra,
@@ -131,9 +140,9 @@ def cmd_sft(args) -> int:
 
     config = _config(LMSFTConfig, args, "lm sft", steps=args.steps,
                      stop_exact_match=args.stop_exact_match)
-    result = train_sft(config, progress=args.progress)
+    result = train_sft(config, progress=args.progress, **_checkpointing(args))
     model = config.model_config()
-    tokens = float(result.metrics["tokens"].sum())
+    tokens = result.run_total("tokens")
     out = _report(args, "sft", config, result, tokens,
                   {"params": count_params(result.state.params), "model": model.to_dict(),
                    "tokens_kind": "trained answer tokens"})
@@ -161,6 +170,7 @@ def cmd_grpo(args) -> int:
     from purejaxpo.lm.grpo import train_grpo
 
     _check_settings(LMGRPOConfig, args, "lm grpo")
+    checkpointing = _checkpointing(args)
     policy = _load_init(args)
     config = _config(LMGRPOConfig, args, "lm grpo", policy, steps=args.steps, loss=args.loss,
                      estimator=args.estimator, beta=args.beta, group_size=args.group_size,
@@ -175,8 +185,8 @@ def cmd_grpo(args) -> int:
         if not any(name == "rm" for name, _ in config.rewards):
             config = config.replace(rewards=config.rewards + (("rm", 1.0),))
     result = train_grpo(config, policy.params, policy.model, extra_rewards=extra,
-                        progress=args.progress)
-    tokens = float(result.metrics["completion_tokens"].sum())
+                        progress=args.progress, **checkpointing)
+    tokens = result.run_total("completion_tokens")
     out = _report(args, "grpo", config, result, tokens,
                   {"init": args.init, "reward_model": args.reward_model,
                    "tokens_kind": "generated completion tokens"})
@@ -258,6 +268,22 @@ def _trainer(p):
     p.add_argument("--out", metavar="DIR", help="save the trained policy here")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar")
+    from purejaxpo.cli import add_checkpoint_args
+
+    add_checkpoint_args(p, what="the training state (parameters, optimiser state, reference, "
+                               "PRNG key, step, metrics)",
+                        every="steps between checkpoints (and held-out evaluations; default: "
+                              "the config's log_every)")
+
+
+def _checkpointing(args) -> dict[str, Any]:
+    """The trainers' checkpoint arguments, from the flags (checked first: a ``ValueError``
+    naming the flag, before anything loads or compiles)."""
+    from purejaxpo.cli import check_checkpoint_args
+
+    check_checkpoint_args(args)
+    return {"checkpoint_dir": args.checkpoint_dir, "resume": args.resume,
+            "checkpoint_every": args.checkpoint_every}
 
 
 def add_cli_parser(sub) -> None:
@@ -321,16 +347,17 @@ def cmd_rm(args) -> int:
     from purejaxpo.lm.reward_model import train_reward_model
 
     _check_settings(LMRewardModelConfig, args, "lm rm")
+    checkpointing = _checkpointing(args)
     policy = load_policy(args.init) if args.init else None
     config = _config(LMRewardModelConfig, args, "lm rm", policy, steps=args.steps)
     init = (policy.params, policy.model) if policy else None
     data = preference_data(config, config.make_task(), policy=init)
     result = train_reward_model(config, data.train, data.heldout, init_policy=init,
-                                progress=args.progress)
+                                progress=args.progress, **checkpointing)
     fit = result.fit
     summary = fit.summary("ranking_accuracy")
     out = {"command": "lm rm", "task": config.task, "init": args.init, **summary,
-           "pairs_per_s": config.batch_size * fit.steps / fit.run_s,
+           "pairs_per_s": _per_s(config.batch_size * fit.steps_run, fit.run_s),
            "device": device_description(), "config": config.to_dict()}
     print(f"rm {config.task}: held-out ranking accuracy "
           f"{_fmt(out['ranking_accuracy_before'])} -> {_fmt(out['ranking_accuracy_after'])} "
@@ -354,21 +381,23 @@ def cmd_dpo(args) -> int:
     from purejaxpo.lm.pairs import preference_data
 
     _check_settings(LMDPOConfig, args, "lm dpo")
+    checkpointing = _checkpointing(args)
     policy = _load_init(args)
     config = _config(LMDPOConfig, args, "lm dpo", policy, steps=args.steps, loss=args.loss,
                      beta=args.beta)
     data = preference_data(config, config.make_task(), policy=(policy.params, policy.model),
                            path=args.pairs)
     result = train_dpo(config, policy.params, policy.model, data.train, data.heldout,
-                       progress=args.progress)
+                       progress=args.progress, **checkpointing)
     extra = {
         "init": args.init,
         "pairs": data.source,
         **result.preference_summary(),
-        "pairs_per_s": config.batch_size * result.fit.steps / result.fit.run_s,
+        "pairs_per_s": _per_s(config.batch_size * result.fit.steps_run,
+                              result.fit.run_s),
         "tokens_kind": "completion tokens through the policy (chosen + rejected; kto: completion + mismatched)",
     }
-    tokens = float(result.fit.metrics["tokens"].sum())
+    tokens = result.fit.run_total("tokens")
     out = _report(args, f"dpo[{config.loss}]", config, result.fit, tokens, extra)
     print(f"  held-out preference accuracy {_fmt(extra['pref_accuracy_before'])} -> "
           f"{_fmt(extra['pref_accuracy'])}; log-prob change: chosen "

@@ -35,12 +35,28 @@ Array = jax.Array
 
 
 class LMState(NamedTuple):
-    """Everything a trainer carries from one step to the next."""
+    """Everything a trainer carries from one step to the next (and a checkpoint saves).
+
+    Attributes:
+      params: the trained model's parameters.
+      opt_state: the optimiser's state.
+      key: the PRNG key of the next step (the data position too: every trainer draws its
+        prompts, or its minibatch of pairs, from it).
+      step: steps done.
+      hyperparams: the run's traced settings (``config.hyperparams()``, or one setting of a
+        sweep), read by :func:`lm_program`'s ``run``; None where they are passed apart
+        (:func:`run_loop`).
+      ref: what the trainer's step takes from the reference model: its parameters (GRPO with
+        ``beta > 0``, ``reinforce_pp``; DPO with ``precompute_ref=False``) or its log-probs of
+        the whole dataset (DPO); None where there is none.
+    """
 
     params: Any
     opt_state: Any
     key: Array
     step: Array
+    hyperparams: Any = None
+    ref: Any = None
 
 
 def optimizer(hyperparams: Mapping[str, Array]) -> optax.GradientTransformation:
@@ -56,6 +72,54 @@ def optimizer(hyperparams: Mapping[str, Array]) -> optax.GradientTransformation:
 def init_state(key: Array, params, hyperparams: Mapping[str, Array]) -> LMState:
     return LMState(params=params, opt_state=optimizer(hyperparams).init(params), key=key,
                    step=jnp.zeros((), jnp.int32))
+
+
+def lm_program(step: Callable, *, num_steps: int, hyperparams: Mapping[str, Array],
+               start: Callable[[Array], tuple[Any, Array]],
+               reference: Callable[[Any], Any] | None = None, consts: tuple = ()):
+    """A trainer's :class:`~purejaxpo.algos.base.Program`: the same two pure pieces as the
+    environment algorithms', so that seeds and settings vmap, and runs checkpoint and resume,
+    through the same code (:func:`purejaxpo.checkpoint.run_with_checkpoints`).
+
+    * ``init(key, hyperparams=None) -> LMState``: ``start(key) -> (params, run_key)`` gives the
+      starting parameters (random ones from the key for a model trained from scratch, given
+      ones otherwise) and the key the steps draw from; ``reference(params)``, if given, what
+      the step takes from the reference model (kept in ``state.ref``, so checkpointed);
+      missing hyperparameters are filled from ``hyperparams``.
+    * ``run(state, n) -> (state, metrics)``: ``n`` (static) steps in one ``lax.scan``, each
+      ``step(state, state.hyperparams, *consts[, state.ref]) -> (state, metrics)`` (the
+      reference last, where there is one), with the ``nonfinite`` flag added (the first
+      diverged step is exact, with no host synchronisation). ``run(run(s, a)[0], b)``
+      continues exactly as ``run(s, a + b)``.
+
+    ``consts`` (e.g. a preference dataset) are fixed arrays the step reads; they are
+    constants of the compiled program, rebuilt from the config on resume.
+    """
+    from purejaxpo.algos.base import Program
+
+    defaults = {k: jnp.asarray(v) for k, v in hyperparams.items()}
+
+    def init(key, hyperparams=None) -> LMState:
+        unknown = set(hyperparams or {}) - set(defaults)
+        if unknown:
+            raise ValueError(f"hyperparams: {sorted(unknown)} are not sweepable settings of "
+                             f"this trainer (those are {sorted(defaults)})")
+        hp = {k: jnp.asarray((hyperparams or {}).get(k, v), v.dtype)
+              for k, v in defaults.items()}
+        params, run_key = start(key)
+        ref = reference(params) if reference is not None else None
+        return LMState(params, optimizer(hp).init(params), run_key,
+                       jnp.zeros((), jnp.int32), hp, ref)
+
+    def run(state: LMState, num_updates: int):
+        def one(state, _):
+            args = (*consts, state.ref) if reference is not None else consts
+            new, metrics = step(state, state.hyperparams, *args)
+            return new, {**metrics, NONFINITE: nonfinite(new.params, metrics.get("loss"))}
+
+        return jax.lax.scan(one, state, None, length=num_updates)
+
+    return Program(init, run, num_steps)
 
 
 def greedy_completions(params, model: TransformerConfig, task: SequenceTask, batch: TaskBatch,
@@ -177,12 +241,24 @@ class FitResult(NamedTuple):
         match for the policy trainers, ranking accuracy for the reward model; NaN once the
         run has diverged.
       run_s: seconds spent in training steps (compilation and evaluation excluded).
+      resumed_from: the checkpoint's step this call resumed from (0: started afresh).
     """
 
     state: LMState
     metrics: dict[str, np.ndarray]
     curve: list[tuple[int, float]]
     run_s: float
+    resumed_from: int = 0
+
+    @property
+    def steps_run(self) -> int:
+        """Steps run by this call (``run_s`` covers these): fewer than :attr:`steps` when it
+        resumed from a checkpoint."""
+        return self.steps - self.resumed_from
+
+    def run_total(self, name: str) -> float:
+        """The sum of the metric ``name`` over the steps this call ran (for throughputs)."""
+        return float(np.sum(self.metrics[name][self.resumed_from:]))
 
     @property
     def exact_match_before(self) -> float:
@@ -241,34 +317,58 @@ def divergence_warning(step: int | None) -> str | None:
             "results after it are meaningless")
 
 
-def fit(step: Callable, state: LMState, num_steps: int, hyperparams: Mapping[str, Array],
-        *consts, evaluate: Callable[[Any], float], chunk: int, progress: bool = True,
+def fit(program, key: Array, *, evaluate: Callable[[Any], float], chunk: int,
+        hyperparams: Mapping[str, Array] | None = None, progress: bool = True,
         desc: str = "train", show: tuple[str, ...] = (),
-        stop: Callable[[Any], bool] | None = None) -> FitResult:
-    """:func:`run_loop` with a held-out evaluation after every chunk and a progress bar.
+        stop: Callable[[Any], bool] | None = None, checkpoint_dir: str | None = None,
+        resume: bool = False, meta: Mapping[str, Any] | None = None,
+        initial_params: Any = None) -> FitResult:
+    """Runs ``program`` (:func:`lm_program`) from ``key`` in chunks of ``chunk`` steps, with a
+    held-out evaluation after every chunk, a progress bar and, with ``checkpoint_dir``, a
+    checkpoint after every chunk (:func:`purejaxpo.checkpoint.run_with_checkpoints`: state,
+    metrics so far and ``meta``; ``resume`` continues from the latest one, bitwise as if
+    never stopped).
 
     ``show`` names metrics whose latest chunk mean the progress bar displays. ``stop(params)``,
     if given, is asked after every chunk whether to stop early. Once a step has diverged
-    (``nonfinite``), later evaluations are NaN rather than run (the run continues).
+    (``nonfinite``), later evaluations are NaN rather than run (the run continues). The
+    curve's first point is the starting parameters' score (also on resume:
+    ``initial_params``, or those ``program.init`` makes); checkpoints, chunking and the
+    progress bar never change the result.
     """
     from tqdm.auto import tqdm
 
-    curve = [(0, evaluate(state.params))]
-    bar = tqdm(total=num_steps, desc=desc, disable=not progress, leave=False)
+    from purejaxpo import checkpoint
+
+    init = lambda: program.init(key, hyperparams)  # noqa: E731
+    if initial_params is None:
+        initial_params = jax.jit(lambda: program.init(key, hyperparams).params)()
+    curve = [(0, evaluate(initial_params))]
+    bar = tqdm(total=program.num_updates, desc=desc, disable=not progress, leave=False)
     diverged = False
 
-    def on_chunk(done, state, metrics):
+    def on_chunk(start, done, metrics):
         nonlocal diverged
         diverged = diverged or bool(np.any(metrics[NONFINITE]))
-        curve.append((done, math.nan if diverged else evaluate(state.params)))
         bar.update(done - bar.n)
         shown = {k: f"{float(np.mean(metrics[k])):.3g}" for k in show if k in metrics}
-        bar.set_postfix(heldout_em=f"{curve[-1][1]:.3f}", **shown)
+        bar.set_postfix(**shown)
+
+    def on_state(done, state):
+        curve.append((done, math.nan if diverged else evaluate(state.params)))
+        bar.set_postfix_str(f"heldout={curve[-1][1]:.3f}")
         return not diverged and stop is not None and stop(state.params)
 
+    timings: dict[str, float] = {}
+    resumed_from = (checkpoint.latest_step(checkpoint_dir) or 0) if resume and checkpoint_dir \
+        else 0
     try:
-        state, metrics, run_s = run_loop(step, state, num_steps, hyperparams, *consts,
-                                         chunk=chunk, on_chunk=on_chunk)
+        state, metrics = checkpoint.run_with_checkpoints(
+            init, program.run, program.num_updates, every=chunk, directory=checkpoint_dir,
+            resume=resume, meta=meta, on_chunk=on_chunk, on_state=on_state, timings=timings)
     finally:
         bar.close()
-    return FitResult(state, metrics, curve, run_s)
+    done = int(state.step)
+    if curve[-1][0] != done:  # resumed from a checkpoint of the finished run
+        curve.append((done, math.nan if diverged else evaluate(state.params)))
+    return FitResult(state, metrics, curve, timings.get("run_s", 0.0), resumed_from)

@@ -46,11 +46,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from purejaxpo import losses
+from purejaxpo.checkpoint import describe
 from purejaxpo.lm.common import (
     FitResult,
     LMState,
     fit,
-    init_state,
+    lm_program,
     make_evaluator,
     optimizer,
 )
@@ -124,20 +125,26 @@ def _kto_log_probs(params, model, data: KTOData, idx: Array):
 
 
 def reference_log_probs(ref_params, model: TransformerConfig, data, *, batch: int = 512):
-    """Reference log-probs of the whole dataset, computed once (``[n]`` arrays).
+    """Reference log-probs of the whole dataset, computed once (``[n]`` arrays), in batches of
+    ``batch`` examples (``lax.map``, so memory stays that of one batch; jittable).
 
     For pairs: ``(chosen, rejected)`` sums; for KTO data: ``(completion, mismatched)`` sums.
     """
     kto = isinstance(data, KTOData)
     n = len(data.examples) if kto else len(data)
-    fn = jax.jit(lambda idx: _kto_log_probs(ref_params, model, data, idx) if kto else
-                 tuple(x.total for x in _pair_log_probs(
-                     ref_params, model, jax.tree_util.tree_map(lambda a: a[idx], data))))
-    outs = []
-    for start in range(0, n, batch):
-        idx = jnp.arange(start, min(start + batch, n))
-        outs.append(jax.device_get(fn(idx)))
-    return tuple(jnp.asarray(np.concatenate([o[k] for o in outs])) for k in range(2))
+    batch = min(batch, n)
+    num = -(-n // batch)
+    # The last batch is padded with repeats of the last example, and the padding dropped.
+    idx = jnp.minimum(jnp.arange(num * batch), n - 1).reshape(num, batch)
+
+    def one(idx):
+        if kto:
+            return _kto_log_probs(ref_params, model, data, idx)
+        return tuple(x.total for x in _pair_log_probs(
+            ref_params, model, jax.tree_util.tree_map(lambda a: a[idx], data)))
+
+    out = jax.lax.map(one, idx)
+    return tuple(x.reshape(-1)[:n] for x in out)
 
 
 def pair_loss(config: LMDPOConfig, hp, chosen: SequenceLogProbs, rejected: SequenceLogProbs,
@@ -214,7 +221,8 @@ def make_dpo_step(config: LMDPOConfig, model: TransformerConfig):
         (params, opt_state), metrics = gradient_step(
             lambda p, inputs: _with_loss(loss_fn(p, inputs)), optimizer(hyperparams))(
             (state.params, state.opt_state), (hyperparams, data, ref, idx))
-        return LMState(params, opt_state, key, state.step + 1), metrics
+        return state._replace(params=params, opt_state=opt_state, key=key,
+                              step=state.step + 1), metrics
 
     return step
 
@@ -267,14 +275,37 @@ class DPOResult(NamedTuple):
         })
 
 
+def dpo_program(config: LMDPOConfig, params: Any, model: TransformerConfig, data, *,
+                ref_params: Any = None):
+    """Preference optimisation from ``params`` on ``data`` (:class:`Pairs`, or
+    :class:`KTOData` for ``kto``) as a :class:`~purejaxpo.algos.base.Program`. What the step
+    takes from the reference model (``params`` unless ``ref_params`` is given) is made by
+    ``init`` and kept in the state: its log-probs of the whole dataset
+    (``precompute_ref``), or its parameters; nothing for the reference-free losses."""
+    spec = config.loss_spec
+
+    def reference(p):
+        ref = p if ref_params is None else ref_params
+        return reference_log_probs(ref, model, data) if config.precompute_ref else ref
+
+    return lm_program(make_dpo_step(config, model), num_steps=config.steps,
+                      hyperparams=config.hyperparams(), start=lambda key: (params, key),
+                      reference=reference if spec.reference else None,
+                      consts=(data,) if spec.reference else (data, None))
+
+
 def train_dpo(config: LMDPOConfig, params: Any, model: TransformerConfig, train_pairs,
-              eval_pairs: Pairs, *, ref_params: Any = None, progress: bool = True) -> DPOResult:
+              eval_pairs: Pairs, *, ref_params: Any = None, progress: bool = True,
+              checkpoint_dir: str | None = None, resume: bool = False,
+              checkpoint_every: int | None = None) -> DPOResult:
     """Runs preference optimisation from ``params`` (the reference model is ``params`` unless
     ``ref_params`` is given) on ``train_pairs`` (:class:`Pairs`, or :class:`Unpaired` for
-    ``kto``); evaluates held-out preference accuracy and log-prob movement on ``eval_pairs``."""
+    ``kto``) from ``PRNGKey(config.seed)``; evaluates held-out preference accuracy and
+    log-prob movement on ``eval_pairs``. ``checkpoint_dir`` / ``resume`` /
+    ``checkpoint_every`` as in
+    :func:`~purejaxpo.lm.common.fit`."""
     task = config.make_task()
     spec = config.loss_spec
-    ref_params = params if ref_params is None else ref_params
     if not spec.paired:
         data = kto_data(train_pairs)
     elif isinstance(train_pairs, Unpaired):
@@ -283,21 +314,17 @@ def train_dpo(config: LMDPOConfig, params: Any, model: TransformerConfig, train_
                          f"unpaired data (completion, label) only works with loss in {unpaired}")
     else:
         data = train_pairs
-    if not spec.reference:
-        ref = None
-    elif config.precompute_ref:
-        ref = reference_log_probs(ref_params, model, data)
-    else:
-        ref = ref_params
     eval_ref = None
     if spec.reference:
-        eval_ref = reference_log_probs(ref_params, model, eval_pairs)
+        eval_ref = jax.jit(lambda p: reference_log_probs(p, model, eval_pairs))(
+            params if ref_params is None else ref_params)
     before = evaluate_pairs(config, params, model, eval_pairs, eval_ref)
-    hyperparams = config.hyperparams()
-    state = init_state(jax.random.PRNGKey(config.seed), params, hyperparams)
-    result = fit(make_dpo_step(config, model), state, config.steps, hyperparams, data, ref,
+    result = fit(dpo_program(config, params, model, data, ref_params=ref_params),
+                 jax.random.PRNGKey(config.seed),
                  evaluate=make_evaluator(model, task, config.eval_prompts),
-                 chunk=config.log_every, progress=progress, desc=config.loss,
-                 show=("loss", "accuracy"))
+                 chunk=checkpoint_every or config.log_every, progress=progress,
+                 desc=config.loss,
+                 show=("loss", "accuracy"), checkpoint_dir=checkpoint_dir, resume=resume,
+                 initial_params=params, meta=describe("lm dpo", config))
     after = evaluate_pairs(config, result.state.params, model, eval_pairs, eval_ref)
     return DPOResult(result, before, after)

@@ -45,7 +45,15 @@ import jax
 import jax.numpy as jnp
 
 from purejaxpo.envs.sequence_tasks import RewardFn, SequenceTask
-from purejaxpo.lm.common import FitResult, LMState, fit, init_state, make_evaluator, optimizer
+from purejaxpo.checkpoint import describe
+from purejaxpo.lm.common import (
+    FitResult,
+    LMState,
+    fit,
+    lm_program,
+    make_evaluator,
+    optimizer,
+)
 from purejaxpo.lm.config import LMGRPOConfig
 from purejaxpo.lm.model import TransformerConfig
 from purejaxpo.lm.objectives import grpo_loss
@@ -173,21 +181,40 @@ def make_grpo_step(config: LMGRPOConfig, model: TransformerConfig, task: Sequenc
         metrics["completion_tokens"] = completions.mask.sum()
         if not config.use_kl:
             metrics["kl"] = jnp.zeros(())
-        return LMState(params, opt_state, key, state.step + 1), metrics
+        return state._replace(params=params, opt_state=opt_state, key=key,
+                              step=state.step + 1), metrics
 
     return step
 
 
+def grpo_program(config: LMGRPOConfig, params: Any, model: TransformerConfig,
+                 task: SequenceTask, *, ref_params: Any = None,
+                 extra_rewards: Mapping[str, RewardFn] | None = None):
+    """GRPO from ``params`` as a :class:`~purejaxpo.algos.base.Program`; the reference model
+    (where the config uses one) is ``params`` unless ``ref_params`` is given, and is kept in
+    the state (so checkpoints hold it)."""
+    reference = None
+    if config.use_reference:
+        reference = (lambda p: p) if ref_params is None else (lambda p: ref_params)
+    return lm_program(make_grpo_step(config, model, task, extra_rewards),
+                      num_steps=config.steps, hyperparams=config.hyperparams(),
+                      start=lambda key: (params, key), reference=reference)
+
+
 def train_grpo(config: LMGRPOConfig, params: Any, model: TransformerConfig, *,
                ref_params: Any = None, extra_rewards: Mapping[str, RewardFn] | None = None,
-               progress: bool = True) -> FitResult:
-    """Runs GRPO from ``params`` (e.g. an SFT checkpoint); the reference model is ``params``
-    itself unless ``ref_params`` is given. Returns a :class:`~purejaxpo.lm.common.FitResult`."""
+               progress: bool = True, checkpoint_dir: str | None = None,
+               resume: bool = False, checkpoint_every: int | None = None) -> FitResult:
+    """Runs GRPO from ``params`` (e.g. an SFT checkpoint) from ``PRNGKey(config.seed)``; the
+    reference model is ``params`` itself unless ``ref_params`` is given. ``checkpoint_dir``
+    saves every ``log_every`` steps; ``resume`` continues from the latest checkpoint there.
+    Returns a :class:`~purejaxpo.lm.common.FitResult`."""
     task = config.make_task()
-    step = make_grpo_step(config, model, task, extra_rewards)
-    hyperparams = config.hyperparams()
-    state = init_state(jax.random.PRNGKey(config.seed), params, hyperparams)
-    ref = (params if ref_params is None else ref_params) if config.use_reference else None
-    return fit(step, state, config.steps, hyperparams, ref,
-               evaluate=make_evaluator(model, task, config.eval_prompts), chunk=config.log_every,
-               progress=progress, desc=f"{config.loss}", show=("reward", "exact_match"))
+    program = grpo_program(config, params, model, task, ref_params=ref_params,
+                           extra_rewards=extra_rewards)
+    return fit(program, jax.random.PRNGKey(config.seed),
+               evaluate=make_evaluator(model, task, config.eval_prompts),
+               chunk=checkpoint_every or config.log_every,
+               progress=progress, desc=f"{config.loss}", show=("reward", "exact_match"),
+               checkpoint_dir=checkpoint_dir, resume=resume, initial_params=params,
+               meta=describe("lm grpo", config))

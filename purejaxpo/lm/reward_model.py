@@ -17,7 +17,15 @@ import jax.numpy as jnp
 
 from purejaxpo import losses
 from purejaxpo.envs.sequence_tasks import RewardFn
-from purejaxpo.lm.common import FitResult, LMState, fit, if_finite, init_state, optimizer
+from purejaxpo.checkpoint import describe
+from purejaxpo.lm.common import (
+    FitResult,
+    LMState,
+    fit,
+    if_finite,
+    lm_program,
+    optimizer,
+)
 from purejaxpo.lm.config import LMRewardModelConfig
 from purejaxpo.lm.model import RewardModel, TransformerConfig, init_params
 from purejaxpo.lm.pairs import Pairs
@@ -67,7 +75,8 @@ def make_reward_model_step(config: LMRewardModelConfig, model: TransformerConfig
         batch = jax.tree_util.tree_map(lambda a: a[idx], pairs)
         (params, opt_state), metrics = gradient_step(loss_fn, optimizer(hyperparams))(
             (state.params, state.opt_state), batch)
-        return LMState(params, opt_state, key, state.step + 1), metrics
+        return state._replace(params=params, opt_state=opt_state, key=key,
+                              step=state.step + 1), metrics
 
     return step
 
@@ -80,23 +89,31 @@ class RewardModelResult(NamedTuple):
 
 def train_reward_model(config: LMRewardModelConfig, train_pairs: Pairs, eval_pairs: Pairs, *,
                        init_policy: tuple[Any, TransformerConfig] | None = None,
-                       progress: bool = True) -> RewardModelResult:
-    """Trains a reward model; its trunk starts from ``init_policy`` ``(params, model)`` if
-    given (e.g. the SFT policy: it already reads the task), else from random weights."""
-    init_key, run_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    if init_policy is not None:
-        policy_params, model = init_policy
-        params = dict(init_params(init_key, model, "reward_model"))
-        params["trunk"] = policy_params
-    else:
-        model = config.model_config()
+                       progress: bool = True, checkpoint_dir: str | None = None,
+                       resume: bool = False,
+                       checkpoint_every: int | None = None) -> RewardModelResult:
+    """Trains a reward model from ``PRNGKey(config.seed)``; its trunk starts from
+    ``init_policy`` ``(params, model)`` if given (e.g. the SFT policy: it already reads the
+    task), else from random weights. ``checkpoint_dir`` / ``resume`` /
+    ``checkpoint_every`` as in
+    :func:`~purejaxpo.lm.common.fit`."""
+    model = init_policy[1] if init_policy is not None else config.model_config()
+
+    def start(key):
+        init_key, run_key = jax.random.split(key)
         params = init_params(init_key, model, "reward_model")
-    hyperparams = config.hyperparams()
-    state = init_state(run_key, params, hyperparams)
-    result = fit(make_reward_model_step(config, model), state, config.steps, hyperparams,
-                 train_pairs, evaluate=lambda p: ranking_accuracy(p, model, eval_pairs),
-                 chunk=config.log_every, progress=progress, desc="reward model",
-                 show=("loss", "accuracy"))
+        if init_policy is not None:
+            params = {**params, "trunk": init_policy[0]}
+        return params, run_key
+
+    program = lm_program(make_reward_model_step(config, model), num_steps=config.steps,
+                         hyperparams=config.hyperparams(), start=start, consts=(train_pairs,))
+    result = fit(program, jax.random.PRNGKey(config.seed),
+                 evaluate=lambda p: ranking_accuracy(p, model, eval_pairs),
+                 chunk=checkpoint_every or config.log_every, progress=progress,
+                 desc="reward model",
+                 show=("loss", "accuracy"), checkpoint_dir=checkpoint_dir, resume=resume,
+                 meta=describe("lm rm", config))
     return RewardModelResult(result, result.state.params, model)
 
 

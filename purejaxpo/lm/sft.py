@@ -13,7 +13,15 @@ from typing import Any
 import jax
 
 from purejaxpo.envs.sequence_tasks import SequenceTask
-from purejaxpo.lm.common import FitResult, LMState, fit, init_state, make_evaluator, optimizer
+from purejaxpo.checkpoint import describe
+from purejaxpo.lm.common import (
+    FitResult,
+    LMState,
+    fit,
+    lm_program,
+    make_evaluator,
+    optimizer,
+)
 from purejaxpo.lm.config import LMSFTConfig
 from purejaxpo.lm.model import TransformerConfig, init_params
 from purejaxpo.lm.objectives import sft_loss
@@ -37,24 +45,42 @@ def make_sft_step(config: LMSFTConfig, model: TransformerConfig, task: SequenceT
         (params, opt_state), metrics = gradient_step(loss_fn, optimizer(hyperparams))(
             (state.params, state.opt_state), batch)
         metrics["tokens"] = batch.answer_mask.sum()
-        return LMState(params, opt_state, key, state.step + 1), metrics
+        return state._replace(params=params, opt_state=opt_state, key=key,
+                              step=state.step + 1), metrics
 
     return step
 
 
-def train_sft(config: LMSFTConfig, *, params: Any = None, progress: bool = True) -> FitResult:
-    """Runs SFT from random parameters (or ``params``); returns a :class:`FitResult`."""
+def sft_program(config: LMSFTConfig, model: TransformerConfig, task: SequenceTask, *,
+                params: Any = None):
+    """SFT as a :class:`~purejaxpo.algos.base.Program`: ``init(key)`` draws the model's
+    parameters from the key (or starts from ``params``), so ``jax.jit(jax.vmap(
+    program.train))(keys)`` trains one model per key in one program."""
+
+    def start(key):
+        init_key, run_key = jax.random.split(key)
+        return (init_params(init_key, model) if params is None else params), run_key
+
+    return lm_program(make_sft_step(config, model, task), num_steps=config.steps,
+                      hyperparams=config.hyperparams(), start=start)
+
+
+def train_sft(config: LMSFTConfig, *, params: Any = None, progress: bool = True,
+              checkpoint_dir: str | None = None, resume: bool = False,
+              checkpoint_every: int | None = None) -> FitResult:
+    """Runs SFT from random parameters (or ``params``) from ``PRNGKey(config.seed)``; returns
+    a :class:`FitResult`. ``checkpoint_dir`` saves every ``log_every`` steps; ``resume``
+    continues from the latest checkpoint there; ``checkpoint_every`` (default ``log_every``)
+    steps per chunk: between checkpoints and held-out evaluations."""
     task = config.make_task()
     model = config.model_config()
-    init_key, run_key = jax.random.split(jax.random.PRNGKey(config.seed))
-    if params is None:
-        params = init_params(init_key, model)
-    hyperparams = config.hyperparams()
-    state = init_state(run_key, params, hyperparams)
     stop = None
     if config.stop_exact_match is not None:
         validate = make_evaluator(model, task, config.eval_prompts, validation=True)
         stop = lambda params: validate(params) >= config.stop_exact_match  # noqa: E731
-    return fit(make_sft_step(config, model, task), state, config.steps, hyperparams,
-               evaluate=make_evaluator(model, task, config.eval_prompts), chunk=config.log_every,
-               progress=progress, desc="sft", show=("loss",), stop=stop)
+    return fit(sft_program(config, model, task, params=params),
+               jax.random.PRNGKey(config.seed),
+               evaluate=make_evaluator(model, task, config.eval_prompts),
+               chunk=checkpoint_every or config.log_every,
+               progress=progress, desc="sft", show=("loss",), stop=stop,
+               checkpoint_dir=checkpoint_dir, resume=resume, meta=describe("lm sft", config))
