@@ -293,12 +293,7 @@ def reinforce_pp_advantages(
     chex.assert_equal_shape_prefix((rewards, token_kl), 1)
     mask = mask.astype(bool)
     dtype = jnp.result_type(rewards, token_kl)
-    num_tokens = mask.shape[1]
-    has_tokens = jnp.any(mask, axis=1)  # [B]
-    last = num_tokens - 1 - jnp.argmax(mask[:, ::-1], axis=1)  # last valid position, [B]
-    is_last = (jnp.arange(num_tokens)[None, :] == last[:, None]) & has_tokens[:, None]
-    token_rewards = jnp.where(mask, -kl_coef * jnp.where(mask, token_kl, 0.0), 0.0)
-    token_rewards = token_rewards + jnp.where(is_last, rewards[:, None], 0.0)
+    token_rewards, _ = per_token_rewards(rewards, token_kl, mask, kl_coef)
     token_rewards = token_rewards.astype(dtype)
     # Return-to-go: discounted returns over the token axis (time-major), never cut.
     never = jnp.zeros(token_rewards.shape[::-1], bool)
@@ -316,3 +311,59 @@ def reinforce_pp_advantages(
     # sqrt of a dummy 1 where the branch is discarded (sqrt'(0) = inf; see group_advantages).
     std = jnp.sqrt(jnp.where(zero_spread, jnp.ones_like(var), var))
     return jnp.where(mask & ~zero_spread, centred / (std + eps), 0.0)
+
+
+def per_token_rewards(rewards: Array, token_kl: Array, mask: Array,
+                      kl_coef: Numeric) -> tuple[Array, Array]:
+    """InstructGPT's per-token rewards: ``-kl_coef * token_kl`` at every valid token, plus the
+    sequence reward at the last valid one.
+
+    Args:
+      rewards: ``[B]`` sequence rewards.
+      token_kl: ``[B, N]`` per-token KL estimates (junk at padding is ignored).
+      mask: ``[B, N]`` bool, the completion tokens that count (a prefix of each row).
+      kl_coef: the KL penalty's coefficient (may be traced).
+
+    Returns:
+      ``(token_rewards, is_last)``, both ``[B, N]``: zero at padding; ``is_last`` marks each
+      row's last valid token (none in a row without tokens).
+    """
+    mask = mask.astype(bool)
+    num_tokens = mask.shape[1]
+    has_tokens = jnp.any(mask, axis=1)  # [B]
+    last = num_tokens - 1 - jnp.argmax(mask[:, ::-1], axis=1)  # last valid position, [B]
+    is_last = (jnp.arange(num_tokens)[None, :] == last[:, None]) & has_tokens[:, None]
+    token_rewards = jnp.where(mask, -kl_coef * jnp.where(mask, token_kl, 0.0), 0.0)
+    return token_rewards + jnp.where(is_last, rewards[:, None], 0.0), is_last
+
+
+def token_gae(rewards: Array, token_kl: Array, values: Array, mask: Array, kl_coef: Numeric,
+              gamma: Numeric, gae_lambda: Numeric) -> tuple[Array, Array]:
+    """Token-level GAE for a sequence policy with a critic (PPO for language models).
+
+    The completion is an episode of ``N`` steps: the reward of token ``t`` is
+    :func:`per_token_rewards` (KL penalty per token, the sequence reward on the last valid
+    token, where the episode terminates), ``values[:, t]`` is the critic's ``V`` before token
+    ``t``, and :func:`gae` runs over the token axis (time-major inside).
+
+    Args:
+      rewards: ``[B]`` sequence rewards.
+      token_kl: ``[B, N]`` per-token KL of the sampling policy to the reference (k1).
+      values: ``[B, N]`` the critic's values (junk at padding is ignored).
+      mask: ``[B, N]`` bool, the completion tokens that count (a prefix of each row).
+      kl_coef, gamma, gae_lambda: may be traced.
+
+    Returns:
+      ``(advantages, targets)``, ``[B, N]`` each, zero at padding; ``targets = advantages +
+      values`` are the value function's regression targets.
+    """
+    chex.assert_rank(rewards, 1)
+    chex.assert_equal_shape((token_kl, values, mask))
+    mask = mask.astype(bool)
+    token_rewards, is_last = per_token_rewards(rewards, token_kl, mask, kl_coef)
+    values = jnp.where(mask, values, 0.0)
+    next_values = jnp.concatenate([values[:, 1:], jnp.zeros_like(values[:, :1])], axis=1)
+    never = jnp.zeros(mask.shape[::-1], bool)
+    adv, targets = gae(token_rewards.T, values.T, next_values.T, is_last.T, never, gamma,
+                       gae_lambda)
+    return jnp.where(mask, adv.T, 0.0), jnp.where(mask, targets.T, 0.0)

@@ -14,6 +14,7 @@ import pytest
 
 from purejaxpo import checkpoint as ck
 from purejaxpo import cli
+from purejaxpo.lm.checkpoint import load_policy
 from purejaxpo.lm.config import LOSS_PRESETS, PREFERENCE_LOSSES
 
 TINY = ["--set", "num_layers=1", "--set", "width=32", "--set", "num_heads=2",
@@ -315,6 +316,20 @@ def test_every_trainer_checkpoints_and_resumes(command, sft, tmp_path, capsys):
     assert again[score] == first[score] and again["steps"] == first["steps"] == 4
     capsys.readouterr()
     _fails([str(a) for a in argv], capsys, "already holds checkpoints", "--resume")
+
+
+def test_lm_ppo_command(sft, tmp_path):
+    init, _ = sft
+    out, path = tmp_path / "ppo", tmp_path / "ppo.json"
+    data = _run(["lm", "ppo", "--init", init, *SHORT, "--set", "prompts_per_step=2",
+                 "--group-size", "2", "--out", out, "--json", path], path)
+    _check_trainer_json(data, "lm ppo")
+    assert data["config"]["vf_coef"] == 0.5
+    assert {"value_loss", "explained_variance"} <= set(data["curve"][-1])
+    _check_policy_folder(out, "lm ppo")
+    saved = load_policy(str(out))  # the policy alone, loadable by lm eval / lm grpo --init
+    assert "critic" not in saved.params and "policy" not in saved.params
+    assert cli.main(["lm", "eval", "--init", str(out), "--num-prompts", "8"]) == 0
 
 
 def test_unknown_reward_fails_before_training(sft, capsys, no_training):

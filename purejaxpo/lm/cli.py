@@ -5,6 +5,8 @@
                       [--loss grpo|bnpo|dr_grpo|dapo|gspo] [--estimator grpo|rloo|reinforce_pp]
                       [--beta 0.04] [--set name=value]
                       [--reward correct=1 --reward digits=0.5] [--out runs/grpo] [--json grpo.json]
+    purejaxpo lm ppo  --task addition --init runs/sft --steps 600 [--set kl_coef=0.01]
+                      [--reward-model DIR] [--out runs/ppo] [--json ppo.json]
     purejaxpo lm dpo  --task addition --init runs/sft [--loss rpo|sigmoid|...] [--beta B]
                       [--pairs FILE.jsonl] [--steps N] [--out DIR] [--json PATH]
     purejaxpo lm rm   --task addition [--init runs/sft] [--steps N] [--out DIR] [--json PATH]
@@ -165,16 +167,30 @@ def _load_init(args):
 
 
 def cmd_grpo(args) -> int:
-    from purejaxpo.lm.checkpoint import save_policy
     from purejaxpo.lm.config import LMGRPOConfig
     from purejaxpo.lm.grpo import train_grpo
 
-    _check_settings(LMGRPOConfig, args, "lm grpo")
+    return _rl_command(args, "grpo", LMGRPOConfig, train_grpo, estimator=args.estimator)
+
+
+def cmd_ppo(args) -> int:
+    from purejaxpo.lm.config import LMPPOConfig
+    from purejaxpo.lm.ppo import train_ppo
+
+    return _rl_command(args, "ppo", LMPPOConfig, train_ppo)
+
+
+def _rl_command(args, kind: str, config_cls, train, **fixed) -> int:
+    """``lm grpo`` and ``lm ppo``: from an ``--init`` policy, with the task's rewards and an
+    optional ``--reward-model``; prints, writes ``--json``, saves ``--out``."""
+    from purejaxpo.lm.checkpoint import save_policy
+
+    _check_settings(config_cls, args, f"lm {kind}")
     checkpointing = _checkpointing(args)
     policy = _load_init(args)
-    config = _config(LMGRPOConfig, args, "lm grpo", policy, steps=args.steps, loss=args.loss,
-                     estimator=args.estimator, beta=args.beta, group_size=args.group_size,
-                     rewards=_rewards(args.reward))
+    config = _config(config_cls, args, f"lm {kind}", policy, steps=args.steps, loss=args.loss,
+                     beta=args.beta, group_size=args.group_size, rewards=_rewards(args.reward),
+                     **fixed)
     extra = None
     if args.reward_model:
         from purejaxpo.lm.checkpoint import load_policy
@@ -184,15 +200,16 @@ def cmd_grpo(args) -> int:
         extra = {"rm": reward_function(rm.params, rm.model)}
         if not any(name == "rm" for name, _ in config.rewards):
             config = config.replace(rewards=config.rewards + (("rm", 1.0),))
-    result = train_grpo(config, policy.params, policy.model, extra_rewards=extra,
-                        progress=args.progress, **checkpointing)
+    result = train(config, policy.params, policy.model, extra_rewards=extra,
+                   progress=args.progress, **checkpointing)
     tokens = result.run_total("completion_tokens")
-    out = _report(args, "grpo", config, result, tokens,
+    out = _report(args, kind, config, result, tokens,
                   {"init": args.init, "reward_model": args.reward_model,
                    "tokens_kind": "generated completion tokens"})
     if args.out:
-        save_policy(args.out, result.state.params, policy.model, task=config.task,
-                    task_args=dict(config.task_args),
+        params = result.state.params
+        save_policy(args.out, params["policy"] if kind == "ppo" else params, policy.model,
+                    task=config.task, task_args=dict(config.task_args),
                     meta={k: out[k] for k in ("command", "exact_match_after", "steps", "config")})
         print(f"saved policy to {args.out}")
     return 0
@@ -286,10 +303,25 @@ def _checkpointing(args) -> dict[str, Any]:
             "checkpoint_every": args.checkpoint_every}
 
 
-def add_cli_parser(sub) -> None:
-    from purejaxpo.lm.config import ADVANTAGE_ESTIMATORS, LOSS_PRESETS
+def _rl_flags(p, beta_help: str) -> None:
+    """The flags ``lm grpo`` and ``lm ppo`` share (sampling, loss variant, rewards)."""
+    from purejaxpo.lm.config import LOSS_PRESETS
 
-    lm = sub.add_parser("lm", help="language-model policies: sft, grpo, dpo, rm, eval",
+    p.add_argument("--group-size", type=int, default=None, help="completions per prompt")
+    p.add_argument("--loss", default=None, choices=list(LOSS_PRESETS),
+                   help="loss variant (default grpo: its ratio and clipping)")
+    p.add_argument("--beta", type=float, default=None, help=beta_help)
+    p.add_argument("--reward", action="append", metavar="NAME=WEIGHT",
+                   help="reward function and weight (repeatable; default correct=1 digits=0.5)")
+    p.add_argument("--reward-model", metavar="DIR", default=None,
+                   help="a reward model from `lm rm --out DIR`, as reward 'rm' (weight 1 "
+                        "unless --reward rm=W)")
+
+
+def add_cli_parser(sub) -> None:
+    from purejaxpo.lm.config import ADVANTAGE_ESTIMATORS
+
+    lm = sub.add_parser("lm", help="language-model policies: sft, grpo, ppo, dpo, rm, eval",
                         description=__doc__.split("\n\n")[0])
     lm_sub = lm.add_subparsers(dest="lm_command", required=True)
 
@@ -304,23 +336,20 @@ def add_cli_parser(sub) -> None:
     grpo = lm_sub.add_parser("grpo", help="GRPO / Dr. GRPO / BNPO / DAPO / GSPO from a policy")
     _common(grpo, init=True)
     _trainer(grpo)
-    grpo.add_argument("--group-size", type=int, default=None, help="completions per prompt")
-    grpo.add_argument("--loss", default=None,
-                      choices=list(LOSS_PRESETS),
-                      help="loss variant (default grpo)")
+    _rl_flags(grpo, "k3 KL coefficient to the initial policy (default 0: no reference)")
     grpo.add_argument("--estimator", default=None, choices=list(ADVANTAGE_ESTIMATORS),
                       help="advantage estimator (default grpo): "
                            + "; ".join(f"{name}: {spec.description}"
                                        for name, spec in ADVANTAGE_ESTIMATORS.items())
                            + ". REINFORCE++'s KL coefficient: --set kl_coef=0.001")
-    grpo.add_argument("--beta", type=float, default=None,
-                      help="k3 KL coefficient to the initial policy (default 0: no reference)")
-    grpo.add_argument("--reward", action="append", metavar="NAME=WEIGHT",
-                      help="reward function and weight (repeatable; default correct=1 digits=0.5)")
-    grpo.add_argument("--reward-model", metavar="DIR", default=None,
-                      help="a reward model from `lm rm --out DIR`, as reward 'rm' (weight 1 "
-                           "unless --reward rm=W)")
     grpo.set_defaults(func=_reporting_errors(cmd_grpo))
+
+    ppo = lm_sub.add_parser("ppo", help="PPO with a value head (critic) from a policy")
+    _common(ppo, init=True)
+    _trainer(ppo)
+    _rl_flags(ppo, "k3 KL coefficient in the loss (default 0; the reward already has a per-token "
+                   "KL penalty, --set kl_coef=0.01)")
+    ppo.set_defaults(func=_reporting_errors(cmd_ppo))
 
     rm = lm_sub.add_parser("rm", help="Bradley-Terry reward model on preference pairs")
     _common(rm, init=False)

@@ -434,6 +434,75 @@ class LMGRPOConfig(LMTrainConfig):
         return out
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LMPPOConfig(LMGRPOConfig):
+    """PPO with a value head on a sequence policy (``purejaxpo lm ppo``): InstructGPT-style
+    per-token rewards (the KL to the reference folded in per token, the sequence reward on the
+    last token), token-level GAE on a critic's values, value clipping, advantages whitened
+    over the valid tokens.
+
+    The sampling, reward, ratio, clipping and aggregation fields are GRPO's
+    (:class:`LMGRPOConfig`); ``group_size`` is just completions per prompt here (no group
+    baseline). Defaults: 32 prompts x 4 completions (as many completions per step as GRPO's
+    16 x 8), 2 epochs x 2 minibatches, token-mean aggregation.
+
+    Attributes:
+      kl_coef: the per-token k1 KL penalty's coefficient in the reward (sweepable); 0 runs no
+        reference model (unless ``beta > 0``).
+      gamma: discount over tokens (sweepable; 1: none).
+      gae_lambda: GAE's lambda over tokens (sweepable).
+      vf_coef: weight of the value loss (sweepable).
+      value_clip: the critic's predictions move at most this far from the sampling-time
+        values per update (PPO's value clipping; sweepable).
+      critic: ``separate``: the critic is a second transformer (trunk and per-position value
+        head) whose trunk starts as a copy of the policy's (static).
+      whiten_advantages: normalise advantages to zero mean and unit std over the batch's
+        valid tokens (static).
+    """
+
+    kl_coef: float = 0.01
+    prompts_per_step: int = 32
+    group_size: int = 4
+    num_epochs: int = 2
+    num_minibatches: int = 2
+    aggregation: str | None = "token_mean"
+    gamma: float = 1.0
+    gae_lambda: float = 0.95
+    vf_coef: float = 0.5
+    value_clip: float = 0.2
+    critic: str = "separate"
+    whiten_advantages: bool = True
+
+    SWEEPABLE: ClassVar[tuple[str, ...]] = LMGRPOConfig.SWEEPABLE + (
+        "gamma", "gae_lambda", "vf_coef", "value_clip")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.estimator != "grpo":
+            _fail("estimator", self.estimator, "is not used by lm ppo (its advantages are GAE "
+                  "on the critic's values); leave it unset")
+        if self.filter_zero_spread:
+            _fail("filter_zero_spread", self.filter_zero_spread, "must be false for lm ppo "
+                  "(the critic learns from every completion, tied groups included)")
+        check_float("gamma", self.gamma, 0.0, 1.0)
+        check_float("gae_lambda", self.gae_lambda, 0.0, 1.0)
+        check_float("vf_coef", self.vf_coef, 0.0)
+        check_float("value_clip", self.value_clip, 0.0, low_open=True)
+        if self.critic not in CRITICS:
+            _fail("critic", self.critic, f"must be one of {list(CRITICS)}")
+        check_bool("whiten_advantages", self.whiten_advantages)
+
+    @property
+    def use_reference(self) -> bool:
+        """Whether the program runs the reference model: for the per-token KL in the reward
+        (``kl_coef > 0``) or the loss's k3 KL (``beta > 0``)."""
+        return self.use_kl or self.kl_coef > 0
+
+
+CRITICS = ("separate",)
+"""Where PPO's critic lives: a separate transformer whose trunk starts from the policy's."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PreferenceLoss:
     """One loss of the DPO family: the function the trainer calls and what it needs.

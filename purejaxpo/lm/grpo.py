@@ -39,7 +39,7 @@ only when every valid token's return is equal (with the KL in the reward they us
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -77,14 +77,29 @@ def resolve_rewards(config: LMGRPOConfig, task: SequenceTask,
     return out
 
 
-def make_grpo_step(config: LMGRPOConfig, model: TransformerConfig, task: SequenceTask,
-                   extra_rewards: Mapping[str, RewardFn] | None = None):
-    """``step(state, hyperparams, ref_params) -> (state, metrics)``, pure and jittable.
+class Scored(NamedTuple):
+    """One step's sampled completions and their rewards (:func:`make_sampler`).
 
-    ``ref_params`` are the frozen reference model's parameters (ignored, and never run, unless
-    ``config.use_reference``: ``beta > 0`` or ``estimator="reinforce_pp"``; pass ``None``
-    then). ``hyperparams`` is ``config.hyperparams()`` or a batch of them under ``vmap``.
-    """
+    ``batch``: the prompts, each repeated ``G`` times (``[B * G, P]``); ``completions``:
+    ``[B * G, N]`` tokens and mask; ``rewards``: ``[B * G]`` weighted sum of the reward
+    functions; ``exact``: ``[B * G]`` exact match; ``metrics``: the mean of each reward
+    function (``reward/<name>``)."""
+
+    batch: Any
+    completions: Any
+    rewards: jax.Array
+    exact: jax.Array
+    metrics: dict
+
+
+def make_sampler(config, model: TransformerConfig, task: SequenceTask,
+                 extra_rewards: Mapping[str, RewardFn] | None = None):
+    """``sample(params, prompt_key, sample_key, hyperparams) -> Scored``: ``prompts_per_step``
+    prompts,
+    ``group_size`` completions each (KV-cached sampling with the config's temperature, top-k,
+    top-p), scored by the weighted reward functions: the first half of every RL step on a
+    sequence policy (GRPO's and PPO's). ``ValueError`` for an unknown reward or a completion
+    that does not fit the model."""
     rewards = resolve_rewards(config, task, extra_rewards)
     tok = task.tokenizer
     num_prompts, group = config.prompts_per_step, config.group_size
@@ -93,6 +108,39 @@ def make_grpo_step(config: LMGRPOConfig, model: TransformerConfig, task: Sequenc
         raise ValueError(
             f"max_new_tokens={num_new} is invalid: prompt ({task.prompt_len}) + completion must "
             f"fit the model's max_len {model.max_len}")
+
+    def sample(params, prompt_key, sample_key, hp) -> Scored:
+        batch = task.sample(prompt_key, num_prompts).repeat(group)
+        completions = generate(
+            sample_key, params, model, batch.prompts, batch.prompt_valid,
+            max_new_tokens=num_new, eos_id=tok.eos_id, pad_id=tok.pad_id,
+            temperature=hp["temperature"], top_k=config.top_k, top_p=hp["top_p"])
+        metrics = {}
+        total = jnp.zeros((num_prompts * group,), jnp.float32)
+        exact = None
+        for name, fn, weight in rewards:
+            value = fn(batch, completions.tokens, completions.mask).astype(jnp.float32)
+            if fn == task.exact_match:  # the exact-match metric is this reward
+                exact = value
+            metrics[f"reward/{name}"] = value.mean()
+            total = total + weight * value
+        if exact is None:
+            exact = task.exact_match(batch, completions.tokens, completions.mask)
+        return Scored(batch, completions, total, exact, metrics)
+
+    return sample
+
+
+def make_grpo_step(config: LMGRPOConfig, model: TransformerConfig, task: SequenceTask,
+                   extra_rewards: Mapping[str, RewardFn] | None = None):
+    """``step(state, hyperparams, ref_params) -> (state, metrics)``, pure and jittable.
+
+    ``ref_params`` are the frozen reference model's parameters (ignored, and never run, unless
+    ``config.use_reference``: ``beta > 0`` or ``estimator="reinforce_pp"``; pass ``None``
+    then). ``hyperparams`` is ``config.hyperparams()`` or a batch of them under ``vmap``.
+    """
+    sample = make_sampler(config, model, task, extra_rewards)
+    num_prompts, group = config.prompts_per_step, config.group_size
     need_old = config.num_epochs > 1 or config.num_minibatches > 1
     estimator = config.estimator_spec
 
@@ -108,21 +156,10 @@ def make_grpo_step(config: LMGRPOConfig, model: TransformerConfig, task: Sequenc
                 f"estimator={config.estimator!r}: the reference model's parameters are needed")
         hp = hyperparams
         key, prompt_key, sample_key, shuffle_key = jax.random.split(state.key, 4)
-        batch = task.sample(prompt_key, num_prompts).repeat(group)
-        completions = generate(
-            sample_key, state.params, model, batch.prompts, batch.prompt_valid,
-            max_new_tokens=num_new, eos_id=tok.eos_id, pad_id=tok.pad_id,
-            temperature=hp["temperature"], top_k=config.top_k, top_p=hp["top_p"])
-
-        metrics = {}
-        total = jnp.zeros((num_prompts * group,), jnp.float32)
-        exact = None
-        for name, fn, weight in rewards:
-            value = fn(batch, completions.tokens, completions.mask).astype(jnp.float32)
-            if fn == task.exact_match:  # the exact-match metric below is this reward
-                exact = value
-            metrics[f"reward/{name}"] = value.mean()
-            total = total + weight * value
+        scored = sample(state.params, prompt_key, sample_key, hp)
+        batch, completions, total, exact = (scored.batch, scored.completions, scored.rewards,
+                                            scored.exact)
+        metrics = dict(scored.metrics)
         grouped = total.reshape(num_prompts, group)
         zero_spread = jnp.max(grouped, axis=1) == jnp.min(grouped, axis=1)  # [B]
         keep = ~zero_spread if config.filter_zero_spread else jnp.ones_like(zero_spread)
@@ -173,8 +210,6 @@ def make_grpo_step(config: LMGRPOConfig, model: TransformerConfig, task: Sequenc
 
         metrics.update({k: v.mean() for k, v in aux.items()})
         metrics["reward"] = total.mean()
-        if exact is None:
-            exact = task.exact_match(batch, completions.tokens, completions.mask)
         metrics["exact_match"] = exact.mean()
         metrics["zero_spread_fraction"] = zero_spread.mean()
         metrics["completion_length"] = completions.mask.sum(axis=1).mean()

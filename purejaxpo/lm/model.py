@@ -243,12 +243,29 @@ class RewardModel(nn.Module):
         return nn.Dense(1, kernel_init=nn.initializers.normal(0.02), name="score")(read)[:, 0]
 
 
-MODEL_KINDS = {"policy": Transformer, "reward_model": RewardModel}
+class ValueModel(nn.Module):
+    """A transformer trunk and a linear value head at every position: the critic of PPO on a
+    sequence policy (:mod:`purejaxpo.lm.ppo`).
+
+    ``apply(params, tokens [B, L], valid [B, L]) -> [B, L]``: ``V`` of each prefix (position
+    ``t`` has read tokens ``0..t``).
+    """
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, tokens: Array, valid: Array) -> Array:
+        hidden, _ = Transformer(self.config, name="trunk")(tokens, valid, return_hidden=True)
+        return nn.Dense(1, kernel_init=nn.initializers.normal(0.02), name="value")(hidden)[..., 0]
+
+
+MODEL_KINDS = {"policy": Transformer, "reward_model": RewardModel, "value": ValueModel}
 """The kinds of model a parameter tree (and a saved folder) can hold, and their flax module."""
 
 
 def init_params(key: Array, config: TransformerConfig, kind: str = "policy"):
-    """Random parameters of a :class:`Transformer` (or :class:`RewardModel`) from ``config``."""
+    """Random parameters of a :class:`Transformer` (or :class:`RewardModel`, or
+    :class:`ValueModel`) from ``config``."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"kind={kind!r} is invalid: must be one of {tuple(MODEL_KINDS)}")
     tokens = jnp.zeros((1, 2), jnp.int32)
