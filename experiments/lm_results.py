@@ -36,6 +36,12 @@ DPO_LOSSES = ("rpo", "sigmoid", "ipo", "hinge", "robust", "kto", "orpo", "simpo"
 
 def cli(*args: str) -> dict:
     json_path = OUT / f"{args[0]}{'_' + args[args.index('--loss') + 1] if '--loss' in args else ''}.json"
+    return run_cli(json_path, *args)
+
+
+def run_cli(json_path: Path, *args: str) -> dict:
+    """``purejaxpo lm ARGS --json JSON_PATH`` in a subprocess, as a user runs it; the JSON it
+    wrote, with the wall time (``wall_s``) added."""
     cmd = [sys.executable, "-m", "purejaxpo", "lm", *args, "--json", str(json_path), "--no-progress"]
     print("$ purejaxpo lm " + " ".join(args), flush=True)
     start = time.perf_counter()
