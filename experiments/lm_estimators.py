@@ -10,14 +10,16 @@ Each run is the CLI exactly as a user would type it (a subprocess writing ``--js
   ``--loss dr_grpo``, ``--estimator rloo``, ``--estimator reinforce_pp``;
 * ``purejaxpo lm ppo --init SFT --steps N``.
 
-Writes ``experiments/results/lm/estimators.{md,json,png}``: held-out greedy exact match (512
+Writes ``experiments/results/lm/<name>.{md,json,png}`` (``--name``, default ``estimators``) and
+each run's JSON as ``<name>_<estimator>.json``: held-out greedy exact match (512
 prompts) before and after, the gain in points, run and wall time, and exact match against
 generated completions and against run time in one plot.
 
 Usage::
 
     .venv/bin/python experiments/lm_estimators.py               # 1000 steps each (~20 min, 2 CPUs)
-    .venv/bin/python experiments/lm_estimators.py --steps 200 --only ppo rloo
+    .venv/bin/python experiments/lm_estimators.py --steps 3000 --only rloo reinforce_pp \
+        --name estimators_3000
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ RUNS_TABLE = {
 }
 
 
-def cli(name: str, *args: str) -> dict:
-    return run_cli(OUT / f"estimator_{name}.json", *args)
+def cli(path_name: str, *args: str) -> dict:
+    return run_cli(OUT / f"{path_name}.json", *args)
 
 
 def plot(results: dict[str, dict], path: Path) -> None:
@@ -77,17 +79,19 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=1000, help="RL steps per estimator")
     p.add_argument("--only", nargs="*", choices=list(RUNS_TABLE), default=list(RUNS_TABLE))
     p.add_argument("--fresh-sft", action="store_true", help="redo the SFT run")
+    p.add_argument("--name", default="estimators",
+                   help="output name: <name>.md/.json/.png and <name>_<estimator>.json")
     args = p.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     sft_dir = RUNS / "sft"
     if args.fresh_sft or not (sft_dir / "policy.json").exists():
-        cli("sft", "sft", "--task", "addition", "--stop-exact-match", "0.2",
+        cli(f"{args.name}_sft", "sft", "--task", "addition", "--stop-exact-match", "0.2",
             "--set", "log_every=25", "--out", str(sft_dir))
     results = {}
     for name in args.only:
         command, flags = RUNS_TABLE[name]
-        results[name] = cli(name, command, "--task", "addition", "--init", str(sft_dir),
-                            "--steps", str(args.steps), *flags)
+        results[name] = cli(f"{args.name}_{name}", command, "--task", "addition",
+                            "--init", str(sft_dir), "--steps", str(args.steps), *flags)
     device = next(iter(results.values()))["device"]
     lines = [f"# Advantage estimators on 3-digit addition ({time.strftime('%Y-%m-%d')}, {device})",
              "", f"From one early-stopped SFT policy, {args.steps} steps of "
@@ -102,15 +106,15 @@ def main() -> int:
                      f" | {d['exact_match_before']:.3f} | {d['exact_match_after']:.3f} | "
                      f"{gain:+.1f} | {d['run_s']:.0f} | {d['wall_s']:.0f} | "
                      f"{d['tokens_per_s']:,.0f} |")
-    lines += ["", "![estimators](estimators.png)", ""]
-    (OUT / "estimators.md").write_text("\n".join(lines))
-    (OUT / "estimators.json").write_text(json.dumps(
+    lines += ["", f"![estimators]({args.name}.png)", ""]
+    (OUT / f"{args.name}.md").write_text("\n".join(lines))
+    (OUT / f"{args.name}.json").write_text(json.dumps(
         {"steps": args.steps, "runs": {k: {"exact_match_before": d["exact_match_before"],
                                            "exact_match_after": d["exact_match_after"],
                                            "run_s": d["run_s"], "wall_s": d["wall_s"],
                                            "curve": d["curve"]} for k, d in results.items()}},
         indent=1))
-    plot(results, OUT / "estimators.png")
+    plot(results, OUT / f"{args.name}.png")
     print("\n".join(lines))
     return 0
 

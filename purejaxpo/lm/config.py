@@ -7,7 +7,9 @@ directly):
   evaluation), ``hyperparams()``, ``replace()``, ``to_dict()``, and the loss presets;
 * :class:`LMFromScratchConfig` adds the architecture of a transformer trained from scratch:
   :class:`LMSFTConfig` and :class:`LMRewardModelConfig` extend it;
-* :class:`LMGRPOConfig` and :class:`LMDPOConfig` train a given policy and extend the base.
+* :class:`LMGRPOConfig` and :class:`LMDPOConfig` train a given policy and extend the base;
+  :class:`LMPPOConfig` extends :class:`LMGRPOConfig` (the same sampling, rewards and clipped
+  surrogate) with the critic's settings.
 
 Single inheritance only: every config has one parent, and each field is declared once, except
 the preference-data fields that :class:`LMDPOConfig` and :class:`LMRewardModelConfig` declare
