@@ -347,16 +347,17 @@ def fit(program, key: Array, *, evaluate: Callable[[Any], float], chunk: int,
     bar = tqdm(total=program.num_updates, desc=desc, disable=not progress, leave=False)
     diverged = False
 
+    shown: dict[str, str] = {}
+
     def on_chunk(start, done, metrics):
         nonlocal diverged
         diverged = diverged or bool(np.any(metrics[NONFINITE]))
         bar.update(done - bar.n)
-        shown = {k: f"{float(np.mean(metrics[k])):.3g}" for k in show if k in metrics}
-        bar.set_postfix(**shown)
+        shown.update({k: f"{float(np.mean(metrics[k])):.3g}" for k in show if k in metrics})
 
     def on_state(done, state):
         curve.append((done, math.nan if diverged else evaluate(state.params)))
-        bar.set_postfix_str(f"heldout={curve[-1][1]:.3f}")
+        bar.set_postfix(heldout=f"{curve[-1][1]:.3f}", **shown)
         return not diverged and stop is not None and stop(state.params)
 
     timings: dict[str, float] = {}
