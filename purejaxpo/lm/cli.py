@@ -285,7 +285,7 @@ def _trainer(p):
     p.add_argument("--out", metavar="DIR", help="save the trained policy here")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar")
-    from purejaxpo.cli import add_checkpoint_args
+    from purejaxpo.checkpoint_flags import add_checkpoint_args
 
     add_checkpoint_args(p, what="the training state (parameters, optimiser state, reference, "
                                "PRNG key, step, metrics)",
@@ -296,7 +296,7 @@ def _trainer(p):
 def _checkpointing(args) -> dict[str, Any]:
     """The trainers' checkpoint arguments, from the flags (checked first: a ``ValueError``
     naming the flag, before anything loads or compiles)."""
-    from purejaxpo.cli import check_checkpoint_args
+    from purejaxpo.checkpoint_flags import check_checkpoint_args
 
     check_checkpoint_args(args)
     return {"checkpoint_dir": args.checkpoint_dir, "resume": args.resume,
