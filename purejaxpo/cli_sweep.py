@@ -2,6 +2,12 @@
 
     purejaxpo sweep ppo --env CartPole-v1 --grid lr=1e-4,3e-4,1e-3 --grid clip_eps=0.1,0.2 --seeds 8
     purejaxpo sweep ppo --random 32 --range lr=1e-5:1e-2:log --range ent_coef=0:0.02 --seeds 4
+    purejaxpo sweep lm-sft --task sorting --steps 300 --grid lr=1e-3,3e-3 --seeds 2
+    purejaxpo sweep lm-grpo --init runs/lm/sft --steps 200 --grid lr=1e-4,3e-4 --seeds 2
+
+The language-model trainers (``lm-sft``, ``lm-grpo``, ``lm-ppo``, ``lm-dpo``) are swept the
+same way; their score is held-out greedy exact match at the end of each run (``--log-every``:
+steps between the in-program evaluations of the curve).
 """
 
 from __future__ import annotations
@@ -65,17 +71,65 @@ def parse_range(items: Sequence[str], config_cls) -> dict[str, Range]:
     return ranges
 
 
+_LM_ONLY = ("init", "task", "task_arg", "steps", "pairs")
+_RL_ONLY = ("env", "total_timesteps", "num_envs")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _lm_base(args, config_cls):
+    """The base config of a language-model sweep from the flags, and the starting policy (the
+    task and its options default to the ``--init`` policy's, as in ``purejaxpo lm``)."""
+    from purejaxpo.lm.checkpoint import load_policy
+    from purejaxpo.lm.cli import _task_args
+    from purejaxpo.settings import parse_settings
+
+    values = parse_settings(args.set, config_cls, f"sweep {args.algo}",
+                            {"task": "--task", "task_args": "--task-arg", "steps": "--steps"})
+    if args.steps is not None:
+        values["steps"] = args.steps
+    if args.log_every is not None:
+        values["log_every"] = args.log_every
+    policy = None
+    if args.algo != "lm-sft":
+        if args.init is None:
+            raise ValueError(f"--init: sweep {args.algo} starts from a policy (a folder "
+                             "written by `purejaxpo lm sft --out DIR`)")
+        policy = load_policy(args.init)
+    elif args.init is not None:
+        raise ValueError("--init: sweep lm-sft trains from scratch; give no --init")
+    task = args.task or (policy.task if policy else "addition")
+    task_args = _task_args(args.task_arg)
+    if not args.task_arg and policy is not None and task == policy.task:
+        task_args = dict(policy.task_args)
+    return config_cls(task=task, task_args=task_args, **values), policy
+
+
 def cmd_sweep(args) -> int:
     """``purejaxpo sweep``: validates everything (exit 2 on bad input), then runs the sweep."""
     import jax
 
-    from purejaxpo.algos import ALGORITHMS
     from purejaxpo.presets import from_settings
+    from purejaxpo.sweep.plan import config_classes
 
+    config_cls = config_classes()[args.algo]
+    lm = args.algo.startswith("lm-")
+    policy = pairs = None
     try:
-        base = from_settings(args.algo, args.env, args.set, prefix="--set ",
-                             total_timesteps=args.total_timesteps, num_envs=args.num_envs)
-        config_cls = ALGORITHMS[args.algo][0]
+        for name in _RL_ONLY if lm else _LM_ONLY:
+            if getattr(args, name) is not None:
+                raise ValueError(f"{_flag(name)}: only for "
+                                 + ("environment algorithms" if lm else
+                                    "the language-model trainers (lm-sft, lm-grpo, ...)"))
+        if args.pairs is not None and args.algo != "lm-dpo":
+            raise ValueError("--pairs: only for lm-dpo")
+        if lm:
+            base, policy = _lm_base(args, config_cls)
+        else:
+            base = from_settings(args.algo, args.env, args.set, prefix="--set ",
+                                 total_timesteps=args.total_timesteps, num_envs=args.num_envs)
         grid = parse_grid(args.grid or [], config_cls)
         ranges = parse_range(args.range or [], config_cls)
         if args.random is not None and not ranges:
@@ -89,25 +143,37 @@ def cmd_sweep(args) -> int:
                                  "must be an integer >= 1")
         plan = plan_sweep(jax.random.PRNGKey(args.seed), args.algo, base, grid=grid,
                           ranges=ranges, num_samples=args.random, seeds=args.seeds)
+        if args.pairs is not None:
+            from purejaxpo.lm.pairs import preference_data
+
+            pairs = preference_data(base, base.make_task(), policy=(policy.params, policy.model),
+                                    path=args.pairs).train
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    where = f"task {base.task}" if lm else base.env
     if jax.process_index() == 0:
-        print(f"purejaxpo sweep {args.algo} on {base.env}, {device_description()}", flush=True)
-    result = run_plan(plan, chunk_size=args.chunk_size, log_every=args.log_every)
+        print(f"purejaxpo sweep {args.algo} on {where}, {device_description()}", flush=True)
+    if lm:
+        from purejaxpo.sweep.lm import run_lm_plan
+
+        result = run_lm_plan(plan, init=policy, pairs=pairs, chunk_size=args.chunk_size)
+    else:
+        result = run_plan(plan, chunk_size=args.chunk_size, log_every=args.log_every or 1)
     if jax.process_index() != 0:
         return 0
     table = summary(result)
     with_pd_options = table.to_string(index=False, float_format=lambda v: f"{v:.6g}")
-    print(f"\nconfigurations, best first (final_return over {plan.seeds} seed(s)):")
+    score = result.score
+    print(f"\nconfigurations, best first ({score} over {plan.seeds} seed(s)):")
     print(with_pd_options)
     top = best(result)
     print("best: " + ", ".join(f"{n}={top[n]}" for n in plan.swept)
-          + f" -> mean final_return {top['mean_final_return']:.2f}")
+          + f" -> mean {score} {top['mean_' + score]:.{3 if lm else 2}f}")
     print(f"{result.num_compilations} compilation(s), {result.device_count} device(s); "
           f"compile {result.compile_s:.1f} s, run {result.run_s:.2f} s, "
-          f"{result.steps_per_s:,.0f} env steps/s")
+          f"{result.steps_per_s:,.{1 if lm else 0}f} {result.unit}/s")
     if args.json:
         out = result.to_json()
         out.update(seed=args.seed, device=device_description())
@@ -121,11 +187,13 @@ def cmd_sweep(args) -> int:
 
 def add_cli_parser(sub) -> None:
     """Adds the ``sweep`` sub-command to the ``purejaxpo`` parser's ``sub``-parsers."""
-    from purejaxpo.algos import ALGORITHMS
+    from purejaxpo.sweep.plan import config_classes
 
     p = sub.add_parser("sweep", help="a hyperparameter sweep x seeds, one program per static "
                        "setting")
-    p.add_argument("algo", choices=sorted(ALGORITHMS))
+    p.add_argument("algo", choices=sorted(config_classes()),
+                   help="an environment algorithm, or a language-model trainer (lm-sft, "
+                        "lm-grpo, lm-ppo, lm-dpo: scored by held-out exact match)")
     p.add_argument("--env", default=None,
                    help="gymnax environment; starts from its tuned preset (default CartPole-v1; "
                    "Pendulum-v1 for sac and td3)")
@@ -145,8 +213,18 @@ def add_cli_parser(sub) -> None:
                    help="any config field of the base config (repeatable)")
     p.add_argument("--chunk-size", type=int, default=None,
                    help="runs per device at a time (less memory); default all at once")
-    p.add_argument("--log-every", type=int, default=1,
-                   help="keep metrics as means over windows of this many updates")
+    p.add_argument("--log-every", type=int, default=None,
+                   help="keep metrics as means over windows of this many updates (default 1); "
+                        "lm-*: steps between held-out evaluations (default the config's)")
+    p.add_argument("--init", metavar="DIR", default=None,
+                   help="lm-grpo/lm-ppo/lm-dpo: the starting policy (`purejaxpo lm sft --out`)")
+    p.add_argument("--task", default=None,
+                   help="lm-*: addition or sorting (default: the --init policy's, else addition)")
+    p.add_argument("--task-arg", action="append", metavar="NAME=VALUE",
+                   help="lm-*: task option, e.g. --task-arg digits=4 (repeatable)")
+    p.add_argument("--steps", type=int, default=None, help="lm-*: training steps per run")
+    p.add_argument("--pairs", metavar="FILE.jsonl", default=None,
+                   help="lm-dpo: preference data (default: generated from the task)")
     p.add_argument("--json", metavar="PATH", help="write every run and the timings here")
     p.add_argument("--csv", metavar="PATH", help="write the table (one row per run) here")
     p.set_defaults(func=cmd_sweep)

@@ -674,3 +674,13 @@ class LMDPOConfig(LMTrainConfig):
 
 if LMDPOConfig.__doc__:  # None under python -OO
     LMDPOConfig.__doc__ = LMDPOConfig.__doc__.format(losses=describe_preference_losses(" " * 6))
+
+
+LM_TRAINERS: dict[str, type[LMTrainConfig]] = {
+    "lm-sft": LMSFTConfig,
+    "lm-grpo": LMGRPOConfig,
+    "lm-ppo": LMPPOConfig,
+    "lm-dpo": LMDPOConfig,
+}
+"""The language-model trainers that :mod:`purejaxpo.sweep` runs (``purejaxpo sweep lm-grpo
+...``), by name; their score is held-out greedy exact match at the end of each run."""

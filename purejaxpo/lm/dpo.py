@@ -275,6 +275,19 @@ class DPOResult(NamedTuple):
         })
 
 
+def training_data(config: LMDPOConfig, train_pairs: Pairs | Unpaired) -> Pairs | KTOData:
+    """What :func:`dpo_program` trains on for ``config``'s loss: the pairs, or for the unpaired
+    losses (``kto``) the labelled completions; ``ValueError`` for unpaired data with a loss
+    that needs pairs."""
+    if not config.loss_spec.paired:
+        return kto_data(train_pairs)
+    if isinstance(train_pairs, Unpaired):
+        unpaired = [name for name, s in PREFERENCE_LOSSES.items() if not s.paired]
+        raise ValueError(f"loss={config.loss!r} needs pairs (prompt, chosen, rejected); "
+                         f"unpaired data (completion, label) only works with loss in {unpaired}")
+    return train_pairs
+
+
 def dpo_program(config: LMDPOConfig, params: Any, model: TransformerConfig, data, *,
                 ref_params: Any = None):
     """Preference optimisation from ``params`` on ``data`` (:class:`Pairs`, or
@@ -306,14 +319,7 @@ def train_dpo(config: LMDPOConfig, params: Any, model: TransformerConfig, train_
     :func:`~purejaxpo.lm.common.fit`."""
     task = config.make_task()
     spec = config.loss_spec
-    if not spec.paired:
-        data = kto_data(train_pairs)
-    elif isinstance(train_pairs, Unpaired):
-        unpaired = [name for name, s in PREFERENCE_LOSSES.items() if not s.paired]
-        raise ValueError(f"loss={config.loss!r} needs pairs (prompt, chosen, rejected); "
-                         f"unpaired data (completion, label) only works with loss in {unpaired}")
-    else:
-        data = train_pairs
+    data = training_data(config, train_pairs)
     eval_ref = None
     if spec.reference:
         eval_ref = jax.jit(lambda p: reference_log_probs(p, model, eval_pairs))(

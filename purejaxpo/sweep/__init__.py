@@ -28,10 +28,17 @@ one-axis :class:`jax.sharding.Mesh`; on each device runs go ``chunk_size`` at a 
 first run) to a multiple of ``device_count * chunk_size`` and the padding is dropped from the
 results. ``final_return`` is computed from the unreduced metrics inside the program, so it is
 exact whatever ``log_every``.
+
+The language-model trainers (``lm-sft``, ``lm-grpo``, ``lm-ppo``, ``lm-dpo``; configs in
+:mod:`purejaxpo.lm.config`) sweep through the same plan and program
+(:mod:`purejaxpo.sweep.lm`): ``sweep(key, LMGRPOConfig(...), grid=..., init=policy)``; their
+score is held-out greedy exact match, computed inside the program.
 """
 
 from purejaxpo.settings import ALIASES
-from purejaxpo.sweep.plan import Range, SweepPlan, algorithm_of, plan_sweep, static_signature
+from purejaxpo.sweep.lm import make_lm_run_fn, run_lm_plan
+from purejaxpo.sweep.plan import (
+    Range, SweepPlan, algorithm_of, config_classes, is_lm, plan_sweep, static_signature)
 from purejaxpo.sweep.program import (
     SUM_METRICS,
     final_window,
@@ -44,7 +51,8 @@ from purejaxpo.sweep.program import (
 from purejaxpo.sweep.results import SweepResult, best, summary
 
 __all__ = [
-    "ALIASES", "Range", "SweepPlan", "algorithm_of", "plan_sweep", "static_signature",
+    "ALIASES", "Range", "SweepPlan", "algorithm_of", "config_classes", "is_lm", "plan_sweep",
+    "static_signature", "make_lm_run_fn", "run_lm_plan",
     "SUM_METRICS", "final_window", "make_program", "make_run_fn", "run_plan", "sweep",
     "window_metrics", "SweepResult", "best", "summary",
 ]

@@ -15,6 +15,7 @@ import numpy as np
 
 from purejaxpo.algos import ALGORITHMS
 from purejaxpo.config import RLConfig
+from purejaxpo.lm.config import LM_TRAINERS, LMTrainConfig
 from purejaxpo.settings import numeric_type, resolve_name
 
 
@@ -30,12 +31,24 @@ class Range:
     log: bool = False
 
 
-def algorithm_of(config: RLConfig) -> str:
-    """The name in :data:`purejaxpo.algos.ALGORITHMS` whose config class ``config`` is."""
-    for name, (cls, _) in ALGORITHMS.items():
+def config_classes() -> dict[str, type]:
+    """Every sweepable trainer's config class by name: the environment algorithms
+    (:data:`purejaxpo.algos.ALGORITHMS`) and the language-model trainers
+    (:data:`purejaxpo.lm.config.LM_TRAINERS`: ``lm-sft``, ``lm-grpo``, ``lm-ppo``, ``lm-dpo``)."""
+    return {**{name: cls for name, (cls, _) in ALGORITHMS.items()}, **LM_TRAINERS}
+
+
+def algorithm_of(config: RLConfig | LMTrainConfig) -> str:
+    """The name in :func:`config_classes` whose config class ``config`` is."""
+    for name, cls in config_classes().items():
         if type(config) is cls:
             return name
     raise ValueError(f"config of type {type(config).__name__} is not a registered algorithm's")
+
+
+def is_lm(config) -> bool:
+    """Whether ``config`` belongs to a language-model trainer (scored by exact match)."""
+    return isinstance(config, LMTrainConfig)
 
 
 def _sample_ranges(key, ranges: Mapping[str, Range], num_samples: int, config_cls) -> list[dict]:
@@ -70,7 +83,7 @@ class SweepPlan:
     """A validated sweep, before anything compiles.
 
     Attributes:
-      algo: algorithm name in :data:`purejaxpo.algos.ALGORITHMS`.
+      algo: algorithm name in :func:`config_classes` (e.g. ``ppo``, ``lm-grpo``).
       base: the base config.
       swept: names of the settings that vary, in column order.
       configs: one full, validated config per configuration ``[num_configs]``.
@@ -81,9 +94,9 @@ class SweepPlan:
     """
 
     algo: str
-    base: RLConfig
+    base: RLConfig | LMTrainConfig
     swept: tuple[str, ...]
-    configs: tuple[RLConfig, ...]
+    configs: tuple[RLConfig | LMTrainConfig, ...]
     overrides: tuple[dict, ...]
     groups: tuple[tuple[int, ...], ...]
     seeds: int
@@ -101,18 +114,20 @@ class SweepPlan:
         """One line: configurations, seeds, runs and how many compilations they need."""
         static = [n for n in self.swept if n not in type(self.base).SWEEPABLE]
         why = f" (one per value of {', '.join(static)})" if static else ""
-        return (f"sweep {self.algo} on {self.base.env}: {len(self.configs)} configuration(s) x "
+        where = f"task {self.base.task}" if is_lm(self.base) else self.base.env
+        return (f"sweep {self.algo} on {where}: {len(self.configs)} configuration(s) x "
                 f"{self.seeds} seed(s) = {self.num_runs} runs in {self.num_compilations} "
                 f"compilation(s){why}")
 
 
-def static_signature(config: RLConfig) -> tuple:
+def static_signature(config: RLConfig | LMTrainConfig) -> tuple:
     """The config's static (non-sweepable) settings: equal signatures share one program."""
     return tuple((f.name, getattr(config, f.name)) for f in dataclasses.fields(config)
                  if f.name not in type(config).SWEEPABLE)
 
 
-def plan_sweep(key, algo: str | RLConfig, base: RLConfig | None = None, *,
+def plan_sweep(key, algo: str | RLConfig | LMTrainConfig,
+               base: RLConfig | LMTrainConfig | None = None, *,
                grid: Mapping[str, Sequence[Any]] | None = None,
                ranges: Mapping[str, Range | tuple] | None = None,
                num_samples: int | None = None, sample_key=None, seeds: int = 1) -> SweepPlan:
@@ -120,7 +135,8 @@ def plan_sweep(key, algo: str | RLConfig, base: RLConfig | None = None, *,
 
     Args:
       key: PRNG key; ``jax.random.split(key, seeds)`` gives the seeds' keys.
-      algo: algorithm name, or a config (then it is also the base and ``base`` must be None).
+      algo: algorithm name (:func:`config_classes`), or a config (then it is also the base
+        and ``base`` must be None).
       base: the config the sweep starts from (default: the algorithm's defaults).
       grid: ``{name: [values]}``; the configurations are the Cartesian product.
       ranges: ``{name: Range(low, high, log)}`` (or a ``(low, high[, "log"])`` tuple) for
@@ -133,15 +149,16 @@ def plan_sweep(key, algo: str | RLConfig, base: RLConfig | None = None, *,
       ValueError: naming the field, for an unknown name or an invalid value (every
       configuration is constructed, hence validated, here).
     """
-    if isinstance(algo, RLConfig):
+    classes = config_classes()
+    if isinstance(algo, (RLConfig, LMTrainConfig)):
         if base is not None:
             raise ValueError("base: give either a config as algo or a base config, not both")
         base, algo = algo, algorithm_of(algo)
-    if algo not in ALGORITHMS:
-        close = difflib.get_close_matches(str(algo), list(ALGORITHMS), n=3)
-        raise ValueError(f"algo={algo!r} is invalid: must be one of {sorted(ALGORITHMS)}"
+    if algo not in classes:
+        close = difflib.get_close_matches(str(algo), list(classes), n=3)
+        raise ValueError(f"algo={algo!r} is invalid: must be one of {sorted(classes)}"
                          + (f" (did you mean {', '.join(close)}?)" if close else ""))
-    config_cls = ALGORITHMS[algo][0]
+    config_cls = classes[algo]
     base = config_cls() if base is None else base
     if type(base) is not config_cls:
         raise ValueError(f"base: a {config_cls.__name__} is needed for {algo}, "
@@ -171,9 +188,9 @@ def plan_sweep(key, algo: str | RLConfig, base: RLConfig | None = None, *,
                              "an integer >= 1")
     elif num_samples is not None:
         raise ValueError("num_samples: random search needs ranges to sample from")
-    for field in ("env",):
+    for field in ("env", "task", "task_args"):
         if field in dict(grid_items) or field in range_items:
-            raise ValueError(f"{field}: cannot be swept (one sweep is one environment)")
+            raise ValueError(f"{field}: cannot be swept (one sweep is one environment or task)")
 
     key = jnp.asarray(key)
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):   # jax.random.key(...): raw uint32 data

@@ -17,8 +17,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from purejaxpo.algos import ALGORITHMS
 from purejaxpo.config import RLConfig
+from purejaxpo.lm.config import LMTrainConfig
 from purejaxpo.metrics import NONFINITE, final_return
-from purejaxpo.sweep.plan import Range, SweepPlan, plan_sweep
+from purejaxpo.sweep.plan import Range, SweepPlan, is_lm, plan_sweep
 from purejaxpo.sweep.results import SweepResult
 
 SUM_METRICS = ("episode_return_sum", "episode_count")
@@ -114,6 +115,68 @@ def _to_host(tree) -> Any:
     return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
 
 
+def check_positive_ints(**values) -> None:
+    """ValueError naming the first value that is neither None nor an integer >= 1."""
+    for name, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"{name}={value!r} is invalid: must be an integer >= 1")
+
+
+def run_groups(plan: SweepPlan, make_run: Callable, *, chunk_size: int | None,
+               devices: Sequence[Any] | None, log: Callable[[str], None] | None,
+               describe: Callable[[Any], str]):
+    """Compiles and runs each group of ``plan`` (configurations with equal static settings):
+    ``make_run(config) -> run(key, hp) -> outputs`` is vmapped over the group's runs, sharded
+    over ``devices`` and chunked (:func:`make_program`).
+
+    Returns:
+      ``(groups, compile_s, run_s, num_devices)``: per group, ``(runs, outputs)`` with
+      ``runs`` the ``(configuration, seed)`` of each output row (padding dropped) and the
+      outputs on the host (NumPy, ``[len(runs), ...]``).
+    """
+    check_positive_ints(chunk_size=chunk_size)
+    devices = list(jax.devices() if devices is None else devices)
+    mesh = Mesh(np.array(devices), (_AXIS,))
+    sharding = NamedSharding(mesh, PartitionSpec(_AXIS))
+    num_devices = len(devices)
+    say = log if (log is not None and jax.process_index() == 0) else (lambda _: None)
+    say(plan.describe() + f", {num_devices} device(s), {jax.process_count()} process(es)")
+
+    for indices in plan.groups:  # replay buffers (SAC, TD3) must fit: refuse before compiling
+        check_memory = getattr(plan.configs[indices[0]], "check_memory", None)
+        if check_memory is not None:
+            at_once = -(-len(indices) * plan.seeds // num_devices)
+            check_memory(at_once if chunk_size is None else min(chunk_size, at_once), devices[0])
+    compile_s = run_s = 0.0
+    groups = []
+    for g, indices in enumerate(plan.groups):
+        config = plan.configs[indices[0]]
+        runs = [(c, s) for c in indices for s in range(plan.seeds)]
+        per_device = -(-len(runs) // num_devices)
+        chunk = None if chunk_size is None else min(chunk_size, per_device)
+        if chunk is not None:
+            per_device = -(-per_device // chunk) * chunk
+        padded = runs + [runs[0]] * (per_device * num_devices - len(runs))
+        keys = np.stack([plan.seed_keys[s] for _, s in padded])
+        hps = [plan.configs[c].hyperparams() for c, _ in padded]
+        hps = {k: np.stack([np.asarray(h[k], np.float32) for h in hps]) for k in hps[0]}
+        say(f"  compilation {g + 1}/{plan.num_compilations}: {len(indices)} configuration(s), "
+            f"{len(runs)} runs (+{len(padded) - len(runs)} padding), {describe(config)}")
+
+        program = make_program(make_run(config), mesh, chunk)
+        args = (_global_array(keys, sharding),
+                {k: _global_array(v, sharding) for k, v in hps.items()})
+        start = time.perf_counter()
+        compiled = jax.jit(program).lower(*args).compile()
+        compile_s += time.perf_counter() - start
+        start = time.perf_counter()
+        out = _to_host(jax.block_until_ready(compiled(*args)))
+        run_s += time.perf_counter() - start
+        groups.append((runs, jax.tree_util.tree_map(lambda x: x[:len(runs)], out)))
+    return groups, compile_s, run_s, num_devices
+
+
 def run_plan(plan: SweepPlan, *, chunk_size: int | None = None, log_every: int = 1,
              fraction: float = 0.05, make_train: Callable | None = None,
              devices: Sequence[Any] | None = None,
@@ -130,56 +193,23 @@ def run_plan(plan: SweepPlan, *, chunk_size: int | None = None, log_every: int =
         process).
       log: where progress messages go (``print``; None for silence; only process 0 logs).
     """
-    import pandas as pd
-
-    for name, value in (("chunk_size", chunk_size), ("log_every", log_every)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 1):
-            raise ValueError(f"{name}={value!r} is invalid: must be an integer >= 1")
+    if is_lm(plan.base):
+        raise ValueError(f"plan: {plan.algo} is a language-model trainer; run its plan with "
+                         "purejaxpo.sweep.lm.run_lm_plan (or call sweep())")
+    check_positive_ints(chunk_size=chunk_size, log_every=log_every)
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction={fraction!r} is invalid: must be in (0, 1]")
     make_train = make_train or ALGORITHMS[plan.algo][1]
-    devices = list(jax.devices() if devices is None else devices)
-    mesh = Mesh(np.array(devices), (_AXIS,))
-    sharding = NamedSharding(mesh, PartitionSpec(_AXIS))
-    num_devices = len(devices)
     say = log if (log is not None and jax.process_index() == 0) else (lambda _: None)
-    say(plan.describe() + f", {num_devices} device(s), {jax.process_count()} process(es)")
+    groups, compile_s, run_s, num_devices = run_groups(
+        plan, lambda config: make_run_fn(make_train(config), config, log_every=log_every,
+                                         fraction=fraction),
+        chunk_size=chunk_size, devices=devices, log=log,
+        describe=lambda c: f"{c.num_envs} envs x {c.num_steps} steps, {c.num_updates} updates")
 
-    num_runs = plan.num_runs
-    per_run: list[dict | None] = [None] * num_runs
-    compile_s = run_s = 0.0
-    for indices in plan.groups:  # replay buffers (SAC, TD3) must fit: refuse before compiling
-        check_memory = getattr(plan.configs[indices[0]], "check_memory", None)
-        if check_memory is not None:
-            at_once = -(-len(indices) * plan.seeds // num_devices)
-            check_memory(at_once if chunk_size is None else min(chunk_size, at_once), devices[0])
-    for g, indices in enumerate(plan.groups):
-        config = plan.configs[indices[0]]
-        runs = [(c, s) for c in indices for s in range(plan.seeds)]
-        per_device = -(-len(runs) // num_devices)
-        chunk = None if chunk_size is None else min(chunk_size, per_device)
-        if chunk is not None:
-            per_device = -(-per_device // chunk) * chunk
-        padded = runs + [runs[0]] * (per_device * num_devices - len(runs))
-        keys = np.stack([plan.seed_keys[s] for _, s in padded])
-        hps = [plan.configs[c].hyperparams() for c, _ in padded]
-        hps = {k: np.stack([np.asarray(h[k], np.float32) for h in hps]) for k in hps[0]}
-        say(f"  compilation {g + 1}/{plan.num_compilations}: {len(indices)} configuration(s), "
-            f"{len(runs)} runs (+{len(padded) - len(runs)} padding), "
-            f"{config.num_envs} envs x {config.num_steps} steps, {config.num_updates} updates")
-
-        run = make_run_fn(make_train(config), config, log_every=log_every, fraction=fraction)
-        program = make_program(run, mesh, chunk)
-        args = (_global_array(keys, sharding),
-                {k: _global_array(v, sharding) for k, v in hps.items()})
-        start = time.perf_counter()
-        compiled = jax.jit(program).lower(*args).compile()
-        compile_s += time.perf_counter() - start
-        start = time.perf_counter()
-        out = _to_host(jax.block_until_ready(compiled(*args)))
-        run_s += time.perf_counter() - start
-
+    per_run: list[dict | None] = [None] * plan.num_runs
+    for g, (runs, out) in enumerate(groups):
+        config = plan.configs[plan.groups[g][0]]
         diverged_at = np.asarray(out["diverged_at"])
         finals = np.where(diverged_at >= 0, np.nan, final_return(out["final"], fraction=1.0))
         for i, (c, s) in enumerate(runs):
@@ -190,6 +220,22 @@ def run_plan(plan: SweepPlan, *, chunk_size: int | None = None, log_every: int =
             per_run[c * plan.seeds + s] = {"metrics": m, "final": float(finals[i]),
                                            "steps": steps, "group": g,
                                            "diverged_at": int(diverged_at[i])}
+
+    result = assemble_result(plan, per_run, score="final_return", curve="episode_return",
+                             compile_s=compile_s, run_s=run_s, num_devices=num_devices)
+    say(f"compile {compile_s:.1f} s, run {run_s:.2f} s, "
+        f"{result.steps_per_s:,.0f} env steps/s over the sweep")
+    warn_diverged(result, say)
+    return result
+
+
+def assemble_result(plan: SweepPlan, per_run: Sequence[Mapping[str, Any]], *, score: str,
+                    curve: str, compile_s: float, run_s: float, num_devices: int,
+                    unit: str = "env steps") -> SweepResult:
+    """The :class:`SweepResult` of ``per_run`` (one dict per run, configuration-major, with
+    ``metrics`` ``{name: [W]}``, ``final`` (the score), ``steps`` ``[W]``, ``group`` and
+    ``diverged_at`` (-1: none)): the table, and every metric NaN-padded to the longest run."""
+    import pandas as pd
 
     width = max(len(r["steps"]) for r in per_run)
 
@@ -204,33 +250,41 @@ def run_plan(plan: SweepPlan, *, chunk_size: int | None = None, log_every: int =
             r = per_run[c * plan.seeds + s]
             at = r["diverged_at"]
             rows.append({"config": c, **{n: ov[n] for n in plan.swept}, "seed": s,
-                         "final_return": r["final"], "compilation": r["group"],
+                         score: r["final"], "compilation": r["group"],
                          "diverged_at_update": at + 1 if at >= 0 else None})
-    table = pd.DataFrame(rows, columns=["config", *plan.swept, "seed", "final_return",
+    table = pd.DataFrame(rows, columns=["config", *plan.swept, "seed", score,
                                         "compilation", "diverged_at_update"])
     table["diverged_at_update"] = table["diverged_at_update"].astype("Int64")
-    result = SweepResult(
-        table=table, curves=metrics["episode_return"], metrics=metrics,
+    return SweepResult(
+        table=table, curves=metrics[curve], metrics=metrics,
         env_steps=np.stack([pad(r["steps"]) for r in per_run]), plan=plan,
         compile_s=compile_s, run_s=run_s, num_compilations=plan.num_compilations,
-        device_count=num_devices, process_count=jax.process_count())
-    say(f"compile {compile_s:.1f} s, run {run_s:.2f} s, "
-        f"{result.steps_per_s:,.0f} env steps/s over the sweep")
+        device_count=num_devices, process_count=jax.process_count(), score=score, unit=unit)
+
+
+def warn_diverged(result: SweepResult, say: Callable[[str], None]) -> None:
+    """Says how many runs diverged, if any."""
+    table = result.table
     diverged = table[table["diverged_at_update"].notna()]
     if len(diverged):
         say(f"warning: {len(diverged)} of {len(table)} run(s) diverged (non-finite loss or "
-            "parameters); their final_return is NaN (column diverged_at_update)")
-    return result
+            f"parameters); their {result.score} is NaN (column diverged_at_update)")
 
 
-def sweep(key, algo: str | RLConfig, base: RLConfig | None = None, *,
+def sweep(key, algo: str | RLConfig | LMTrainConfig,
+          base: RLConfig | LMTrainConfig | None = None, *,
           grid: Mapping[str, Sequence[Any]] | None = None,
           ranges: Mapping[str, Range | tuple] | None = None, num_samples: int | None = None,
           sample_key=None, seeds: int = 1, chunk_size: int | None = None, log_every: int = 1,
           fraction: float = 0.05, make_train: Callable | None = None,
-          devices: Sequence[Any] | None = None,
+          devices: Sequence[Any] | None = None, init=None, pairs=None,
+          extra_rewards: Mapping[str, Callable] | None = None,
           log: Callable[[str], None] | None = print) -> SweepResult:
-    """Runs every (configuration, seed) of a sweep; see :func:`plan_sweep` and :func:`run_plan`.
+    """Runs every (configuration, seed) of a sweep; see :func:`plan_sweep` and :func:`run_plan`
+    (environment algorithms) or :func:`purejaxpo.sweep.lm.run_lm_plan` (language-model
+    trainers: ``lm-sft``, ``lm-grpo``, ``lm-ppo``, ``lm-dpo``, which take ``init``, ``pairs``
+    and ``extra_rewards``; ``log_every``, ``fraction`` and ``make_train`` are the
+    environment algorithms').
 
     Every configuration is validated before anything compiles. Seed ``s`` of every
     configuration uses ``jax.random.split(key, seeds)[s]``, so a row equals
@@ -242,5 +296,12 @@ def sweep(key, algo: str | RLConfig, base: RLConfig | None = None, *,
     """
     plan = plan_sweep(key, algo, base, grid=grid, ranges=ranges, num_samples=num_samples,
                       sample_key=sample_key, seeds=seeds)
+    if is_lm(plan.base):
+        from purejaxpo.sweep.lm import run_lm_plan
+
+        return run_lm_plan(plan, init=init, pairs=pairs, extra_rewards=extra_rewards,
+                           chunk_size=chunk_size, devices=devices, log=log)
+    if init is not None or pairs is not None or extra_rewards is not None:
+        raise ValueError("init, pairs, extra_rewards: only language-model trainers take them")
     return run_plan(plan, chunk_size=chunk_size, log_every=log_every, fraction=fraction,
                     make_train=make_train, devices=devices, log=log)

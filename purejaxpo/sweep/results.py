@@ -17,7 +17,7 @@ class SweepResult:
 
     Attributes:
       table: one row per run (``[num_configs * seeds]`` rows, configuration-major): ``config``
-        (configuration index), each swept setting, ``seed`` (index), ``final_return`` (NaN
+        (configuration index), each swept setting, ``seed`` (index), the score (:attr:`score`: NaN
         for a run that diverged), ``compilation`` (index of the program that ran it),
         ``diverged_at_update`` (the first update, counted from 1, with a non-finite loss or
         parameter; missing where the run stayed finite).
@@ -28,6 +28,11 @@ class SweepResult:
       plan: the :class:`SweepPlan` (configs, groups, keys).
       compile_s, run_s: summed over compilations (run time includes gathering results).
       num_compilations, device_count, process_count: how it ran.
+      score: the table's column that ranks configurations: ``final_return`` (environment
+        algorithms) or ``exact_match`` (language-model trainers: held-out greedy exact match
+        at the end of the run).
+      unit: what ``env_steps`` counts: ``env steps``, or ``steps`` (training steps of a
+        language-model trainer).
     """
 
     table: Any
@@ -40,15 +45,19 @@ class SweepResult:
     num_compilations: int
     device_count: int
     process_count: int
+    score: str = "final_return"
+    unit: str = "env steps"
 
     @property
     def total_env_steps(self) -> int:
-        """Env steps of every run of the sweep (padding excluded)."""
+        """Env steps (:attr:`unit`) of every run of the sweep (padding excluded)."""
+        if self.unit == "steps":
+            return sum(c.steps for c in self.plan.configs) * self.plan.seeds
         return sum(c.num_updates * c.batch_size for c in self.plan.configs) * self.plan.seeds
 
     @property
     def steps_per_s(self) -> float:
-        """Env steps of the whole sweep per second of run time."""
+        """Env steps (:attr:`unit`) of the whole sweep per second of run time."""
         return self.total_env_steps / self.run_s if self.run_s > 0 else float("nan")
 
     def to_json(self) -> dict[str, Any]:
@@ -70,7 +79,10 @@ class SweepResult:
         top = best(self)
         return {
             "algo": self.plan.algo,
-            "env": self.plan.base.env,
+            "env": getattr(self.plan.base, "env", None),
+            "task": getattr(self.plan.base, "task", None),
+            "score": self.score,
+            "unit": self.unit,
             "swept": list(self.plan.swept),
             "seeds": self.plan.seeds,
             "num_configs": len(self.plan.configs),
@@ -87,33 +99,35 @@ class SweepResult:
 
 
 def summary(result: SweepResult):
-    """One row per configuration, best first: swept settings, ``mean_final_return``,
-    ``std_final_return``, ``min_final_return``, ``max_final_return`` over seeds (NaN last)."""
+    """One row per configuration, best first: swept settings, ``mean_<score>``,
+    ``std_<score>``, ``min_<score>``, ``max_<score>`` over seeds (NaN last; ``<score>`` is
+    :attr:`SweepResult.score`, e.g. ``mean_final_return``)."""
     import pandas as pd
 
     table = result.table
-    agg = table.groupby("config")["final_return"].agg(["mean", "std", "min", "max"])
-    agg.columns = [f"{c}_final_return" for c in agg.columns]
+    agg = table.groupby("config")[result.score].agg(["mean", "std", "min", "max"])
+    agg.columns = [f"{c}_{result.score}" for c in agg.columns]
     agg["diverged"] = table.groupby("config")["diverged_at_update"].count()
     first = table.drop_duplicates("config").set_index("config")[list(result.plan.swept)]
     out = pd.concat([first, agg], axis=1).reset_index()
-    return out.sort_values("mean_final_return", ascending=False, na_position="last",
+    return out.sort_values(f"mean_{result.score}", ascending=False, na_position="last",
                            kind="stable").reset_index(drop=True)
 
 
 def best(result: SweepResult) -> dict[str, Any]:
-    """The configuration with the highest mean ``final_return`` over seeds.
+    """The configuration with the highest mean score (:attr:`SweepResult.score`, e.g.
+    ``final_return``) over seeds.
 
     Returns:
-      ``{"config": index, <swept setting>: value, ..., "mean_final_return": float,
-      "std_final_return": float, "config_obj": the full config}`` (the returns NaN when no
-      run completed an episode in its final window).
+      ``{"config": index, <swept setting>: value, ..., "mean_<score>": float,
+      "std_<score>": float, "config_obj": the full config}`` (returns are NaN when no run
+      completed an episode in its final window).
     """
     row = summary(result).iloc[0].to_dict()
     index = int(row["config"])
     out = {"config": index}
     out.update({n: result.plan.overrides[index][n] for n in result.plan.swept})  # exact types
-    for name in ("mean_final_return", "std_final_return"):  # NaN when no episode ended
+    for name in (f"mean_{result.score}", f"std_{result.score}"):  # NaN when no episode ended
         out[name] = float("nan") if row[name] is None else float(row[name])
     out["config_obj"] = result.plan.configs[index]
     return out
