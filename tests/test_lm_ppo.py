@@ -11,7 +11,9 @@ import pytest
 from purejaxpo import advantages
 from purejaxpo.lm.config import LMPPOConfig, LMSFTConfig
 from purejaxpo.lm.model import init_params
-from purejaxpo.lm.ppo import completion_values, init_critic, ppo_program
+from purejaxpo.lm.model import Transformer
+from purejaxpo.lm.ppo import completion_values, init_critic, policy_and_values, ppo_program
+from purejaxpo.lm.sampling import completion_log_probs
 
 TINY = dict(num_layers=1, width=32, num_heads=2, mlp_ratio=2)
 
@@ -86,6 +88,71 @@ def test_critic_starts_from_the_policy_trunk_and_reads_each_prefix():
     np.testing.assert_allclose(v[:, :-1], v2[:, :-1], rtol=1e-5, atol=1e-6)
 
 
+def _completions(model):
+    task = LMPPOConfig().make_task()
+    batch = task.sample(jax.random.PRNGKey(2), 3)
+    return {"prompts": batch.prompts, "prompt_valid": batch.prompt_valid,
+            "tokens": batch.answers, "mask": batch.answer_mask.at[0, 2:].set(False)}
+
+
+def test_shared_critic_reads_the_policy_trunk_in_the_same_pass():
+    model, params = _tiny()
+    critic = init_critic(jax.random.PRNGKey(1), params, model, "shared")
+    assert set(critic) == {"value"} and critic["value"]["kernel"].shape == (model.width, 1)
+    both = {"policy": params, "critic": critic}
+    data = _completions(model)
+    (log_probs, entropy), values = jax.jit(lambda b, d: policy_and_values(
+        b, model, "shared", d, 0.7, with_entropy=True))(both, data)
+    want = jax.jit(lambda p, d: completion_log_probs(
+        p, model, d["prompts"], d["prompt_valid"], d["tokens"], d["mask"], 0.7))(params, data)
+    np.testing.assert_allclose(log_probs, want, rtol=1e-5, atol=1e-5)
+    # Values: the head on the trunk's final hidden state before each completion token.
+    full = jnp.concatenate([data["prompts"], data["tokens"]], 1)
+    valid = jnp.concatenate([data["prompt_valid"], data["mask"]], 1)
+    hidden, _ = jax.jit(lambda p: Transformer(model).apply({"params": p}, full, valid,
+                                                           return_hidden=True))(params)
+    p = data["prompts"].shape[1]
+    head = critic["value"]
+    manual = (hidden[:, p - 1:-1] @ head["kernel"])[..., 0] + head["bias"][0]
+    mask = np.asarray(data["mask"])
+    np.testing.assert_allclose(np.asarray(values)[mask], np.asarray(manual)[mask], rtol=1e-5,
+                               atol=1e-6)
+    assert np.all(np.asarray(values)[~mask] == 0) and entropy.shape == log_probs.shape
+
+
+@pytest.mark.parametrize("stop_gradient", [False, True])
+def test_shared_critic_stop_gradient_keeps_the_value_loss_out_of_the_trunk(stop_gradient):
+    model, params = _tiny()
+    both = {"policy": params, "critic": init_critic(jax.random.PRNGKey(1), params, model,
+                                                    "shared")}
+    data = _completions(model)
+
+    def value_sum(p):
+        return jnp.sum(policy_and_values(p, model, "shared", data, 1.0,
+                                         stop_gradient=stop_gradient)[1] ** 2)
+
+    grads = jax.jit(jax.grad(value_sum))(both)
+    trunk = max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(grads["policy"]))
+    head = float(jnp.max(jnp.abs(grads["critic"]["value"]["kernel"])))
+    assert head > 0
+    assert (trunk == 0.0) == stop_gradient
+
+
+@pytest.mark.timeout(300)
+def test_ppo_program_with_a_shared_critic_trains():
+    model, params = _tiny()
+    config = LMPPOConfig(prompts_per_step=4, group_size=2, steps=2, critic="shared",
+                         critic_stop_gradient=True)
+    program = ppo_program(config, params, model, config.make_task())
+    result = jax.jit(program.train)(jax.random.PRNGKey(0))
+    assert set(result.params["critic"]) == {"value"}
+    for name in ("loss", "value_loss", "explained_variance"):
+        assert np.all(np.isfinite(result.metrics[name])), name
+    assert not np.allclose(result.params["critic"]["value"]["kernel"],
+                           init_critic(jax.random.PRNGKey(0), params, model,
+                                       "shared")["value"]["kernel"])
+
+
 @pytest.mark.timeout(300)
 def test_ppo_program_trains_policy_and_critic_and_vmaps_over_seeds():
     model, params = _tiny()
@@ -111,7 +178,8 @@ def test_ppo_program_trains_policy_and_critic_and_vmaps_over_seeds():
     (dict(loss="dapo"), "filter_zero_spread=True is invalid: must be false for lm ppo"),
     (dict(gamma=1.5), "gamma=1.5 is invalid"),
     (dict(value_clip=0.0), "value_clip=0.0 is invalid"),
-    (dict(critic="shared"), "critic='shared' is invalid"),
+    (dict(critic="trunk"), "critic='trunk' is invalid: must be one of"),
+    (dict(critic_stop_gradient=True), "critic_stop_gradient=True is invalid: needs critic"),
 ])
 def test_config_validation_names_the_field(overrides, message):
     with pytest.raises(ValueError, match=message):

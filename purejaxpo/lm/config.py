@@ -457,7 +457,12 @@ class LMPPOConfig(LMGRPOConfig):
       value_clip: the critic's predictions move at most this far from the sampling-time
         values per update (PPO's value clipping; sweepable).
       critic: ``separate``: the critic is a second transformer (trunk and per-position value
-        head) whose trunk starts as a copy of the policy's (static).
+        head) whose trunk starts as a copy of the policy's; ``shared``: a value head on the
+        policy's own trunk, values and log-probs from one pass (half the forward work, no
+        second model in memory; static).
+      critic_stop_gradient: with ``critic="shared"``, the value loss trains only the head and
+        leaves the policy's trunk to the policy loss (static; with ``False`` the value loss,
+        weighted by ``vf_coef``, also shapes the trunk).
       whiten_advantages: normalise advantages to zero mean and unit std over the batch's
         valid tokens (static).
     """
@@ -473,6 +478,7 @@ class LMPPOConfig(LMGRPOConfig):
     vf_coef: float = 0.5
     value_clip: float = 0.2
     critic: str = "separate"
+    critic_stop_gradient: bool = False
     whiten_advantages: bool = True
 
     SWEEPABLE: ClassVar[tuple[str, ...]] = LMGRPOConfig.SWEEPABLE + (
@@ -492,6 +498,10 @@ class LMPPOConfig(LMGRPOConfig):
         check_float("value_clip", self.value_clip, 0.0, low_open=True)
         if self.critic not in CRITICS:
             _fail("critic", self.critic, f"must be one of {list(CRITICS)}")
+        check_bool("critic_stop_gradient", self.critic_stop_gradient)
+        if self.critic_stop_gradient and self.critic != "shared":
+            _fail("critic_stop_gradient", self.critic_stop_gradient, "needs critic='shared' "
+                  "(a separate critic's gradient never reaches the policy)")
         check_bool("whiten_advantages", self.whiten_advantages)
 
     @property
@@ -501,8 +511,9 @@ class LMPPOConfig(LMGRPOConfig):
         return self.use_kl or self.kl_coef > 0
 
 
-CRITICS = ("separate",)
-"""Where PPO's critic lives: a separate transformer whose trunk starts from the policy's."""
+CRITICS = ("separate", "shared")
+"""Where PPO's critic lives: a separate transformer whose trunk starts from the policy's, or a
+value head on the policy's trunk (see :class:`LMPPOConfig`)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -177,9 +177,10 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, tokens: Array, valid: Array, cache: KVCache | None = None, *,
-                 return_hidden: bool = False):
+                 return_hidden: bool = False, also_hidden: bool = False):
         """Logits ``[B, L, V]`` (or, with ``return_hidden``, the final normalised hidden states
-        ``[B, L, W]``) and the updated cache (None without a cache)."""
+        ``[B, L, W]``; with ``also_hidden``, both as ``(logits, hidden)`` from the one pass)
+        and the updated cache (None without a cache)."""
         cfg = self.config
         b, length = tokens.shape
         embed = nn.Embed(cfg.vocab_size, cfg.width,
@@ -219,6 +220,8 @@ class Transformer(nn.Module):
         else:
             logits = nn.Dense(cfg.vocab_size, use_bias=False,
                               kernel_init=nn.initializers.normal(0.02), name="head")(x)
+        if also_hidden and not return_hidden:
+            logits = (logits, x)
         if cache is None:
             return logits, None
         new_cache = KVCache(

@@ -15,9 +15,12 @@ One training step is one pure function, compiled once:
    times the clipped value loss (:func:`purejaxpo.losses.value_loss`), through the shared
    :func:`purejaxpo.update.run_epochs` loop.
 
-The trained parameters are ``{"policy": ..., "critic": ...}``: the critic is a
-:class:`~purejaxpo.lm.model.ValueModel` whose trunk starts as a copy of the policy's (it already
-reads the task), with its own per-position value head; one Adam state covers both.
+The trained parameters are ``{"policy": ..., "critic": ...}``; one Adam state covers both. With
+``critic="separate"`` (the default) the critic is a :class:`~purejaxpo.lm.model.ValueModel`
+whose trunk starts as a copy of the policy's (it already reads the task), with its own
+per-position value head. With ``critic="shared"`` it is only a value head (``{"value": ...}``)
+on the policy's final hidden states: one pass gives log-probs and values, and
+``critic_stop_gradient`` keeps the value loss out of the policy's trunk.
 
 Shapes: ``B * G`` completions of ``N`` tokens after prompts of ``P``; values ``[B * G, N]``
 (position ``t`` is ``V`` of the prefix that predicts completion token ``t``).
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -41,9 +45,9 @@ from purejaxpo.envs.sequence_tasks import RewardFn, SequenceTask
 from purejaxpo.lm.common import FitResult, LMState, fit, lm_program, make_evaluator, optimizer
 from purejaxpo.lm.config import LMPPOConfig
 from purejaxpo.lm.grpo import make_sampler
-from purejaxpo.lm.model import TransformerConfig, ValueModel, init_params
+from purejaxpo.lm.model import Transformer, TransformerConfig, ValueModel, init_params
 from purejaxpo.lm.objectives import grpo_loss
-from purejaxpo.lm.sampling import completion_log_probs
+from purejaxpo.lm.sampling import completion_log_probs, log_probs_from_logits
 from purejaxpo.losses import masked_mean
 from purejaxpo.update import gradient_step, run_epochs
 
@@ -59,9 +63,48 @@ def completion_values(critic_params, model: TransformerConfig, prompts, prompt_v
     return jnp.where(mask, values[:, p - 1:-1], 0.0)
 
 
-def init_critic(key, policy_params, model: TransformerConfig):
-    """A :class:`~purejaxpo.lm.model.ValueModel`'s parameters: the policy's trunk, a fresh head."""
+def _value_head() -> nn.Dense:
+    """The value head: one linear unit on a final hidden state (as :class:`ValueModel`'s)."""
+    return nn.Dense(1, kernel_init=nn.initializers.normal(0.02), name="value")
+
+
+def init_critic(key, policy_params, model: TransformerConfig, critic: str = "separate"):
+    """The critic's parameters: for ``separate``, a :class:`~purejaxpo.lm.model.ValueModel`'s
+    (the policy's trunk copied, a fresh head); for ``shared``, the head alone
+    (``{"value": ...}``), read on the policy's trunk."""
+    if critic == "shared":
+        head = _value_head().init(key, jnp.zeros((1, model.width)))["params"]
+        return {"value": head}
     return {**init_params(key, model, "value"), "trunk": policy_params}
+
+
+def policy_and_values(params, model: TransformerConfig, critic: str, data, temperature, *,
+                      with_entropy: bool = False, stop_gradient: bool = False):
+    """``(log_probs, values)`` (``log_probs`` as :func:`completion_log_probs` returns it, with
+    entropies if asked) of the completions in ``data`` (``prompts``, ``prompt_valid``,
+    ``tokens``, ``mask``) under ``params = {"policy", "critic"}``: two passes with a
+    ``separate`` critic, one with a ``shared`` one (``stop_gradient``: the head reads the
+    trunk's hidden states through :func:`jax.lax.stop_gradient`). Values ``[B, N]``, 0 at
+    padding."""
+    prompts, prompt_valid, tokens, mask = (data["prompts"], data["prompt_valid"],
+                                           data["tokens"], data["mask"])
+    if critic == "separate":
+        log_probs = completion_log_probs(params["policy"], model, prompts, prompt_valid, tokens,
+                                         mask, temperature, with_entropy=with_entropy)
+        return log_probs, completion_values(params["critic"], model, prompts, prompt_valid,
+                                            tokens, mask)
+    full = jnp.concatenate([prompts, tokens], axis=1)
+    valid = jnp.concatenate([prompt_valid, mask], axis=1)
+    (logits, hidden), _ = Transformer(model).apply({"params": params["policy"]}, full, valid,
+                                                   also_hidden=True)
+    p = prompts.shape[1]
+    log_probs = log_probs_from_logits(logits[:, p - 1:-1], tokens, mask, temperature,
+                                      with_entropy=with_entropy)
+    hidden = hidden[:, p - 1:-1]
+    if stop_gradient:
+        hidden = jax.lax.stop_gradient(hidden)
+    values = _value_head().apply({"params": params["critic"]["value"]}, hidden)[..., 0]
+    return log_probs, jnp.where(mask, values, 0.0)
 
 
 def make_ppo_step(config: LMPPOConfig, model: TransformerConfig, task: SequenceTask,
@@ -71,14 +114,14 @@ def make_ppo_step(config: LMPPOConfig, model: TransformerConfig, task: SequenceT
     policy's parameters (None unless ``config.use_reference``)."""
     sample = make_sampler(config, model, task, extra_rewards)
 
-    def log_probs(params, data, temperature, with_entropy=False):
+    def log_probs(params, data, temperature):
         return completion_log_probs(params, model, data["prompts"], data["prompt_valid"],
-                                    data["tokens"], data["mask"], temperature,
-                                    with_entropy=with_entropy)
+                                    data["tokens"], data["mask"], temperature)
 
-    def values_of(critic, data):
-        return completion_values(critic, model, data["prompts"], data["prompt_valid"],
-                                 data["tokens"], data["mask"])
+    def both(params, data, temperature, with_entropy=False):
+        return policy_and_values(params, model, config.critic, data, temperature,
+                                 with_entropy=with_entropy,
+                                 stop_gradient=config.critic_stop_gradient)
 
     def step(state: LMState, hyperparams, ref_params=None):
         if config.use_reference and ref_params is None:
@@ -90,8 +133,7 @@ def make_ppo_step(config: LMPPOConfig, model: TransformerConfig, task: SequenceT
         mask = scored.completions.mask
         data = {"prompts": scored.batch.prompts, "prompt_valid": scored.batch.prompt_valid,
                 "tokens": scored.completions.tokens, "mask": mask}
-        old = jax.lax.stop_gradient(log_probs(state.params["policy"], data, hp["temperature"]))
-        values = jax.lax.stop_gradient(values_of(state.params["critic"], data))
+        old, values = jax.lax.stop_gradient(both(state.params, data, hp["temperature"]))
         metrics = dict(scored.metrics)
         token_kl = jnp.zeros_like(old)
         if config.use_reference:
@@ -106,14 +148,12 @@ def make_ppo_step(config: LMPPOConfig, model: TransformerConfig, task: SequenceT
         data.update(old_log_prob=old, old_values=values, advantages=adv, targets=targets)
 
         def loss_fn(params, mb):
-            log_prob, entropy = log_probs(params["policy"], mb, hp["temperature"],
-                                          with_entropy=True)
+            (log_prob, entropy), v = both(params, mb, hp["temperature"], with_entropy=True)
             pg, aux = grpo_loss(
                 log_prob, mb["old_log_prob"], mb["advantages"], mb["mask"],
                 clip_low=hp["clip_eps"], clip_high=hp["clip_eps_high"],
                 ref_log_prob=mb.get("ref_log_prob"), beta=hp["beta"],
                 ratio_level=config.ratio_level, aggregation=config.aggregation)
-            v = values_of(params["critic"], mb)
             v_loss = masked_mean(losses.value_loss(v, mb["targets"], mb["old_values"],
                                                    hp["value_clip"]), mb["mask"])
             loss = pg + hp["vf_coef"] * v_loss
@@ -149,7 +189,8 @@ def ppo_program(config: LMPPOConfig, params: Any, model: TransformerConfig, task
 
     def start(key):
         critic_key, run_key = jax.random.split(key)
-        return {"policy": params, "critic": init_critic(critic_key, params, model)}, run_key
+        critic = init_critic(critic_key, params, model, config.critic)
+        return {"policy": params, "critic": critic}, run_key
 
     return lm_program(make_ppo_step(config, model, task, extra_rewards),
                       num_steps=config.steps, hyperparams=config.hyperparams(), start=start,

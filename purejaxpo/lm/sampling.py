@@ -149,9 +149,15 @@ def completion_log_probs(
     tokens = jnp.concatenate([prompts, completions], axis=1)
     valid = jnp.concatenate([prompt_valid, completion_mask], axis=1)
     logits, _ = Transformer(config).apply({"params": params}, tokens, valid)
-    prompt_len = prompts.shape[1]
-    # The logits at position t predict token t + 1.
-    logits = logits[:, prompt_len - 1:-1] / temperature
+    return log_probs_from_logits(logits[:, prompts.shape[1] - 1:-1], completions,
+                                 completion_mask, temperature, with_entropy=with_entropy)
+
+
+def log_probs_from_logits(logits: Array, completions: Array, completion_mask: Array,
+                          temperature=1.0, *, with_entropy: bool = False):
+    """:func:`completion_log_probs` from the logits ``[B, N, V]`` that predict the completion
+    tokens (a pass's logits at the prompt's last position onwards, the last one dropped)."""
+    logits = logits / temperature
     log_softmax = jax.nn.log_softmax(logits, axis=-1)
     log_probs = jnp.take_along_axis(log_softmax, completions[..., None], axis=-1)[..., 0]
     log_probs = jnp.where(completion_mask, log_probs, 0.0)
