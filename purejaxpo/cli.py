@@ -316,6 +316,10 @@ def make_parser() -> argparse.ArgumentParser:
     from purejaxpo.lm.cli import add_cli_parser as add_lm_parser
 
     add_lm_parser(sub)  # purejaxpo lm sft|grpo|dpo|eval
+
+    from purejaxpo.bench import add_cli_parser as add_bench_parser
+
+    add_bench_parser(sub)  # purejaxpo bench --seeds 1,64,512
     return parser
 
 

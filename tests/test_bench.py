@@ -1,0 +1,91 @@
+"""``purejaxpo bench`` (grid, medians, table, plot, fresh processes) and
+``experiments/gpu_suite.sh`` at its tiny CPU scale."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from purejaxpo import bench, cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _args(*argv):
+    return cli.make_parser().parse_args(["bench", *argv])
+
+
+def test_grid_from_flags():
+    cells = bench.cells_from_args(_args("--algos", "ppo", "sac", "--envs", "Pendulum-v1",
+                                        "--seeds", "1,8", "--lm-widths", "32,64",
+                                        "--lm-batch", "4x2,8x8", "--lm-completions", "5,32"))
+    rl = [c for c in cells if isinstance(c, bench.RLCell)]
+    lm = [c for c in cells if isinstance(c, bench.LMCell)]
+    assert [(c.algo, c.seeds) for c in rl] == [("ppo", 1), ("ppo", 8), ("sac", 1), ("sac", 8)]
+    assert len(lm) == 2 * 2 * 2
+    assert {(c.prompts, c.group_size) for c in lm} == {(4, 2), (8, 8)}
+    assert bench.cell_from_dict(json.loads(json.dumps(
+        __import__("dataclasses").asdict(rl[1])))) == rl[1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", "1,x"], "--seeds='1,x' is invalid"),
+    (["--seeds", "0"], "expected integers >= 1"),
+    (["--algos", "nope"], "--algos 'nope' is invalid"),
+    (["--envs", "NoSuchEnv-v0"], "NoSuchEnv"),
+    (["--algos", "sac", "--envs", "CartPole-v1"], "continuous (Box) actions"),
+    (["--lm-batch", "16by8"], "--lm-batch '16by8' is invalid"),
+    (["--lm-widths", "30"], "must be divisible by --lm-heads 4"),
+    (["--no-rl", "--no-lm"], "nothing to run"),
+    (["--repeats", "0"], "--repeats=0 is invalid"),
+])
+def test_bad_flags_exit_2_before_anything_runs(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "run_grid", lambda *a, **k: pytest.fail("ran"))
+    assert cli.main(["bench", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def _ok(run_s, throughput, **extra):
+    return {"ok": True, "compile_s": 1.0, "run_s": run_s, "throughput": throughput,
+            "unit": "env steps/s", "device_kind": "cpu", "device_count": 1, "platform": "cpu",
+            "jax": "x", "num_envs": 4, "total_timesteps": 1000, "final_return": None, **extra}
+
+
+def test_medians_table_and_plot(tmp_path):
+    cells = [bench.RLCell("ppo", "CartPole-v1", s) for s in (1, 16)]
+    rows = [
+        {**bench.summarise(cells[0], [_ok(3.0, 10.0), _ok(1.0, 30.0), _ok(2.0, 20.0)])},
+        {**bench.summarise(cells[1], [_ok(4.0, 100.0), {"ok": False, "error": "boom"}])},
+    ]
+    assert rows[0]["run_s"] == 2.0 and rows[0]["throughput"] == 20.0 and rows[0]["ok"] == 3
+    assert rows[1]["ok"] == 1 and rows[1]["repeats"] == 2 and rows[1]["run_s"] == 4.0
+    failed = bench.summarise(cells[0], [{"ok": False, "error": "boom"}])
+    assert failed["ok"] == 0 and failed["error"] == "boom"
+    written = bench.write_outputs(rows, str(tmp_path / "b"))
+    assert [Path(p).suffix for p in written] == [".json", ".md", ".png"]
+    table = (tmp_path / "b.md").read_text()
+    assert "| ppo | CartPole-v1 | 16 | 4 | 1,000 | 1.0 | 4.00 | 100 |" in table
+    assert json.loads((tmp_path / "b.json").read_text())["cells"][0]["seeds"] == 1
+
+
+def test_a_failing_cell_is_reported_not_raised():
+    result = bench.run_cell_process(bench.RLCell("ppo", "NoSuchEnv-v0", 1), timeout=120)
+    assert result["ok"] is False and "NoSuchEnv" in result["error"]
+
+
+@pytest.mark.timeout(900)
+def test_gpu_suite_tiny_scale_on_the_cpu(tmp_path):
+    env = {**os.environ, "GPU_SUITE_SCALE": "tiny", "GPU_SUITE_OUT": str(tmp_path),
+           "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(ROOT / "experiments" / "gpu_suite.sh")], env=env,
+                          capture_output=True, text=True, timeout=850)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    suite = (tmp_path / "suite.md").read_text()
+    for name in ("ppo_cartpole", "minatar", "sac", "lm"):
+        assert f"({name}: ok," in suite
+        cells = json.loads((tmp_path / f"{name}.json").read_text())["cells"]
+        assert cells and all(c["ok"] and c["throughput"] > 0 for c in cells), name
+    assert "lm grpo tokens/s" in suite and "completion tokens/s" in suite
