@@ -8,7 +8,8 @@ Each run is the CLI exactly as a user would type it (a subprocess writing ``--js
   when ``runs/lm/sft`` already holds a policy; ``--fresh-sft`` redoes it);
 * ``purejaxpo lm grpo --init SFT --steps N`` with ``--estimator grpo`` (default),
   ``--loss dr_grpo``, ``--estimator rloo``, ``--estimator reinforce_pp``;
-* ``purejaxpo lm ppo --init SFT --steps N``.
+* ``purejaxpo lm ppo --init SFT --steps N`` (and with ``--set critic=shared``: the value head
+  on the policy's trunk).
 
 Writes ``experiments/results/lm/<name>.{md,json,png}`` (``--name``, default ``estimators``) and
 each run's JSON as ``<name>_<estimator>.json``: held-out greedy exact match (512
@@ -42,6 +43,7 @@ RUNS_TABLE = {
     "rloo": ("grpo", ["--estimator", "rloo"]),
     "reinforce_pp": ("grpo", ["--estimator", "reinforce_pp"]),
     "ppo": ("ppo", []),
+    "ppo_shared": ("ppo", ["--set", "critic=shared"]),
 }
 
 

@@ -39,10 +39,10 @@ from purejaxpo.settings import ALIASES
 from purejaxpo.sweep.lm import make_lm_run_fn, run_lm_plan
 from purejaxpo.sweep.plan import (
     Range, SweepPlan, algorithm_of, config_classes, is_lm, plan_sweep, static_signature)
+from purejaxpo.sweep.execute import make_program
 from purejaxpo.sweep.program import (
     SUM_METRICS,
     final_window,
-    make_program,
     make_run_fn,
     run_plan,
     sweep,
