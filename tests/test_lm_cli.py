@@ -294,7 +294,10 @@ def test_bad_input_fails_before_training(argv, needles, tmp_path, capsys, no_tra
     _fails(argv, capsys, *needles)
 
 
-@pytest.mark.parametrize("command", ["sft", "grpo", "dpo", "rm"])
+@pytest.mark.parametrize("command", [
+    "sft", "grpo",
+    # The same code path (lm.common.fit); kept out of CI for time, run by `pytest -m slow`.
+    pytest.param("dpo", marks=pytest.mark.slow), pytest.param("rm", marks=pytest.mark.slow)])
 def test_every_trainer_checkpoints_and_resumes(command, sft, tmp_path, capsys):
     """--checkpoint-dir/--checkpoint-every/--resume on every trainer: a checkpoint per chunk;
     resuming the finished run reports the same result; reusing the folder without --resume

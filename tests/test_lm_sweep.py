@@ -79,6 +79,7 @@ def test_lm_plans_group_static_settings_and_refuse_what_cannot_vary():
         sweep(jax.random.PRNGKey(0), "ppo", init=_tiny_policy(), log=None)
 
 
+@pytest.mark.slow  # the sweep machinery is CI's (SFT, GRPO above); these add two compilations
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("config", [
     LMPPOConfig(steps=2, log_every=1, prompts_per_step=2, group_size=2, eval_prompts=16),
