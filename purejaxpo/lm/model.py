@@ -30,6 +30,8 @@ import jax.numpy as jnp
 Array = jax.Array
 
 POSITION_KINDS = ("rope", "learned")
+NORM_KINDS = ("layernorm", "rmsnorm")
+MLP_KINDS = ("gelu", "swiglu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +47,21 @@ class TransformerConfig:
       max_len: context length (prompt plus completion); the KV cache has this many slots.
       positions: ``"rope"`` (rotary, Su et al. 2021) or ``"learned"`` (GPT-2 style).
       tie_embeddings: output logits use the input embedding matrix (as GPT-2 does).
+      norm: ``"layernorm"`` (with bias) or ``"rmsnorm"`` (Llama family).
+      norm_eps: the norms' epsilon.
+      mlp: ``"gelu"`` (one hidden layer) or ``"swiglu"`` (``down(silu(gate(x)) * up(x))``,
+        Llama family, no biases).
+      mlp_hidden: the MLP's hidden width; None means ``mlp_ratio * width``.
+      num_kv_heads: key/value heads for grouped-query attention (must divide ``num_heads``);
+        None keeps the fused ``qkv`` projection of the small model (as many kv heads as
+        heads); set (even to ``num_heads``) it uses separate ``q``, ``k``, ``v`` projections.
+      qkv_bias: biases on the query/key/value projections (the small model, Qwen2: true).
+      out_bias: biases on the attention output and MLP projections (the small model: true).
+      rope_theta: RoPE's base.
+      rope_scaling: None, or the checkpoint's scaling as ``(("rope_type", "linear"),
+        ("factor", f))`` or Llama 3's ``(("rope_type", "llama3"), ("factor", f),
+        ("low_freq_factor", l), ("high_freq_factor", h),
+        ("original_max_position_embeddings", n))`` (a tuple of pairs: hashable, static).
     """
 
     vocab_size: int
@@ -55,8 +72,39 @@ class TransformerConfig:
     max_len: int = 32
     positions: str = "rope"
     tie_embeddings: bool = True
+    norm: str = "layernorm"
+    norm_eps: float = 1e-6
+    mlp: str = "gelu"
+    mlp_hidden: int | None = None
+    num_kv_heads: int | None = None
+    qkv_bias: bool = True
+    out_bias: bool = True
+    rope_theta: float = 10000.0
+    rope_scaling: tuple | None = None
 
     def __post_init__(self):
+        if isinstance(self.rope_scaling, Mapping):
+            object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
+        elif self.rope_scaling is not None:
+            object.__setattr__(self, "rope_scaling",
+                               tuple(tuple(p) for p in self.rope_scaling))
+        if self.norm not in NORM_KINDS:
+            raise ValueError(f"norm must be one of {NORM_KINDS}, got {self.norm!r}")
+        if self.mlp not in MLP_KINDS:
+            raise ValueError(f"mlp must be one of {MLP_KINDS}, got {self.mlp!r}")
+        if self.num_kv_heads is not None and (
+                not isinstance(self.num_kv_heads, int) or self.num_kv_heads < 1
+                or self.num_heads % self.num_kv_heads):
+            raise ValueError(f"num_kv_heads must divide num_heads={self.num_heads}, got "
+                             f"{self.num_kv_heads!r}")
+        if self.mlp_hidden is not None and (not isinstance(self.mlp_hidden, int)
+                                            or self.mlp_hidden < 1):
+            raise ValueError(f"mlp_hidden must be an integer >= 1, got {self.mlp_hidden!r}")
+        if self.rope_scaling is not None:
+            kind = dict(self.rope_scaling).get("rope_type")
+            if kind not in ("linear", "llama3"):
+                raise ValueError(f"rope_scaling: rope_type {kind!r} is not supported (linear, "
+                                 "llama3)")
         for name in ("vocab_size", "num_layers", "width", "num_heads", "mlp_ratio", "max_len"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -76,8 +124,21 @@ class TransformerConfig:
     def head_dim(self) -> int:
         return self.width // self.num_heads
 
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads (``num_kv_heads``, or ``num_heads`` when None)."""
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def hidden(self) -> int:
+        """The MLP's hidden width."""
+        return self.mlp_hidden or self.mlp_ratio * self.width
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if self.rope_scaling is not None:
+            out["rope_scaling"] = dict(self.rope_scaling)
+        return out
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "TransformerConfig":
@@ -92,7 +153,7 @@ class KVCache(NamedTuple):
     """Keys and values of every layer for ``S`` slots.
 
     Attributes:
-      k, v: ``[num_layers, B, S, H, D]``.
+      k, v: ``[num_layers, B, S, K, D]`` (``K`` key/value heads).
       valid: ``[B, S]``, true where a slot holds a real (non-pad) token (its row sum is the
         next token's position).
       index: scalar int32, the next slot to write (the same for every sequence).
@@ -106,7 +167,7 @@ class KVCache(NamedTuple):
 
 def init_cache(config: TransformerConfig, batch: int, dtype=jnp.float32) -> KVCache:
     """An empty cache for ``batch`` sequences of up to ``config.max_len`` tokens."""
-    shape = (config.num_layers, batch, config.max_len, config.num_heads, config.head_dim)
+    shape = (config.num_layers, batch, config.max_len, config.kv_heads, config.head_dim)
     return KVCache(
         k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
         valid=jnp.zeros((batch, config.max_len), bool), index=jnp.zeros((), jnp.int32))
@@ -119,15 +180,48 @@ def positions_from_valid(valid: Array, start: Array | None = None) -> Array:
     return pos if start is None else pos + start[:, None]
 
 
-def _rope(x: Array, positions: Array) -> Array:
-    """Rotary position embedding of ``x`` ``[B, L, H, D]`` at ``positions`` ``[B, L]``."""
+def rope_frequencies(head_dim: int, theta: float = 10000.0, scaling: tuple | None = None):
+    """RoPE's inverse frequencies ``[head_dim / 2]`` (NumPy float64, then float32), with
+    the checkpoint's scaling (``linear``: divided by ``factor``; ``llama3``: Llama 3.1's
+    wavelength-dependent interpolation)."""
+    import numpy as np
+
+    inv = 1.0 / (theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+    if scaling is not None:
+        s = dict(scaling)
+        factor = float(s["factor"])
+        if s["rope_type"] == "linear":
+            inv = inv / factor
+        else:  # llama3, as transformers' _compute_llama3_parameters
+            low, high = float(s["low_freq_factor"]), float(s["high_freq_factor"])
+            old = float(s["original_max_position_embeddings"])
+            low_wavelen, high_wavelen = old / low, old / high
+            wavelen = 2 * np.pi / inv
+            scaled = np.where(wavelen > low_wavelen, inv / factor, inv)
+            smooth = (old / wavelen - low) / (high - low)
+            smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+            medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+            inv = np.where(medium, smoothed, scaled)
+    return inv.astype(np.float32)
+
+
+def _rope(x: Array, positions: Array, inv_freq=None) -> Array:
+    """Rotary position embedding of ``x`` ``[B, L, H, D]`` at ``positions`` ``[B, L]``
+    (``inv_freq`` from :func:`rope_frequencies`; default theta 10000)."""
     d = x.shape[-1]
-    inv_freq = 1.0 / (10000.0 ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+    if inv_freq is None:
+        inv_freq = 1.0 / (10000.0 ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
     angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, L, D/2]
     sin = jnp.sin(angles)[:, :, None, :]
     cos = jnp.cos(angles)[:, :, None, :]
     x1, x2 = x[..., : d // 2], x[..., d // 2:]
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def _norm(cfg: TransformerConfig, name: str) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(epsilon=cfg.norm_eps, name=name)
+    return nn.LayerNorm(epsilon=cfg.norm_eps, name=name)
 
 
 class _Block(nn.Module):
@@ -136,31 +230,51 @@ class _Block(nn.Module):
     @nn.compact
     def __call__(self, x, positions, mask, layer_cache):
         """``x`` ``[B, L, W]``; ``mask`` ``[B, L, S']`` (may the query attend to the key);
-        ``layer_cache`` None or ``(k, v, index)`` with ``k, v`` ``[B, S, H, D]``."""
+        ``layer_cache`` None or ``(k, v, index)`` with ``k, v`` ``[B, S, K, D]``."""
         cfg = self.config
         init = nn.initializers.normal(0.02)
         # GPT-2's scaled init of the residual projections keeps deep stacks stable.
         out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers))
         b, length, _ = x.shape
+        heads, kv, d = cfg.num_heads, cfg.kv_heads, cfg.head_dim
 
-        h = nn.LayerNorm(name="ln_attn")(x)
-        qkv = nn.Dense(3 * cfg.width, kernel_init=init, name="qkv")(h)
-        q, k, v = jnp.split(qkv.reshape(b, length, 3 * cfg.num_heads, cfg.head_dim), 3, axis=2)
+        h = _norm(cfg, "ln_attn")(x)
+        if cfg.num_kv_heads is None:
+            qkv = nn.Dense(3 * cfg.width, use_bias=cfg.qkv_bias, kernel_init=init,
+                           name="qkv")(h)
+            q, k, v = jnp.split(qkv.reshape(b, length, 3 * heads, d), 3, axis=2)
+        else:
+            def proj(n, name):
+                return nn.Dense(n * d, use_bias=cfg.qkv_bias, kernel_init=init,
+                                name=name)(h).reshape(b, length, n, d)
+
+            q, k, v = proj(heads, "q"), proj(kv, "k"), proj(kv, "v")
         if cfg.positions == "rope":
-            q, k = _rope(q, positions), _rope(k, positions)
+            inv_freq = jnp.asarray(rope_frequencies(d, cfg.rope_theta, cfg.rope_scaling))
+            q, k = _rope(q, positions, inv_freq), _rope(k, positions, inv_freq)
         if layer_cache is not None:
             cache_k, cache_v, index = layer_cache
             k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), index, 1)
             v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), index, 1)
-        scores = jnp.einsum("blhd,bshd->bhls", q, k) / math.sqrt(cfg.head_dim)
-        scores = jnp.where(mask[:, None], scores, jnp.finfo(scores.dtype).min)
+        qg = q.reshape(b, length, kv, heads // kv, d)  # query heads grouped by their kv head
+        scores = jnp.einsum("blkgd,bskd->bkgls", qg, k) / math.sqrt(d)
+        scores = jnp.where(mask[:, None, None], scores, jnp.finfo(scores.dtype).min)
         attn = jax.nn.softmax(scores, axis=-1)
-        out = jnp.einsum("bhls,bshd->blhd", attn, v).reshape(b, length, cfg.width)
-        x = x + nn.Dense(cfg.width, kernel_init=out_init, name="attn_out")(out)
+        out = jnp.einsum("bkgls,bskd->blkgd", attn, v).reshape(b, length, heads * d)
+        x = x + nn.Dense(cfg.width, use_bias=cfg.out_bias, kernel_init=out_init,
+                         name="attn_out")(out)
 
-        h = nn.LayerNorm(name="ln_mlp")(x)
-        h = nn.gelu(nn.Dense(cfg.mlp_ratio * cfg.width, kernel_init=init, name="mlp_in")(h))
-        x = x + nn.Dense(cfg.width, kernel_init=out_init, name="mlp_out")(h)
+        h = _norm(cfg, "ln_mlp")(x)
+        if cfg.mlp == "swiglu":
+            gate = nn.Dense(cfg.hidden, use_bias=cfg.out_bias, kernel_init=init,
+                            name="mlp_gate")(h)
+            up = nn.Dense(cfg.hidden, use_bias=cfg.out_bias, kernel_init=init, name="mlp_in")(h)
+            h = nn.silu(gate) * up
+        else:
+            h = nn.gelu(nn.Dense(cfg.hidden, use_bias=cfg.out_bias, kernel_init=init,
+                                 name="mlp_in")(h))
+        x = x + nn.Dense(cfg.width, use_bias=cfg.out_bias, kernel_init=out_init,
+                         name="mlp_out")(h)
         return x, (k, v)
 
 
@@ -212,7 +326,7 @@ class Transformer(nn.Module):
             x, (k, v) = _Block(cfg, name=f"block_{i}")(x, positions, mask, layer_cache)
             new_k.append(k)
             new_v.append(v)
-        x = nn.LayerNorm(name="ln_final")(x)
+        x = _norm(cfg, "ln_final")(x)
         if return_hidden:
             logits = x
         elif cfg.tie_embeddings:
