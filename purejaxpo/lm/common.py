@@ -60,13 +60,17 @@ class LMState(NamedTuple):
 
 
 def optimizer(hyperparams: Mapping[str, Array]) -> optax.GradientTransformation:
-    """Global-norm clipping then Adam at a constant, possibly traced, learning rate.
+    """Global-norm clipping then Adam at a constant, possibly traced, learning rate; on the
+    LoRA adapters alone where the parameters have them (:func:`purejaxpo.lm.lora.
+    train_adapters_only`).
 
     The state's structure does not depend on the values, so a state initialised with one set
     of hyperparameters is updated with another (that is what makes them sweepable).
     """
-    return make_optimizer(lambda count: hyperparams["learning_rate"],
-                          hyperparams["max_grad_norm"], eps=1e-8)
+    from purejaxpo.lm.lora import train_adapters_only
+
+    return train_adapters_only(make_optimizer(lambda count: hyperparams["learning_rate"],
+                                              hyperparams["max_grad_norm"], eps=1e-8))
 
 
 def init_state(key: Array, params, hyperparams: Mapping[str, Array]) -> LMState:

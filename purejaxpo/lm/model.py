@@ -62,6 +62,11 @@ class TransformerConfig:
         ("factor", f))`` or Llama 3's ``(("rope_type", "llama3"), ("factor", f),
         ("low_freq_factor", l), ("high_freq_factor", h),
         ("original_max_position_embeddings", n))`` (a tuple of pairs: hashable, static).
+      lora_rank: rank of the LoRA adapters on the ``lora_targets`` projections (0: none;
+        :mod:`purejaxpo.lm.lora`).
+      lora_alpha: the adapters' scale is ``lora_alpha / lora_rank``.
+      lora_targets: projection names (``q``, ``k``, ``v``, ``qkv``, ``attn_out``,
+        ``mlp_gate``, ``mlp_in``, ``mlp_out``).
     """
 
     vocab_size: int
@@ -81,8 +86,15 @@ class TransformerConfig:
     out_bias: bool = True
     rope_theta: float = 10000.0
     rope_scaling: tuple | None = None
+    lora_rank: int = 0
+    lora_alpha: float = 16.0
+    lora_targets: tuple[str, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int) \
+                or self.lora_rank < 0:
+            raise ValueError(f"lora_rank must be an integer >= 0, got {self.lora_rank!r}")
         if isinstance(self.rope_scaling, Mapping):
             object.__setattr__(self, "rope_scaling", tuple(sorted(self.rope_scaling.items())))
         elif self.rope_scaling is not None:
@@ -218,6 +230,35 @@ def _rope(x: Array, positions: Array, inv_freq=None) -> Array:
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
+class _LoRADense(nn.Module):
+    """``nn.Dense`` (same ``kernel`` / ``bias``) plus a LoRA adapter ``(alpha / r) x A B``."""
+
+    features: int
+    use_bias: bool
+    kernel_init: Any
+    rank: int
+    scale: float
+
+    @nn.compact
+    def __call__(self, x):
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        y = jnp.dot(x, kernel)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+        a = self.param("lora_a", nn.initializers.normal(1.0 / math.sqrt(x.shape[-1])),
+                       (x.shape[-1], self.rank))
+        b = self.param("lora_b", nn.initializers.zeros, (self.rank, self.features))
+        return y + self.scale * jnp.dot(jnp.dot(x, a), b)
+
+
+def _dense(cfg: TransformerConfig, features: int, use_bias: bool, kernel_init, name: str):
+    """The projection ``name``: with a LoRA adapter where the config targets it."""
+    if cfg.lora_rank and name in cfg.lora_targets:
+        return _LoRADense(features, use_bias, kernel_init, cfg.lora_rank,
+                          cfg.lora_alpha / cfg.lora_rank, name=name)
+    return nn.Dense(features, use_bias=use_bias, kernel_init=kernel_init, name=name)
+
+
 def _norm(cfg: TransformerConfig, name: str) -> nn.Module:
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(epsilon=cfg.norm_eps, name=name)
@@ -240,13 +281,11 @@ class _Block(nn.Module):
 
         h = _norm(cfg, "ln_attn")(x)
         if cfg.num_kv_heads is None:
-            qkv = nn.Dense(3 * cfg.width, use_bias=cfg.qkv_bias, kernel_init=init,
-                           name="qkv")(h)
+            qkv = _dense(cfg, 3 * cfg.width, cfg.qkv_bias, init, "qkv")(h)
             q, k, v = jnp.split(qkv.reshape(b, length, 3 * heads, d), 3, axis=2)
         else:
             def proj(n, name):
-                return nn.Dense(n * d, use_bias=cfg.qkv_bias, kernel_init=init,
-                                name=name)(h).reshape(b, length, n, d)
+                return _dense(cfg, n * d, cfg.qkv_bias, init, name)(h).reshape(b, length, n, d)
 
             q, k, v = proj(heads, "q"), proj(kv, "k"), proj(kv, "v")
         if cfg.positions == "rope":
@@ -261,20 +300,16 @@ class _Block(nn.Module):
         scores = jnp.where(mask[:, None, None], scores, jnp.finfo(scores.dtype).min)
         attn = jax.nn.softmax(scores, axis=-1)
         out = jnp.einsum("bkgls,bskd->blkgd", attn, v).reshape(b, length, heads * d)
-        x = x + nn.Dense(cfg.width, use_bias=cfg.out_bias, kernel_init=out_init,
-                         name="attn_out")(out)
+        x = x + _dense(cfg, cfg.width, cfg.out_bias, out_init, "attn_out")(out)
 
         h = _norm(cfg, "ln_mlp")(x)
         if cfg.mlp == "swiglu":
-            gate = nn.Dense(cfg.hidden, use_bias=cfg.out_bias, kernel_init=init,
-                            name="mlp_gate")(h)
-            up = nn.Dense(cfg.hidden, use_bias=cfg.out_bias, kernel_init=init, name="mlp_in")(h)
+            gate = _dense(cfg, cfg.hidden, cfg.out_bias, init, "mlp_gate")(h)
+            up = _dense(cfg, cfg.hidden, cfg.out_bias, init, "mlp_in")(h)
             h = nn.silu(gate) * up
         else:
-            h = nn.gelu(nn.Dense(cfg.hidden, use_bias=cfg.out_bias, kernel_init=init,
-                                 name="mlp_in")(h))
-        x = x + nn.Dense(cfg.width, use_bias=cfg.out_bias, kernel_init=out_init,
-                         name="mlp_out")(h)
+            h = nn.gelu(_dense(cfg, cfg.hidden, cfg.out_bias, init, "mlp_in")(h))
+        x = x + _dense(cfg, cfg.width, cfg.out_bias, out_init, "mlp_out")(h)
         return x, (k, v)
 
 
