@@ -104,3 +104,28 @@ def test_refusals_name_the_tensor_or_setting(tmp_path):
             config_from_hf({**hf, **change})
     with pytest.raises(ValueError, match="no config.json"):
         load_pretrained(tmp_path)
+
+
+def test_bfloat16_compute_keeps_float32_master_weights():
+    import dataclasses
+
+    from purejaxpo.lm.model import init_params
+
+    pre = load_pretrained(DATA / "llama")
+    bf16 = dataclasses.replace(pre.model, compute_dtype="bfloat16")
+    ref = _reference("llama")[1]
+    ids = jnp.asarray([ref["ids"]])
+    logits = jax.jit(lambda p: Transformer(bf16).apply(
+        {"params": p}, ids, jnp.ones_like(ids, bool))[0])(pre.params)[0]
+    want = np.asarray(ref["logits"])
+    assert logits.dtype == jnp.float32
+    assert np.max(np.abs(np.asarray(logits) - want)) < 0.05 * np.max(np.abs(want)) + 0.05
+    assert np.mean(np.argmax(logits, -1) == np.argmax(want, -1)) >= 0.75
+    # Fresh parameters stay float32 (the master weights); the KV cache is bf16.
+    params = init_params(jax.random.PRNGKey(0), bf16)
+    assert {x.dtype for x in jax.tree_util.tree_leaves(params)} == {jnp.dtype("float32")}
+    out = generate(jax.random.PRNGKey(0), pre.params, bf16, ids, jnp.ones_like(ids, bool),
+                   max_new_tokens=4, eos_id=-1, pad_id=0, greedy=True)
+    assert out.tokens.shape == (1, 4)
+    with pytest.raises(ValueError, match="compute_dtype must be one of"):
+        dataclasses.replace(pre.model, compute_dtype="float16")

@@ -32,6 +32,7 @@ Array = jax.Array
 POSITION_KINDS = ("rope", "learned")
 NORM_KINDS = ("layernorm", "rmsnorm")
 MLP_KINDS = ("gelu", "swiglu")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,9 @@ class TransformerConfig:
       lora_alpha: the adapters' scale is ``lora_alpha / lora_rank``.
       lora_targets: projection names (``q``, ``k``, ``v``, ``qkv``, ``attn_out``,
         ``mlp_gate``, ``mlp_in``, ``mlp_out``).
+      compute_dtype: ``"float32"``, or ``"bfloat16"``: activations, matrix products and the
+        KV cache in bf16 while the parameters (the optimiser's master weights) stay float32;
+        logits come back in float32.
     """
 
     vocab_size: int
@@ -89,8 +93,12 @@ class TransformerConfig:
     lora_rank: int = 0
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = ()
+    compute_dtype: str = "float32"
 
     def __post_init__(self):
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got "
+                             f"{self.compute_dtype!r}")
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
         if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int) \
                 or self.lora_rank < 0:
@@ -137,6 +145,11 @@ class TransformerConfig:
         return self.width // self.num_heads
 
     @property
+    def dtype(self):
+        """The compute dtype as a jnp dtype."""
+        return jnp.dtype(self.compute_dtype)
+
+    @property
     def kv_heads(self) -> int:
         """Key/value heads (``num_kv_heads``, or ``num_heads`` when None)."""
         return self.num_kv_heads or self.num_heads
@@ -177,8 +190,10 @@ class KVCache(NamedTuple):
     index: Array
 
 
-def init_cache(config: TransformerConfig, batch: int, dtype=jnp.float32) -> KVCache:
-    """An empty cache for ``batch`` sequences of up to ``config.max_len`` tokens."""
+def init_cache(config: TransformerConfig, batch: int, dtype=None) -> KVCache:
+    """An empty cache for ``batch`` sequences of up to ``config.max_len`` tokens (in the
+    config's compute dtype unless ``dtype`` is given)."""
+    dtype = config.dtype if dtype is None else dtype
     shape = (config.num_layers, batch, config.max_len, config.kv_heads, config.head_dim)
     return KVCache(
         k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
@@ -241,14 +256,15 @@ class _LoRADense(nn.Module):
 
     @nn.compact
     def __call__(self, x):
+        dt = x.dtype
         kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
-        y = jnp.dot(x, kernel)
+        y = jnp.dot(x, kernel.astype(dt))
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros, (self.features,))
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(dt)
         a = self.param("lora_a", nn.initializers.normal(1.0 / math.sqrt(x.shape[-1])),
                        (x.shape[-1], self.rank))
         b = self.param("lora_b", nn.initializers.zeros, (self.rank, self.features))
-        return y + self.scale * jnp.dot(jnp.dot(x, a), b)
+        return y + self.scale * jnp.dot(jnp.dot(x, a.astype(dt)), b.astype(dt))
 
 
 def _dense(cfg: TransformerConfig, features: int, use_bias: bool, kernel_init, name: str):
@@ -256,13 +272,14 @@ def _dense(cfg: TransformerConfig, features: int, use_bias: bool, kernel_init, n
     if cfg.lora_rank and name in cfg.lora_targets:
         return _LoRADense(features, use_bias, kernel_init, cfg.lora_rank,
                           cfg.lora_alpha / cfg.lora_rank, name=name)
-    return nn.Dense(features, use_bias=use_bias, kernel_init=kernel_init, name=name)
+    return nn.Dense(features, use_bias=use_bias, kernel_init=kernel_init, dtype=cfg.dtype,
+                    name=name)
 
 
 def _norm(cfg: TransformerConfig, name: str) -> nn.Module:
     if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(epsilon=cfg.norm_eps, name=name)
-    return nn.LayerNorm(epsilon=cfg.norm_eps, name=name)
+        return nn.RMSNorm(epsilon=cfg.norm_eps, dtype=cfg.dtype, name=name)
+    return nn.LayerNorm(epsilon=cfg.norm_eps, dtype=cfg.dtype, name=name)
 
 
 class _Block(nn.Module):
@@ -296,9 +313,9 @@ class _Block(nn.Module):
             k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), index, 1)
             v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), index, 1)
         qg = q.reshape(b, length, kv, heads // kv, d)  # query heads grouped by their kv head
-        scores = jnp.einsum("blkgd,bskd->bkgls", qg, k) / math.sqrt(d)
+        scores = jnp.einsum("blkgd,bskd->bkgls", qg, k).astype(jnp.float32) / math.sqrt(d)
         scores = jnp.where(mask[:, None, None], scores, jnp.finfo(scores.dtype).min)
-        attn = jax.nn.softmax(scores, axis=-1)
+        attn = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # softmax in float32
         out = jnp.einsum("bkgls,bskd->blkgd", attn, v).reshape(b, length, heads * d)
         x = x + _dense(cfg, cfg.width, cfg.out_bias, out_init, "attn_out")(out)
 
@@ -332,13 +349,13 @@ class Transformer(nn.Module):
         and the updated cache (None without a cache)."""
         cfg = self.config
         b, length = tokens.shape
-        embed = nn.Embed(cfg.vocab_size, cfg.width,
+        embed = nn.Embed(cfg.vocab_size, cfg.width, dtype=cfg.dtype,
                          embedding_init=nn.initializers.normal(0.02), name="embed")
         start = None if cache is None else jnp.sum(cache.valid, axis=-1, dtype=jnp.int32)
         positions = positions_from_valid(valid, start)
         x = embed(tokens)
         if cfg.positions == "learned":
-            pos_embed = nn.Embed(cfg.max_len, cfg.width,
+            pos_embed = nn.Embed(cfg.max_len, cfg.width, dtype=cfg.dtype,
                                  embedding_init=nn.initializers.normal(0.01), name="pos_embed")
             x = x + pos_embed(jnp.minimum(positions, cfg.max_len - 1))
 
@@ -367,8 +384,9 @@ class Transformer(nn.Module):
         elif cfg.tie_embeddings:
             logits = embed.attend(x)
         else:
-            logits = nn.Dense(cfg.vocab_size, use_bias=False,
+            logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=cfg.dtype,
                               kernel_init=nn.initializers.normal(0.02), name="head")(x)
+        logits, x = logits.astype(jnp.float32), x.astype(jnp.float32)
         if also_hidden and not return_hidden:
             logits = (logits, x)
         if cache is None:
