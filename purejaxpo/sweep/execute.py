@@ -56,6 +56,11 @@ def _to_host(tree) -> Any:
     return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
 
 
+def process0_log(log: Callable[[str], None] | None) -> Callable[[str], None]:
+    """``log`` on process 0 of a multi-host run, silence elsewhere (and for ``log=None``)."""
+    return log if (log is not None and jax.process_index() == 0) else (lambda _: None)
+
+
 def check_positive_ints(**values) -> None:
     """ValueError naming the first value that is neither None nor an integer >= 1."""
     for name, value in values.items():
@@ -81,7 +86,7 @@ def run_groups(plan: SweepPlan, make_run: Callable, *, chunk_size: int | None,
     mesh = Mesh(np.array(devices), (_AXIS,))
     sharding = NamedSharding(mesh, PartitionSpec(_AXIS))
     num_devices = len(devices)
-    say = log if (log is not None and jax.process_index() == 0) else (lambda _: None)
+    say = process0_log(log)
     say(plan.describe() + f", {num_devices} device(s), {jax.process_count()} process(es)")
 
     for indices in plan.groups:  # replay buffers (SAC, TD3) must fit: refuse before compiling

@@ -32,7 +32,7 @@ import numpy as np
 from purejaxpo.lm.common import greedy_exact_match, if_finite
 from purejaxpo.lm.config import LMDPOConfig, LMGRPOConfig, LMPPOConfig, LMSFTConfig, LMTrainConfig
 from purejaxpo.metrics import NONFINITE
-from purejaxpo.sweep.execute import assemble_result, run_groups, warn_diverged
+from purejaxpo.sweep.execute import assemble_result, process0_log, run_groups, warn_diverged
 from purejaxpo.sweep.plan import SweepPlan
 from purejaxpo.sweep.results import SweepResult
 
@@ -158,7 +158,7 @@ def run_lm_plan(plan: SweepPlan, *, init=None, pairs=None, extra_rewards=None,
     has the column :data:`SCORE` (held-out greedy exact match at the end, NaN for a run that
     diverged), its curves the exact match at :func:`eval_steps`, ``env_steps`` those steps
     (``unit="steps"``)."""
-    say = log if (log is not None and jax.process_index() == 0) else (lambda _: None)
+    say = process0_log(log)
     groups, compile_s, run_s, num_devices = run_groups(
         plan, lambda config: make_lm_run_fn(config, init, pairs=pairs,
                                             extra_rewards=extra_rewards),

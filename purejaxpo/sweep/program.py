@@ -18,7 +18,7 @@ from purejaxpo.config import RLConfig
 from purejaxpo.lm.config import LMTrainConfig
 from purejaxpo.metrics import NONFINITE, final_return
 from purejaxpo.sweep.execute import (
-    assemble_result, check_positive_ints, run_groups, warn_diverged)
+    assemble_result, check_positive_ints, process0_log, run_groups, warn_diverged)
 from purejaxpo.sweep.plan import Range, SweepPlan, is_lm, plan_sweep
 from purejaxpo.sweep.results import SweepResult
 
@@ -102,7 +102,7 @@ def run_plan(plan: SweepPlan, *, chunk_size: int | None = None, log_every: int =
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction={fraction!r} is invalid: must be in (0, 1]")
     make_train = make_train or ALGORITHMS[plan.algo][1]
-    say = log if (log is not None and jax.process_index() == 0) else (lambda _: None)
+    say = process0_log(log)
     groups, compile_s, run_s, num_devices = run_groups(
         plan, lambda config: make_run_fn(make_train(config), config, log_every=log_every,
                                          fraction=fraction),
