@@ -4,6 +4,7 @@
 #   bash experiments/gpu_suite.sh                          # full scale: under 8 min on one H200
 #   GPU_SUITE_SCALE=tiny bash experiments/gpu_suite.sh     # the CPU check CI runs (a few minutes)
 #   GPU_SUITE_OUT=/some/dir bash experiments/gpu_suite.sh  # where results go
+#   GPU_SUITE_ONLY="ppo_cartpole lm" bash experiments/gpu_suite.sh   # some sections only
 #
 # Writes one `purejaxpo bench` table per section (NAME.json / .md / .png) and suite.md (all the
 # tables, the device and the time each section took) under $GPU_SUITE_OUT (default
@@ -62,6 +63,9 @@ failed=0
 section() {  # section NAME TITLE FLAGS...
   local name=$1 title=$2
   shift 2
+  if [ -n "${GPU_SUITE_ONLY:-}" ] && [[ " $GPU_SUITE_ONLY " != *" $name "* ]]; then
+    return 0
+  fi
   local start=$SECONDS
   echo "== $name: purejaxpo bench $*" >&2
   # shellcheck disable=SC2068

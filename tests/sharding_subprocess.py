@@ -1,6 +1,7 @@
 """Run by tests/test_sharding.py in a fresh process with 8 forced CPU devices: SFT steps with
-the parameters and optimiser state sharded against the same steps on one device, and GRPO
-(sampling inside) running sharded. Prints OK at the end."""
+the parameters and optimiser state sharded against the same steps on one device (with
+``grpo`` as argument: also GRPO, sampling inside, running sharded; `pytest -m slow`). Prints
+OK at the end."""
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,7 @@ from purejaxpo.lm.sft import sft_program
 from purejaxpo.lm.sharding import AXIS, fsdp_mesh, shard_state, sharded_run
 
 
-def main():
+def main(grpo: bool = False):
     assert jax.device_count() == 8, jax.device_count()
     config = LMSFTConfig(task="sorting", steps=4, batch_size=16, learning_rate=3e-3,
                          num_layers=2, width=64, num_heads=4, mlp_ratio=2)
@@ -36,15 +37,18 @@ def main():
     for a, b in zip(jax.tree_util.tree_leaves(out.params), jax.tree_util.tree_leaves(one.params)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
 
-    grpo = LMGRPOConfig(prompts_per_step=4, group_size=4, steps=2, beta=0.04)
-    program = grpo_program(grpo, one.params, model, grpo.make_task())
-    state = shard_state(jax.jit(program.init)(jax.random.PRNGKey(1)), mesh)
-    assert [x.sharding.spec for x in jax.tree_util.tree_leaves(state.ref)] == \
-        [x.sharding.spec for x in leaves]  # the reference model is split alike
-    out, metrics = sharded_run(program, mesh, state)(state, 2)
-    assert bool(jnp.all(jnp.isfinite(metrics["loss"])))
+    if grpo:
+        config = LMGRPOConfig(prompts_per_step=4, group_size=4, steps=2, beta=0.04)
+        program = grpo_program(config, one.params, model, config.make_task())
+        state = shard_state(jax.jit(program.init)(jax.random.PRNGKey(1)), mesh)
+        assert [x.sharding.spec for x in jax.tree_util.tree_leaves(state.ref)] == \
+            [x.sharding.spec for x in leaves]  # the reference model is split alike
+        out, metrics = sharded_run(program, mesh, state)(state, 2)
+        assert bool(jnp.all(jnp.isfinite(metrics["loss"])))
     print("OK")
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(grpo="grpo" in sys.argv[1:])

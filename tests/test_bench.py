@@ -77,14 +77,17 @@ def test_a_failing_cell_is_reported_not_raised():
 
 
 @pytest.mark.timeout(900)
-def test_gpu_suite_tiny_scale_on_the_cpu(tmp_path):
+@pytest.mark.parametrize("sections", [
+    "ppo_cartpole lm",  # CI: one environment and the LM section
+    pytest.param("ppo_cartpole minatar sac lm", marks=pytest.mark.slow)])
+def test_gpu_suite_tiny_scale_on_the_cpu(tmp_path, sections):
     env = {**os.environ, "GPU_SUITE_SCALE": "tiny", "GPU_SUITE_OUT": str(tmp_path),
-           "PYTHON": sys.executable}
+           "PYTHON": sys.executable, "GPU_SUITE_ONLY": sections}
     proc = subprocess.run(["bash", str(ROOT / "experiments" / "gpu_suite.sh")], env=env,
                           capture_output=True, text=True, timeout=850)
     assert proc.returncode == 0, proc.stderr[-3000:]
     suite = (tmp_path / "suite.md").read_text()
-    for name in ("ppo_cartpole", "minatar", "sac", "lm"):
+    for name in sections.split():
         assert f"({name}: ok," in suite
         cells = json.loads((tmp_path / f"{name}.json").read_text())["cells"]
         assert cells and all(c["ok"] and c["throughput"] > 0 for c in cells), name

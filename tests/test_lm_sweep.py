@@ -43,7 +43,7 @@ def test_sft_sweep_rows_are_the_runs_their_keys_and_settings_give_alone():
     train = jax.jit(program.train)
     evaluate = make_evaluator(base.model_config(), base.make_task(), base.eval_prompts)
     keys = result.plan.seed_keys
-    for row, lr, s in [(1, 1e-3, 1), (2, 1e-2, 0)]:
+    for row, lr, s in [(2, 1e-2, 0)]:
         alone = train(keys[s], {"learning_rate": lr})
         loss = np.asarray(alone.metrics["loss"])
         want = [loss[0:10].mean(), loss[10:20].mean(), loss[20:25].mean()]

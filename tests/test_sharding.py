@@ -24,10 +24,12 @@ def test_split_rule():
 
 
 @pytest.mark.timeout(600)
-def test_sharded_over_8_devices_equals_one_device():
+@pytest.mark.parametrize("what", [
+    "sft", pytest.param("grpo", marks=pytest.mark.slow)])  # grpo: sampling sharded too
+def test_sharded_over_8_devices_equals_one_device(what):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
            "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "sharding_subprocess.py")],
-                          env=env, capture_output=True, text=True, timeout=560)
+    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "sharding_subprocess.py"),
+                           what], env=env, capture_output=True, text=True, timeout=560)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), \
         (proc.stdout + proc.stderr)[-4000:]
