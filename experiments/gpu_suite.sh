@@ -20,10 +20,10 @@
 #   lm            `lm grpo` steps of a random 16-layer, width-512 policy (about 50M parameters),
 #                 16 prompts x 8 completions of 5 and of 32 tokens
 #
-# On the lent GPU machine (no package index there), carry the wheels purejaxpo needs beyond
-# what is preinstalled, as the device tool's README says, then e.g.:
+# On the lent GPU machine (no package index there): `bash experiments/device_wheels.sh` here
+# first (the wheels it lacks, and purejaxpo's own), carry .whl, then e.g.:
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
-#   export PYTHONPATH=/tmp/site:$PWD; GPU_SUITE_OUT=/tmp/gpu bash experiments/gpu_suite.sh;
+#   export PYTHONPATH=/tmp/site; GPU_SUITE_OUT=/tmp/gpu bash experiments/gpu_suite.sh;
 #   tar czf $OUT/gpu.tgz -C /tmp/gpu .
 set -uo pipefail
 cd "$(dirname "$0")/.."
