@@ -129,3 +129,23 @@ def test_bfloat16_compute_keeps_float32_master_weights():
     assert out.tokens.shape == (1, 4)
     with pytest.raises(ValueError, match="compute_dtype must be one of"):
         dataclasses.replace(pre.model, compute_dtype="float16")
+
+
+def test_lm_generate_command_batches_left_padded_prompts(tmp_path, capsys):
+    from purejaxpo import cli
+
+    refs = _reference("llama")[:2]  # prompts of different lengths: one is left-padded
+    path = tmp_path / "gen.json"
+    argv = ["lm", "generate", "--model", str(DATA / "llama"), "--greedy", "--max-new-tokens",
+            str(len(refs[0]["greedy"])), "--json", str(path)]
+    for ref in refs:
+        argv += ["--prompt", ref["prompt"]]
+    assert cli.main(argv) == 0
+    results = json.loads(path.read_text())["results"]
+    assert [r["tokens"] for r in results] == [ref["greedy"] for ref in refs]
+    assert f"{refs[0]['prompt']!r} -> " in capsys.readouterr().out
+    assert cli.main(["lm", "generate", "--model", str(DATA / "llama"), "--prompt", "1",
+                     "--max-new-tokens", "0"]) == 2
+    assert "--max-new-tokens=0 is invalid" in capsys.readouterr().err
+    assert cli.main(["lm", "generate", "--model", str(tmp_path), "--prompt", "1"]) == 2
+    assert "no config.json" in capsys.readouterr().err

@@ -11,6 +11,7 @@
                       [--pairs FILE.jsonl] [--steps N] [--out DIR] [--json PATH]
     purejaxpo lm rm   --task addition [--init runs/sft] [--steps N] [--out DIR] [--json PATH]
     purejaxpo lm eval --task addition --init runs/grpo [--json eval.json]
+    purejaxpo lm generate --model HF_DIR --prompt "12+34=" [--max-new-tokens 32] [--temperature T]
 
 Every trainer also takes ``--checkpoint-dir DIR [--checkpoint-every N] [--resume]``: the whole
 training state is saved every N steps, and a killed run resumed with ``--resume`` ends bitwise
@@ -250,6 +251,58 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_generate(args) -> int:
+    """``lm generate``: a Hugging Face-format checkpoint's continuation of text prompts."""
+    import time
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from purejaxpo.lm.pretrained import load_pretrained
+    from purejaxpo.lm.sampling import generate
+
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens={args.max_new_tokens} is invalid: must be >= 1")
+    if not args.temperature > 0:
+        raise ValueError(f"--temperature={args.temperature} is invalid: must be > 0")
+    pre = load_pretrained(args.model)
+    if pre.tokenizer is None:
+        raise ValueError(f"--model {args.model}: no tokenizer.json to encode the prompts with")
+    encoded = [pre.tokenizer.encode(p).ids for p in args.prompt]
+    width = max(len(ids) for ids in encoded)
+    if width + args.max_new_tokens > pre.model.max_len:
+        raise ValueError(f"--max-new-tokens={args.max_new_tokens}: the longest prompt ({width} "
+                         f"tokens) plus the completion exceeds the model's context "
+                         f"{pre.model.max_len}")
+    prompts = np.zeros((len(encoded), width), np.int32)
+    valid = np.zeros((len(encoded), width), bool)
+    for i, ids in enumerate(encoded):  # left-padded
+        prompts[i, width - len(ids):], valid[i, width - len(ids):] = ids, True
+    eos = pre.hf_config.get("eos_token_id")
+    eos = eos[0] if isinstance(eos, list) else eos
+    start = time.perf_counter()
+    out = jax.jit(lambda p, x, v, key: generate(
+        key, p, pre.model, x, v, max_new_tokens=args.max_new_tokens,
+        eos_id=-1 if eos is None else int(eos), pad_id=0, temperature=args.temperature,
+        greedy=args.greedy))(pre.params, jnp.asarray(prompts), jnp.asarray(valid),
+                             jax.random.PRNGKey(args.seed))
+    tokens, mask = np.asarray(out.tokens), np.asarray(out.mask)
+    seconds = time.perf_counter() - start
+    results = []
+    for prompt, row, keep in zip(args.prompt, tokens, mask):
+        text = pre.tokenizer.decode(row[keep].tolist())
+        results.append({"prompt": prompt, "completion": text, "tokens": row[keep].tolist()})
+        print(f"{prompt!r} -> {text!r}")
+    print(f"{int(mask.sum())} tokens in {seconds:.2f} s (compilation included) | "
+          f"{device_description()}")
+    if args.json:
+        write_json(args.json, {"command": "lm generate", "model": args.model,
+                               "greedy": args.greedy, "results": results,
+                               "device": device_description()})
+    return 0
+
+
 def _reporting_errors(fn):
     """Bad input (``ValueError``, raised before anything compiles) prints ``error: ...`` and
     returns 2, as ``purejaxpo train`` does."""
@@ -321,7 +374,8 @@ def _rl_flags(p, beta_help: str) -> None:
 def add_cli_parser(sub) -> None:
     from purejaxpo.lm.config import ADVANTAGE_ESTIMATORS
 
-    lm = sub.add_parser("lm", help="language-model policies: sft, grpo, ppo, dpo, rm, eval",
+    lm = sub.add_parser("lm", help="language-model policies: sft, grpo, ppo, dpo, rm, eval, "
+                        "generate",
                         description=__doc__.split("\n\n")[0])
     lm_sub = lm.add_subparsers(dest="lm_command", required=True)
 
@@ -365,6 +419,19 @@ def add_cli_parser(sub) -> None:
     ev.add_argument("--no-progress", dest="progress", action="store_false",
                     help="accepted for symmetry with the trainers (eval shows no progress bar)")
     ev.set_defaults(func=_reporting_errors(cmd_eval))
+
+    gen = lm_sub.add_parser("generate", help="continue text prompts with a Hugging Face-format "
+                            "checkpoint (Llama, Qwen2)")
+    gen.add_argument("--model", required=True, metavar="DIR",
+                     help="config.json, *.safetensors and tokenizer.json")
+    gen.add_argument("--prompt", action="append", required=True,
+                     help="a prompt (repeatable: one batch)")
+    gen.add_argument("--max-new-tokens", type=int, default=32)
+    gen.add_argument("--greedy", action="store_true", help="most likely token at every step")
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=0, help="sampling PRNG seed")
+    gen.add_argument("--json", metavar="PATH", help="write the completions here")
+    gen.set_defaults(func=_reporting_errors(cmd_generate))
 
     add_dpo_parser(lm_sub)
 
