@@ -34,6 +34,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -163,6 +164,10 @@ class SequenceTask:
         """A fixed evaluation set: the same ``n`` prompts on every call and every machine."""
         return self.sample(jax.random.PRNGKey(seed), n)
 
+    def heldout_size(self, n: int) -> int:
+        """How many prompts :meth:`heldout` gives when asked for ``n``."""
+        return n
+
     # -- rewards ------------------------------------------------------------------------
 
     def _answer_positions(self, tokens: Array, mask: Array, batch: TaskBatch):
@@ -206,7 +211,8 @@ class SequenceTask:
         """Human-readable ``prompt -> completion`` lines (host side, for logs and examples)."""
         lines = []
         for i in range(min(limit, batch.prompts.shape[0])):
-            prompt = self.tokenizer.decode(batch.prompts[i])
+            prompt = self.tokenizer.decode(np.asarray(batch.prompts[i])[
+                np.asarray(batch.prompt_valid[i])])
             shown = batch.answers[i] if tokens is None else tokens[i]
             lines.append(f"{prompt} {self.tokenizer.decode(shown, skip_special=False)}")
         return lines
@@ -294,14 +300,24 @@ class SortingTask(SequenceTask):
 TASKS = {"addition": AdditionTask, "sorting": SortingTask}
 
 
+def task_classes() -> dict[str, type]:
+    """Every task by name: the synthetic ones and ``jsonl``
+    (:class:`~purejaxpo.envs.prompt_data.PromptData`, prompts and answers from a file)."""
+    from purejaxpo.envs.prompt_data import PromptData
+
+    return {**TASKS, "jsonl": PromptData}
+
+
 def make_task(name: str, **kwargs) -> SequenceTask:
-    """The task ``name`` (``addition`` or ``sorting``) with options such as ``digits=3``."""
-    if name not in TASKS:
-        close = difflib.get_close_matches(name, list(TASKS), n=2, cutoff=0.4)
+    """The task ``name`` (``addition``, ``sorting``, or ``jsonl`` with ``path`` and ``model``)
+    with options such as ``digits=3``."""
+    classes = task_classes()
+    if name not in classes:
+        close = difflib.get_close_matches(name, list(classes), n=2, cutoff=0.4)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ValueError(f"task={name!r} is not a known task.{hint} Valid tasks: "
-                         f"{', '.join(TASKS)}.")
-    cls = TASKS[name]
+                         f"{', '.join(classes)}.")
+    cls = classes[name]
     fields = {f.name for f in dataclasses.fields(cls)} - {"tokenizer"}
     unknown = sorted(set(kwargs) - fields)
     if unknown:

@@ -1,3 +1,19 @@
-"""Shared test set-up: import purejaxpo first so its XLA safety flag is in place."""
+"""Shared test set-up.
 
-import purejaxpo  # noqa: F401
+JAX's persistent compilation cache is switched on for the test session (and, through the
+environment, for the processes the tests start): many tests compile the same program through
+fresh ``make_train`` closures or fresh CLI processes, and the cache, keyed on the compiled
+program, turns the repeats into a lookup. It changes no result (same program, same machine);
+the directory is emptied by nothing, so only the first run on a machine pays every compile.
+Set ``JAX_COMPILATION_CACHE_DIR`` to use another directory.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), f"purejaxpo-tests-jax-cache-{os.getuid()}"),
+)
+
+import purejaxpo  # noqa: F401,E402  (its XLA safety flag goes in before jax starts)

@@ -13,6 +13,18 @@
     purejaxpo lm eval --task addition --init runs/grpo [--json eval.json]
     purejaxpo lm generate --model HF_DIR --prompt "12+34=" [--max-new-tokens 32] [--temperature T]
 
+A pretrained Hugging Face-format model (Llama, Qwen2) takes the place of ``--init`` with
+``--model DIR`` and trains LoRA adapters by default (``--lora-rank 8``; 0 trains every
+weight), on prompts and answers from ``--data FILE.jsonl`` (``{"prompt": ..., "answer": ...}``
+per line; :mod:`purejaxpo.envs.prompt_data`), with rewards ``correct``, ``contains``,
+``prefix``, ``tokens`` or a Python function on strings (``--reward mymodule:fn=0.5``,
+``fn(prompt, completion, answer) -> float``); ``--out DIR`` then writes a Hugging Face
+checkpoint with the adapters merged:
+
+    purejaxpo lm grpo --model HF_DIR --data train.jsonl --lora-rank 8 --steps 200 --out tuned
+    purejaxpo lm dpo  --model HF_DIR --pairs prefs.jsonl --out tuned
+    purejaxpo lm eval --model tuned --data train.jsonl
+
 Every trainer also takes ``--checkpoint-dir DIR [--checkpoint-every N] [--resume]``: the whole
 training state is saved every N steps, and a killed run resumed with ``--resume`` ends bitwise
 where the uninterrupted one does.
@@ -28,8 +40,9 @@ This module only parses arguments, calls the library (:mod:`purejaxpo.lm`) and p
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 from purejaxpo.settings import device_description, parse_settings, write_json
 
@@ -58,7 +71,7 @@ def _rewards(items) -> tuple[tuple[str, float], ...] | None:
         return None
     out = []
     for item in items:
-        name, _, weight = item.partition("=")
+        name, _, weight = item.rpartition("=") if "=" in item else (item, "", "")
         try:
             out.append((name.strip(), float(weight) if weight else 1.0))
         except ValueError:
@@ -85,14 +98,110 @@ def _check_settings(config_cls, args, owner: str) -> None:
 
 def _config(config_cls, args, owner: str, policy=None, **fixed):
     """The validated config from ``--set``/flags; the task and its options default to the
-    ``policy``'s (the one training starts from)."""
+    ``policy``'s (the one training starts from). A data task's rewards default to
+    ``correct=1 contains=0.5``."""
     values = parse_settings(args.set, config_cls, owner, _RESERVED)
     values.update({k: v for k, v in fixed.items() if v is not None})
     task = args.task or (policy.task if policy else "addition")
     task_args = _task_args(args.task_arg)
     if not args.task_arg and policy is not None and task == policy.task:
         task_args = dict(policy.task_args)
+    if (task == "jsonl" and "rewards" in {f.name for f in dataclasses.fields(config_cls)}
+            and values.get("rewards") is None):
+        values["rewards"] = DATA_REWARDS
     return config_cls(task=task, task_args=task_args, seed=args.seed, **values)
+
+
+DATA_REWARDS = (("correct", 1.0), ("contains", 0.5))
+"""The rewards of a run on ``--data`` unless ``--reward`` says otherwise."""
+
+
+class Start(NamedTuple):
+    """Where a trainer starts: a policy folder (``--init``) or a pretrained Hugging Face
+    checkpoint (``--model``, with LoRA adapters unless ``--lora-rank 0``)."""
+
+    params: Any
+    model: Any
+    task: str
+    task_args: dict[str, Any]
+    pretrained: Any = None  # the lm.pretrained.Pretrained it came from, for --model
+
+
+def _load_start(args, *, data: str | None = None, adapters: bool = True) -> Start:
+    """The starting policy from ``--init`` or ``--model`` (checked: exactly one), the task
+    defaulting to ``data`` (a JSON-lines file, tokenized by the model's tokenizer) for a
+    pretrained model, with LoRA adapters per the flags unless ``adapters`` is False."""
+    import os
+
+    if getattr(args, "model", None) is None:
+        if data is not None:
+            raise ValueError("--data is for a pretrained --model (a policy from --init has "
+                             "its own task: --task)")
+        policy = _load_init(args)
+        return Start(policy.params, policy.model, policy.task, dict(policy.task_args))
+    import jax
+
+    from purejaxpo.lm.lora import add_adapters
+    from purejaxpo.lm.pretrained import load_pretrained
+
+    if args.task and args.task != "jsonl":
+        raise ValueError(f"--task {args.task!r} is invalid with --model: a pretrained model "
+                         "trains on prompts from --data FILE.jsonl")
+    if data is None:
+        raise ValueError("--model needs --data FILE.jsonl (one {\"prompt\": ..., \"answer\": "
+                         "...} object per line)")
+    _check_lora(args)
+    pre = load_pretrained(args.model)
+    params, model = pre.params, pre.model
+    if args.lora_rank and adapters:
+        model, params = add_adapters(jax.random.PRNGKey(args.seed), params, model,
+                                     rank=args.lora_rank, alpha=args.lora_alpha,
+                                     targets=tuple(args.lora_targets.split(",")))
+    task_args = {"path": os.path.abspath(data), "model": os.path.abspath(args.model)}
+    return Start(params, model, "jsonl", task_args, pre)
+
+
+def _check_lora(args) -> None:
+    from purejaxpo.lm.lora import TARGETS
+
+    if args.lora_rank < 0:
+        raise ValueError(f"--lora-rank={args.lora_rank} is invalid: must be >= 0 (0: train "
+                         "every weight)")
+    if not args.lora_alpha > 0:
+        raise ValueError(f"--lora-alpha={args.lora_alpha} is invalid: must be > 0")
+    bad = [t for t in args.lora_targets.split(",") if t not in TARGETS]
+    if bad:
+        raise ValueError(f"--lora-targets={args.lora_targets!r} is invalid: {bad} are not in "
+                         f"{','.join(TARGETS)}")
+
+
+def _user_rewards(config, start: Start) -> dict[str, Any]:
+    """The ``module:function`` rewards of ``config`` as text rewards on the task's
+    tokenizer."""
+    from purejaxpo.envs.prompt_data import load_reward
+
+    tokenizer = config.make_task().tokenizer
+    return {name: load_reward(name, tokenizer) for name, _ in config.rewards if ":" in name}
+
+
+def _save(args, kind: str, params, start: Start, config, out: dict) -> None:
+    """``--out``: a policy folder, or for a pretrained model a Hugging Face checkpoint with the
+    adapters merged (``tokenizer.json`` copied), which ``--model`` and other tools open."""
+    from purejaxpo.lm.checkpoint import save_policy
+
+    if start.pretrained is not None:
+        from purejaxpo.lm.lora import merge_adapters
+        from purejaxpo.lm.pretrained import save_pretrained
+
+        merged, model = merge_adapters(params, start.model)
+        save_pretrained(args.out, merged, model, start.pretrained.hf_config,
+                        tokenizer=start.pretrained.tokenizer)
+        print(f"saved the model (adapters merged) to {args.out} (Hugging Face format)")
+        return
+    save_policy(args.out, params, start.model, task=config.task,
+                task_args=dict(config.task_args),
+                meta={k: out[k] for k in ("command", "exact_match_after", "steps", "config")})
+    print(f"saved policy to {args.out}")
 
 
 def _warn_if_diverged(fit) -> None:
@@ -127,7 +236,7 @@ def _report(args, kind: str, config, result, tokens: float, extra: dict[str, Any
     })
     print(f"{kind} {config.task}: held-out greedy exact match "
           f"{_fmt(out['exact_match_before'])} -> {_fmt(out['exact_match_after'])} "
-          f"({config.eval_prompts} prompts) | {out['steps']} steps in {result.run_s:.1f} s, "
+          f"({config.make_task().heldout_size(config.eval_prompts)} prompts) | {out['steps']} steps in {result.run_s:.1f} s, "
           f"{_fmt(out['tokens_per_s'], ',.0f')} tokens/s | {out['device']}")
     _warn_if_diverged(result)
     if args.json:
@@ -182,38 +291,42 @@ def cmd_ppo(args) -> int:
 
 
 def _rl_command(args, kind: str, config_cls, train, **fixed) -> int:
-    """``lm grpo`` and ``lm ppo``: from an ``--init`` policy, with the task's rewards and an
-    optional ``--reward-model``; prints, writes ``--json``, saves ``--out``."""
-    from purejaxpo.lm.checkpoint import save_policy
-
+    """``lm grpo`` and ``lm ppo``: from an ``--init`` policy or a ``--model``, with the task's
+    rewards, user text rewards and an optional ``--reward-model``; prints, writes ``--json``,
+    saves ``--out``."""
     _check_settings(config_cls, args, f"lm {kind}")
     checkpointing = _checkpointing(args)
-    policy = _load_init(args)
+    policy = _load_start(args, data=args.data)
     config = _config(config_cls, args, f"lm {kind}", policy, steps=args.steps, loss=args.loss,
                      beta=args.beta, group_size=args.group_size, rewards=_rewards(args.reward),
                      **fixed)
-    extra = None
+    extra = _user_rewards(config, policy) or None
     if args.reward_model:
         from purejaxpo.lm.checkpoint import load_policy
         from purejaxpo.lm.reward_model import reward_function
 
         rm = load_policy(args.reward_model, kind="reward_model")
-        extra = {"rm": reward_function(rm.params, rm.model)}
+        extra = {**(extra or {}), "rm": reward_function(rm.params, rm.model)}
         if not any(name == "rm" for name, _ in config.rewards):
             config = config.replace(rewards=config.rewards + (("rm", 1.0),))
     result = train(config, policy.params, policy.model, extra_rewards=extra,
                    progress=args.progress, **checkpointing)
     tokens = result.run_total("completion_tokens")
     out = _report(args, kind, config, result, tokens,
-                  {"init": args.init, "reward_model": args.reward_model,
-                   "tokens_kind": "generated completion tokens"})
+                  {"init": args.init or args.model, "reward_model": args.reward_model,
+                   "tokens_kind": "generated completion tokens", **_adapter_info(policy)})
     if args.out:
         params = result.state.params
-        save_policy(args.out, params["policy"] if kind == "ppo" else params, policy.model,
-                    task=config.task, task_args=dict(config.task_args),
-                    meta={k: out[k] for k in ("command", "exact_match_after", "steps", "config")})
-        print(f"saved policy to {args.out}")
+        _save(args, kind, params["policy"] if kind == "ppo" else params, policy, config, out)
     return 0
+
+
+def _adapter_info(start: Start) -> dict[str, Any]:
+    """Trained / total parameters (the JSON's ``trained_params``, ``params``)."""
+    from purejaxpo.lm.lora import count_adapter_params, has_adapters
+
+    adapters, total = count_adapter_params(start.params)
+    return {"params": total, "trained_params": adapters if has_adapters(start.params) else total}
 
 
 def cmd_eval(args) -> int:
@@ -226,20 +339,21 @@ def cmd_eval(args) -> int:
     from purejaxpo.lm.common import greedy_completions, make_evaluator
     from purejaxpo.settings import json_safe
 
-    policy = _load_init(args)
+    policy = _load_start(args, data=args.data, adapters=False)
     name = args.task or policy.task
     task = make_task(name, **(_task_args(args.task_arg) or
                               (policy.task_args if name == policy.task else {})))
     evaluate = make_evaluator(policy.model, task, args.num_prompts)
     start = time.perf_counter()
     em = evaluate(policy.params)
-    out = {"command": "lm eval", "task": name, "init": args.init, "exact_match": em,
-           "num_prompts": args.num_prompts, "eval_s": time.perf_counter() - start,
-           "device": device_description()}
     batch = task.heldout(args.num_prompts)
-    print(f"eval {name}: held-out greedy exact match {em:.3f} ({args.num_prompts} prompts)")
+    num = int(batch.prompts.shape[0])
+    out = {"command": "lm eval", "task": name, "init": args.init or args.model,
+           "exact_match": em, "num_prompts": num, "eval_s": time.perf_counter() - start,
+           "device": device_description()}
+    print(f"eval {name}: held-out greedy exact match {em:.3f} ({num} prompts)")
     if math.isnan(em):
-        print(f"warning: {args.init} holds non-finite parameters (a diverged run); its "
+        print(f"warning: {args.init or args.model} holds non-finite parameters (a diverged run); its "
               "exact match is reported as NaN", file=sys.stderr)
     completions = greedy_completions(policy.params, policy.model, task, batch)
     out["examples"] = task.decode_batch(batch, np.asarray(completions.tokens),
@@ -319,14 +433,29 @@ def _reporting_errors(fn):
     return run
 
 
-def _common(p, *, init: bool):
+def _common(p, *, init: bool, data: bool = True):
     p.add_argument("--task", default=None,
                    help="addition or sorting (default: the --init policy's task, else addition)")
     p.add_argument("--task-arg", action="append", metavar="NAME=VALUE",
                    help="task option, e.g. --task-arg digits=4 (repeatable)")
     if init:
-        p.add_argument("--init", required=True, metavar="DIR",
-                       help="a policy folder written by `lm sft --out` (or `lm grpo --out`)")
+        start = p.add_mutually_exclusive_group(required=True)
+        start.add_argument("--init", metavar="DIR",
+                           help="a policy folder written by `lm sft --out` (or `lm grpo --out`)")
+        start.add_argument("--model", metavar="HF_DIR",
+                           help="a pretrained Hugging Face-format checkpoint (Llama, Qwen2: "
+                                "config.json, *.safetensors, tokenizer.json)")
+        if data:
+            p.add_argument("--data", metavar="FILE.jsonl", default=None,
+                           help="prompts and answers for --model, one {\"prompt\": ..., "
+                                "\"answer\": ...} per line (the last tenth held out)")
+        p.add_argument("--lora-rank", type=int, default=8,
+                       help="LoRA adapters of this rank on a --model (default 8; 0 trains "
+                            "every weight)")
+        p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha (default 16)")
+        p.add_argument("--lora-targets", default="q,k,v,attn_out",
+                       help="projections that get adapters (default q,k,v,attn_out; also "
+                            "mlp_gate, mlp_in, mlp_out)")
     p.add_argument("--json", metavar="PATH", help="write the results and full config here")
 
 
@@ -365,7 +494,9 @@ def _rl_flags(p, beta_help: str) -> None:
                    help="loss variant (default grpo: its ratio and clipping)")
     p.add_argument("--beta", type=float, default=None, help=beta_help)
     p.add_argument("--reward", action="append", metavar="NAME=WEIGHT",
-                   help="reward function and weight (repeatable; default correct=1 digits=0.5)")
+                   help="reward function and weight (repeatable; default correct=1 digits=0.5, "
+                        "with --data correct=1 contains=0.5); NAME may be module:function or "
+                        "file.py:function, fn(prompt, completion, answer) -> float on strings")
     p.add_argument("--reward-model", metavar="DIR", default=None,
                    help="a reward model from `lm rm --out DIR`, as reward 'rm' (weight 1 "
                         "unless --reward rm=W)")
@@ -471,14 +602,15 @@ def cmd_rm(args) -> int:
 
 
 def cmd_dpo(args) -> int:
-    from purejaxpo.lm.checkpoint import save_policy
     from purejaxpo.lm.config import LMDPOConfig
     from purejaxpo.lm.dpo import train_dpo
     from purejaxpo.lm.pairs import preference_data
 
     _check_settings(LMDPOConfig, args, "lm dpo")
     checkpointing = _checkpointing(args)
-    policy = _load_init(args)
+    if args.model and not args.pairs:
+        raise ValueError("--model needs --pairs FILE.jsonl (prompt/chosen/rejected per line)")
+    policy = _load_start(args, data=args.pairs if args.model else None)
     config = _config(LMDPOConfig, args, "lm dpo", policy, steps=args.steps, loss=args.loss,
                      beta=args.beta)
     data = preference_data(config, config.make_task(), policy=(policy.params, policy.model),
@@ -486,7 +618,8 @@ def cmd_dpo(args) -> int:
     result = train_dpo(config, policy.params, policy.model, data.train, data.heldout,
                        progress=args.progress, **checkpointing)
     extra = {
-        "init": args.init,
+        "init": args.init or args.model,
+        **_adapter_info(policy),
         "pairs": data.source,
         **result.preference_summary(),
         "pairs_per_s": _per_s(config.batch_size * result.fit.steps_run,
@@ -500,10 +633,7 @@ def cmd_dpo(args) -> int:
           f"{_fmt(extra['chosen_logp_delta'], '+.2f')}, rejected "
           f"{_fmt(extra['rejected_logp_delta'], '+.2f')}")
     if args.out:
-        save_policy(args.out, result.fit.state.params, policy.model, task=config.task,
-                    task_args=dict(config.task_args),
-                    meta={k: out[k] for k in ("command", "exact_match_after", "steps", "config")})
-        print(f"saved policy to {args.out}")
+        _save(args, "dpo", result.fit.state.params, policy, config, out)
     return 0
 
 
@@ -518,7 +648,7 @@ def add_dpo_parser(lm_sub) -> None:
         epilog="losses (--loss NAME; default beta; what it is; when to use it):\n"
                + describe_preference_losses(),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    _common(dpo, init=True)
+    _common(dpo, init=True, data=False)
     _trainer(dpo)
     dpo.add_argument("--loss", default=None, choices=list(PREFERENCE_LOSSES),
                      help=f"loss (default {default}: DPO plus the chosen answers' NLL, "

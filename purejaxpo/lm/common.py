@@ -78,9 +78,30 @@ def init_state(key: Array, params, hyperparams: Mapping[str, Array]) -> LMState:
                    step=jnp.zeros((), jnp.int32))
 
 
+class FromParams(NamedTuple):
+    """A reference computed in every step from the current parameters instead of stored in
+    the state: ``fn(params)``, e.g. :func:`purejaxpo.lm.lora.adapters_off` (the base model
+    under LoRA), so the reference model takes no memory of its own."""
+
+    fn: Callable[[Any], Any]
+
+
+def reference_of(policy_params, select: Callable[[Any], Any] = lambda p: p):
+    """What :func:`lm_program` takes as ``reference`` for "the starting policy": free
+    (:class:`FromParams` with the adapters off) where ``policy_params`` have LoRA adapters,
+    else the starting parameters, kept in the state. ``select`` picks the policy's parameters
+    out of the trained tree (e.g. PPO's ``p["policy"]``)."""
+    from purejaxpo.lm.lora import adapters_off, has_adapters
+
+    if has_adapters(policy_params):
+        return FromParams(lambda p: adapters_off(select(p)))
+    return select
+
+
 def lm_program(step: Callable, *, num_steps: int, hyperparams: Mapping[str, Array],
                start: Callable[[Array], tuple[Any, Array]],
-               reference: Callable[[Any], Any] | None = None, consts: tuple = ()):
+               reference: Callable[[Any], Any] | FromParams | None = None,
+               consts: tuple = ()):
     """A trainer's :class:`~purejaxpo.algos.base.Program`: the same two pure pieces as the
     environment algorithms', so that seeds and settings vmap, and runs checkpoint and resume,
     through the same code (:func:`purejaxpo.checkpoint.run_with_checkpoints`).
@@ -88,7 +109,8 @@ def lm_program(step: Callable, *, num_steps: int, hyperparams: Mapping[str, Arra
     * ``init(key, hyperparams=None) -> LMState``: ``start(key) -> (params, run_key)`` gives the
       starting parameters (random ones from the key for a model trained from scratch, given
       ones otherwise) and the key the steps draw from; ``reference(params)``, if given, what
-      the step takes from the reference model (kept in ``state.ref``, so checkpointed);
+      the step takes from the reference model (kept in ``state.ref``, so checkpointed;
+      a :class:`FromParams` reference is not kept, but computed in each step);
       missing hyperparameters are filled from ``hyperparams``.
     * ``run(state, n) -> (state, metrics)``: ``n`` (static) steps in one ``lax.scan``, each
       ``step(state, state.hyperparams, *consts[, state.ref]) -> (state, metrics)`` (the
@@ -111,13 +133,17 @@ def lm_program(step: Callable, *, num_steps: int, hyperparams: Mapping[str, Arra
         hp = {k: jnp.asarray((hyperparams or {}).get(k, v), v.dtype)
               for k, v in defaults.items()}
         params, run_key = start(key)
-        ref = reference(params) if reference is not None else None
+        ref = None if reference is None or isinstance(reference, FromParams) else \
+            reference(params)
         return LMState(params, optimizer(hp).init(params), run_key,
                        jnp.zeros((), jnp.int32), hp, ref)
 
     def run(state: LMState, num_updates: int):
         def one(state, _):
-            args = (*consts, state.ref) if reference is not None else consts
+            if isinstance(reference, FromParams):
+                args = (*consts, reference.fn(state.params))
+            else:
+                args = (*consts, state.ref) if reference is not None else consts
             new, metrics = step(state, state.hyperparams, *args)
             return new, {**metrics, NONFINITE: nonfinite(new.params, metrics.get("loss"))}
 

@@ -54,6 +54,7 @@ from purejaxpo.lm.common import (
     lm_program,
     make_evaluator,
     optimizer,
+    reference_of,
 )
 from purejaxpo.lm.config import PREFERENCE_LOSSES, LMDPOConfig, describe_preference_losses
 from purejaxpo.lm.model import TransformerConfig
@@ -294,16 +295,20 @@ def dpo_program(config: LMDPOConfig, params: Any, model: TransformerConfig, data
     :class:`KTOData` for ``kto``) as a :class:`~purejaxpo.algos.base.Program`. What the step
     takes from the reference model (``params`` unless ``ref_params`` is given) is made by
     ``init`` and kept in the state: its log-probs of the whole dataset
-    (``precompute_ref``), or its parameters; nothing for the reference-free losses."""
+    (``precompute_ref``), or its parameters (none for a policy with LoRA adapters: the
+    adapters switched off in each step); nothing for the reference-free losses."""
     spec = config.loss_spec
-
-    def reference(p):
-        ref = p if ref_params is None else ref_params
-        return reference_log_probs(ref, model, data) if config.precompute_ref else ref
+    if not spec.reference:
+        reference = None
+    elif config.precompute_ref:
+        def reference(p):
+            return reference_log_probs(p if ref_params is None else ref_params, model, data)
+    else:
+        reference = reference_of(params) if ref_params is None else (lambda p: ref_params)
 
     return lm_program(make_dpo_step(config, model), num_steps=config.steps,
                       hyperparams=config.hyperparams(), start=lambda key: (params, key),
-                      reference=reference if spec.reference else None,
+                      reference=reference,
                       consts=(data,) if spec.reference else (data, None))
 
 

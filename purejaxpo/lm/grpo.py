@@ -53,6 +53,7 @@ from purejaxpo.lm.common import (
     lm_program,
     make_evaluator,
     optimizer,
+    reference_of,
 )
 from purejaxpo.lm.config import LMGRPOConfig
 from purejaxpo.lm.model import TransformerConfig
@@ -226,11 +227,12 @@ def grpo_program(config: LMGRPOConfig, params: Any, model: TransformerConfig,
                  task: SequenceTask, *, ref_params: Any = None,
                  extra_rewards: Mapping[str, RewardFn] | None = None):
     """GRPO from ``params`` as a :class:`~purejaxpo.algos.base.Program`; the reference model
-    (where the config uses one) is ``params`` unless ``ref_params`` is given, and is kept in
-    the state (so checkpoints hold it)."""
+    (where the config uses one) is ``params`` unless ``ref_params`` is given, kept in the
+    state (so checkpoints hold it), or, for a policy with LoRA adapters, the adapters switched
+    off in each step (:func:`~purejaxpo.lm.common.reference_of`: no copy)."""
     reference = None
     if config.use_reference:
-        reference = (lambda p: p) if ref_params is None else (lambda p: ref_params)
+        reference = reference_of(params) if ref_params is None else (lambda p: ref_params)
     return lm_program(make_grpo_step(config, model, task, extra_rewards),
                       num_steps=config.steps, hyperparams=config.hyperparams(),
                       start=lambda key: (params, key), reference=reference)

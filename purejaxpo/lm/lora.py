@@ -34,9 +34,20 @@ def _path_names(path) -> list[str]:
     return [getattr(p, "key", getattr(p, "name", str(p))) for p in path]
 
 
+HEADS = ("value", "score")
+"""Heads put on top of a (pretrained) trunk, which train together with the adapters: the PPO
+critic's ``value`` head and the reward model's ``score``."""
+
+
 def is_adapter(path) -> bool:
     """Whether a leaf's key path ends in an adapter matrix."""
     return bool(path) and _path_names(path)[-1] in LORA_LEAVES
+
+
+def is_trainable(path) -> bool:
+    """Whether a leaf trains when the parameters have adapters: the adapters and the heads on
+    top of the trunk (:data:`HEADS`); the base weights stay frozen."""
+    return is_adapter(path) or any(name in HEADS for name in _path_names(path))
 
 
 def has_adapters(params) -> bool:
@@ -89,7 +100,9 @@ def add_adapters(key, params, model: TransformerConfig, *, rank: int = 8, alpha:
 
 def adapters_off(params):
     """``params`` with every ``lora_b`` zeroed: the base model (the reference), sharing the
-    base weights."""
+    base weights. Because training moves only the adapters (:func:`train_adapters_only`) and
+    a fresh adapter is zero, this is exactly the model training started from, at every step:
+    the reference costs no memory (:class:`~purejaxpo.lm.common.FromParams`)."""
     return jax.tree_util.tree_map_with_path(
         lambda p, x: jnp.zeros_like(x) if _path_names(p)[-1] == "lora_b" else x, params)
 
@@ -117,14 +130,14 @@ def merge_adapters(params, model: TransformerConfig):
 
 
 def train_adapters_only(tx: optax.GradientTransformation) -> optax.GradientTransformation:
-    """``tx`` on the adapters alone where the parameters have adapters (the rest get zero
-    updates and no optimiser state, and ``tx``'s gradient clipping sees only the adapters);
-    exactly ``tx`` where they have none (so the state of a model without adapters is
-    unchanged)."""
+    """``tx`` on the adapters (and heads, :func:`is_trainable`) alone where the parameters
+    have adapters (the base weights get zero updates and no optimiser state, and ``tx``'s
+    gradient clipping sees only what trains); exactly ``tx`` where they have none (so the
+    state of a model without adapters is unchanged)."""
 
     def labels(params):
         return jax.tree_util.tree_map_with_path(
-            lambda p, _: "train" if is_adapter(p) else "freeze", params)
+            lambda p, _: "train" if is_trainable(p) else "freeze", params)
 
     masked = optax.multi_transform({"train": tx, "freeze": optax.set_to_zero()}, labels)
 

@@ -193,7 +193,7 @@ def load_jsonl(path: str, tokenizer: Tokenizer, *, max_len: int | None = None
             if not isinstance(obj[k], str):
                 raise ValueError(f"{where}: field {k!r} must be a string")
         try:
-            prompt = tokenizer.encode(obj["prompt"])
+            prompt = getattr(tokenizer, "encode_prompt", tokenizer.encode)(obj["prompt"])
             a = _encode_completion(tokenizer, obj[fields[1]])
             b = _encode_completion(tokenizer, obj["rejected"]) if kind == "pairs" else None
         except ValueError as e:

@@ -42,7 +42,8 @@ import jax.numpy as jnp
 from purejaxpo import advantages, losses
 from purejaxpo.checkpoint import describe
 from purejaxpo.envs.sequence_tasks import RewardFn, SequenceTask
-from purejaxpo.lm.common import FitResult, LMState, fit, lm_program, make_evaluator, optimizer
+from purejaxpo.lm.common import (
+    FitResult, LMState, fit, lm_program, make_evaluator, optimizer, reference_of)
 from purejaxpo.lm.config import LMPPOConfig
 from purejaxpo.lm.grpo import make_sampler
 from purejaxpo.lm.model import Transformer, TransformerConfig, ValueModel, init_params
@@ -185,7 +186,8 @@ def ppo_program(config: LMPPOConfig, params: Any, model: TransformerConfig, task
                 *, extra_rewards: Mapping[str, RewardFn] | None = None):
     """PPO from policy ``params`` as a :class:`~purejaxpo.algos.base.Program`: ``init(key)``
     builds the critic (the policy's trunk, a value head drawn from the key); the reference
-    model, where used, is the starting policy, kept in the state."""
+    model, where used, is the starting policy, kept in the state (free under LoRA:
+    :func:`~purejaxpo.lm.common.reference_of`)."""
 
     def start(key):
         critic_key, run_key = jax.random.split(key)
@@ -194,7 +196,8 @@ def ppo_program(config: LMPPOConfig, params: Any, model: TransformerConfig, task
 
     return lm_program(make_ppo_step(config, model, task, extra_rewards),
                       num_steps=config.steps, hyperparams=config.hyperparams(), start=start,
-                      reference=(lambda p: p["policy"]) if config.use_reference else None)
+                      reference=reference_of(params, lambda p: p["policy"])
+                      if config.use_reference else None)
 
 
 def train_ppo(config: LMPPOConfig, params: Any, model: TransformerConfig, *,
