@@ -1,11 +1,11 @@
 """Prompts and answers from a JSON-lines file, tokenized by a Hugging Face ``tokenizer.json``:
-the task a pretrained model trains on with ``lm grpo|ppo|sft|eval --model DIR --data FILE``.
+the task a pretrained model trains on with ``lm grpo|ppo|eval --model DIR --data FILE``.
 
 Each non-blank line is ``{"prompt": "...", "answer": "..."}`` (a preference file's
 ``{"prompt", "chosen", "rejected"}`` lines are read too, ``chosen`` as the answer, and
-KTO's ``completion``, so ``lm dpo --pairs`` evaluates on its own file). The last tenth of the lines (at least one)
-is the held-out set, never sampled for training; prompts are drawn uniformly, with
-replacement, from the rest. Prompts are encoded with the tokenizer's special tokens (e.g. a
+KTO's ``completion``, so ``lm dpo --pairs`` evaluates on its own file). The last tenth of the
+lines (at least one) is the held-out set, never sampled for training; prompts are drawn
+uniformly, with replacement, from the rest. Prompts are encoded with the tokenizer's special tokens (e.g. a
 Llama BOS), answers without, then the model's EOS.
 
 Rewards (JAX, in the compiled step, ``(batch, tokens [B, N], mask [B, N]) -> [B]``):

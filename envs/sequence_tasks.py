@@ -191,7 +191,8 @@ class SequenceTask:
         answers, answer_mask = self._answer_positions(tokens, mask, batch)
         is_eos = answers == self.tokenizer.eos_id
         allowed = jnp.isin(tokens, jnp.asarray(self.answer_token_ids))
-        ok = jnp.where(is_eos, tokens == self.tokenizer.eos_id, jnp.where(answer_mask, allowed, True))
+        ok = jnp.where(is_eos, tokens == self.tokenizer.eos_id,
+                       jnp.where(answer_mask, allowed, True))
         ok = ok & (mask == answer_mask)
         return jnp.all(ok, axis=1).astype(jnp.float32)
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxpo.envs.prompt_data import PromptData, TokenizerFile, load_reward, text_reward
+from purejaxpo.envs.prompt_data import TokenizerFile, load_reward, text_reward
 from purejaxpo.envs.sequence_tasks import make_task
 from purejaxpo.lm.common import FromParams, reference_of
 from purejaxpo.lm.config import LMGRPOConfig

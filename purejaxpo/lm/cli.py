@@ -236,7 +236,8 @@ def _report(args, kind: str, config, result, tokens: float, extra: dict[str, Any
     })
     print(f"{kind} {config.task}: held-out greedy exact match "
           f"{_fmt(out['exact_match_before'])} -> {_fmt(out['exact_match_after'])} "
-          f"({config.make_task().heldout_size(config.eval_prompts)} prompts) | {out['steps']} steps in {result.run_s:.1f} s, "
+          f"({config.make_task().heldout_size(config.eval_prompts)} prompts) | "
+          f"{out['steps']} steps in {result.run_s:.1f} s, "
           f"{_fmt(out['tokens_per_s'], ',.0f')} tokens/s | {out['device']}")
     _warn_if_diverged(result)
     if args.json:
@@ -353,8 +354,8 @@ def cmd_eval(args) -> int:
            "device": device_description()}
     print(f"eval {name}: held-out greedy exact match {em:.3f} ({num} prompts)")
     if math.isnan(em):
-        print(f"warning: {args.init or args.model} holds non-finite parameters (a diverged run); its "
-              "exact match is reported as NaN", file=sys.stderr)
+        print(f"warning: {args.init or args.model} holds non-finite parameters (a diverged "
+              "run); its exact match is reported as NaN", file=sys.stderr)
     completions = greedy_completions(policy.params, policy.model, task, batch)
     out["examples"] = task.decode_batch(batch, np.asarray(completions.tokens),
                                         limit=args.examples)
