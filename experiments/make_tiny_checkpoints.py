@@ -11,6 +11,11 @@ Writes, per architecture (``llama``: grouped-query attention, untied embeddings,
 the llama weights split over several safetensors files with an index), ``config.json``,
 ``*.safetensors``, ``tokenizer.json`` and ``reference.json``: the prompts, their token ids,
 transformers' float32 logits at every position and its greedy continuation (8 tokens).
+
+``--large DIR`` instead writes one random Llama of about 100M parameters (16 layers, width
+768, grouped-query attention) with the same tokenizer to ``DIR`` (not shipped; the issue's
+"larger random checkpoint" that ``lm grpo --model DIR`` is timed on, see
+``experiments/pretrained_grpo.py``).
 """
 
 from __future__ import annotations
@@ -41,10 +46,30 @@ def make_tokenizer():
     return tok
 
 
+def make_large(out: Path) -> int:
+    """A random ~100M-parameter Llama in the Hugging Face format (with the small tokenizer)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = make_tokenizer()
+    config = LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=768,
+                         intermediate_size=2048, num_hidden_layers=16, num_attention_heads=12,
+                         num_key_value_heads=4, max_position_embeddings=256, bos_token_id=1,
+                         eos_token_id=2, tie_word_embeddings=False)
+    model = LlamaForCausalLM(config).eval().float()
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save(str(out / "tokenizer.json"))
+    print(f"{sum(p.numel() for p in model.parameters()):,} parameters in {out}")
+    return 0
+
+
 def main() -> int:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+    if "--large" in sys.argv:
+        return make_large(Path(sys.argv[sys.argv.index("--large") + 1]))
     torch.manual_seed(0)
     tok = make_tokenizer()
     vocab = tok.get_vocab_size()
