@@ -74,6 +74,27 @@ def test_training_moves_only_the_adapters():
     assert not np.allclose(end.params["block_0"]["qkv"]["lora_b"], b_before)
 
 
+def test_heads_on_an_adapted_trunk_train_with_the_adapters():
+    """PPO's critic (a value head on a copy of the adapted trunk) and a reward model's score
+    train; the trunk's base weights do not."""
+    from purejaxpo.lm.ppo import init_critic
+
+    base_model = LMSFTConfig(task="sorting", **TINY).model_config()
+    base = init_params(jax.random.PRNGKey(0), base_model)
+    model, policy = add_adapters(jax.random.PRNGKey(1), base, base_model, rank=2,
+                                 targets=("qkv",))
+    params = {"policy": policy, "critic": init_critic(jax.random.PRNGKey(2), policy, model)}
+    tx = optimizer({"learning_rate": jnp.float32(1e-2), "max_grad_norm": jnp.float32(1.0)})
+    grads = jax.tree_util.tree_map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    moved = {"/".join(str(getattr(k, "key", k)) for k in path)
+             for path, u in jax.tree_util.tree_leaves_with_path(updates) if bool(jnp.any(u != 0))}
+    assert {"critic/value/kernel", "critic/value/bias"} <= moved
+    assert all(name.endswith(("lora_a", "lora_b")) or name.startswith("critic/value")
+               for name in moved), moved
+    assert "critic/trunk/block_0/qkv/lora_b" in moved
+
+
 def test_models_without_adapters_keep_their_optimiser_state():
     params = {"w": jnp.ones(3)}
     tx = optimizer({"learning_rate": jnp.float32(1e-3), "max_grad_norm": jnp.float32(1.0)})
