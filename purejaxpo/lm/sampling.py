@@ -26,10 +26,24 @@ Array = jax.Array
 
 
 class Completions(NamedTuple):
-    """``tokens`` ``[B, N]`` int32 (``pad_id`` after EOS) and ``mask`` ``[B, N]`` bool."""
+    """``tokens`` ``[B, N]`` int32 (``pad_id`` after EOS) and ``mask`` ``[B, N]`` bool.
+
+    With tools (:mod:`purejaxpo.lm.tools`): ``observed`` ``[B, N]`` bool marks the tokens the
+    tools wrote (results and their closing token; inside ``mask``, never actions), ``calls``
+    and ``malformed`` ``[B]`` count each completion's calls and malformed calls. Without tools
+    they are None.
+    """
 
     tokens: Array
     mask: Array
+    observed: Array | None = None
+    calls: Array | None = None
+    malformed: Array | None = None
+
+    @property
+    def actions(self) -> Array:
+        """``[B, N]`` the tokens the policy chose: ``mask`` without the observations."""
+        return self.mask if self.observed is None else self.mask & ~self.observed
 
 
 def filter_logits(logits: Array, *, top_k: int = 0, top_p=1.0) -> Array:
@@ -69,11 +83,15 @@ def generate(
     top_k: int = 0,
     top_p=1.0,
     greedy: bool = False,
+    tools=None,
 ) -> Completions:
     """Samples ``max_new_tokens`` tokens after each prompt, stopping each at its first EOS.
 
     The prompt is prefilled into a KV cache in one pass, then a ``lax.scan`` decodes one token
-    per step. Pure and jittable; ``temperature`` and ``top_p`` may be traced.
+    per step. Pure and jittable; ``temperature`` and ``top_p`` may be traced. With ``tools``
+    (a :class:`~purejaxpo.lm.tools.ToolUse`), a closed call's result is written into the
+    sequence over the following steps (its tokens count toward ``max_new_tokens`` and are
+    marked ``observed``).
 
     Args:
       key: PRNG key.
@@ -88,7 +106,8 @@ def generate(
       greedy: take the most likely token at every step (static; ignores the sampling settings).
 
     Returns:
-      :class:`Completions` with ``tokens`` and ``mask`` ``[B, N]``.
+      :class:`Completions` with ``tokens`` and ``mask`` ``[B, N]`` (and with ``tools``,
+      ``observed``, ``calls``, ``malformed``).
     """
     batch, prompt_len = prompts.shape
     if prompt_len + max_new_tokens > config.max_len:
@@ -101,24 +120,99 @@ def generate(
     # With left padding the last prompt slot is always a real token (if the prompt has any).
     last_logits = logits[:, -1]
 
-    def step(carry, step_key):
-        cache, logits, done = carry
+    def choose(logits, step_key):
         if greedy:
-            token = jnp.argmax(logits, axis=-1)
-        else:
-            scaled = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
-            token = jax.random.categorical(step_key, scaled, axis=-1)
-        token = jnp.where(done, pad_id, token).astype(jnp.int32)
-        valid = ~done
-        new_done = done | (token == eos_id)
+            return jnp.argmax(logits, axis=-1)
+        scaled = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
+        return jax.random.categorical(step_key, scaled, axis=-1)
+
+    def feed(cache, token, valid):
         next_logits, cache = model.apply(
             {"params": params}, token[:, None], valid[:, None], cache=cache)
-        return (cache, next_logits[:, 0], new_done), (token, valid)
+        return cache, next_logits[:, 0]
 
     keys = jax.random.split(key, max_new_tokens)
     done = jnp.zeros((batch,), bool)
+    if tools is not None:
+        return _decode_with_tools(tools, choose, feed, cache, last_logits, keys, eos_id,
+                                  pad_id)
+
+    def step(carry, step_key):
+        cache, logits, done = carry
+        token = jnp.where(done, pad_id, choose(logits, step_key)).astype(jnp.int32)
+        valid = ~done
+        new_done = done | (token == eos_id)
+        cache, next_logits = feed(cache, token, valid)
+        return (cache, next_logits, new_done), (token, valid)
+
     _, (tokens, mask) = jax.lax.scan(step, (cache, last_logits, done), keys)
     return Completions(tokens=tokens.T, mask=mask.T)
+
+
+class _ToolState(NamedTuple):
+    """Per-sequence tool bookkeeping carried through decoding (``[B, ...]`` each)."""
+
+    in_call: Array      # inside a call (after call_open, before call_close)
+    call: Array         # [B, C] the call's tokens so far
+    call_len: Array     # tokens in ``call`` (may exceed C: overflow)
+    queue: Array        # [B, M + 1] observation tokens still to write
+    queue_len: Array
+    queue_pos: Array    # next queue slot to write
+    calls: Array        # calls closed so far
+    malformed: Array    # malformed calls so far
+
+
+def _decode_with_tools(tools, choose, feed, cache, logits, keys, eos_id: int, pad_id: int):
+    """The decoding scan of :func:`generate` with a tool loop (see :mod:`purejaxpo.lm.tools`):
+    a queued observation token, where one is due, takes the place of the sampled token."""
+    from purejaxpo.lm.tools import result_for_call
+
+    batch = logits.shape[0]
+    c, q = tools.tool.max_call_tokens, tools.queue_len
+    zeros = jnp.zeros((batch,), jnp.int32)
+    state = _ToolState(jnp.zeros((batch,), bool), jnp.zeros((batch, c), jnp.int32), zeros,
+                       jnp.zeros((batch, q), jnp.int32), zeros, zeros, zeros, zeros)
+    rows = jnp.arange(batch)
+
+    def step(carry, step_key):
+        cache, logits, done, ts = carry
+        forced = ts.queue_pos < ts.queue_len
+        queued = ts.queue[rows, jnp.minimum(ts.queue_pos, q - 1)]
+        token = jnp.where(forced, queued, choose(logits, step_key))
+        token = jnp.where(done, pad_id, token).astype(jnp.int32)
+        valid = ~done
+        acting = valid & ~forced
+        opens = acting & ~ts.in_call & (token == tools.call_open)
+        closes = acting & ts.in_call & (token == tools.call_close)
+        grows = acting & ts.in_call & ~closes
+        call = jnp.where((grows & (ts.call_len < c))[:, None]
+                         & (jnp.arange(c)[None, :] == ts.call_len[:, None]),
+                         token[:, None], ts.call)
+        call_len = jnp.where(grows, ts.call_len + 1, jnp.where(opens, 0, ts.call_len))
+        call = jnp.where(opens[:, None], 0, call)
+
+        def run_tool(_):
+            return jax.vmap(lambda cl, n, calls: result_for_call(
+                tools, cl, jnp.minimum(n, c), n > c, calls))(call, call_len, ts.calls)
+
+        empty = (jnp.zeros((batch, q), jnp.int32), zeros, jnp.zeros((batch,), bool))
+        queue, qlen, bad = jax.lax.cond(jnp.any(closes), run_tool, lambda _: empty, None)
+        ts = _ToolState(
+            in_call=(ts.in_call | opens) & ~closes,
+            call=call, call_len=call_len,
+            queue=jnp.where(closes[:, None], queue, ts.queue),
+            queue_len=jnp.where(closes, qlen, ts.queue_len),
+            queue_pos=jnp.where(closes, 0, ts.queue_pos + (forced & valid)),
+            calls=ts.calls + closes, malformed=ts.malformed + (closes & bad))
+        new_done = done | (acting & (token == eos_id))
+        cache, next_logits = feed(cache, token, valid)
+        return (cache, next_logits, new_done, ts), (token, valid, forced & valid)
+
+    done = jnp.zeros((batch,), bool)
+    (_, _, _, ts), (tokens, mask, observed) = jax.lax.scan(
+        step, (cache, logits, done, state), keys)
+    return Completions(tokens=tokens.T, mask=mask.T, observed=observed.T, calls=ts.calls,
+                       malformed=ts.malformed)
 
 
 def completion_log_probs(

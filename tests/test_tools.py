@@ -1,0 +1,192 @@
+"""Tool calls inside the jitted decoding loop (purejaxpo/lm/tools.py, sampling.generate):
+the calculator against Python's integers, and the whole tool loop against a plain-Python loop
+over the same sampled tokens (same key: identical transcripts)."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from purejaxpo.envs.sequence_tasks import ARITHMETIC_VOCAB, Tokenizer
+from purejaxpo.lm.model import Transformer, TransformerConfig, init_params
+from purejaxpo.lm.sampling import generate
+from purejaxpo.lm.tools import ToolUse, calculator
+
+VOCAB = ARITHMETIC_VOCAB + ("-", "*", "<call>", "</call>", "</result>", "<err>")
+TOK = Tokenizer(VOCAB)
+DIGITS = tuple(TOK.id(str(d)) for d in range(10))
+
+
+def _calc(max_result_tokens=8, max_call_tokens=12):
+    return calculator(DIGITS, TOK.id("+"), TOK.id("-"), TOK.id("*"),
+                      max_call_tokens=max_call_tokens, max_result_tokens=max_result_tokens)
+
+
+def _tools(max_calls=2, **kw):
+    return ToolUse(_calc(**kw), call_open=TOK.id("<call>"), call_close=TOK.id("</call>"),
+                   result_close=TOK.id("</result>"), error=TOK.id("<err>"),
+                   max_calls=max_calls)
+
+
+def python_calculator(text: str, max_result_tokens: int):
+    """The reference: Python integers; None for a malformed call."""
+    if not re.fullmatch(r"\d{1,6}([+\-*]\d{1,6})*", text):
+        return None
+    value, sign = 0, 1
+    for part in re.split(r"([+\-])", text):  # terms and their signs; * binds tighter
+        if part in "+-":
+            sign = 1 if part == "+" else -1
+            continue
+        term = 1
+        for factor in part.split("*"):
+            term *= int(factor)
+        value += sign * term
+    if abs(value) >= 2e9 or len(str(value)) > max_result_tokens:
+        return None
+    return str(value)
+
+
+@pytest.mark.parametrize("text", [
+    "456*78", "12+34", "7-9", "2*3+4*5", "1-2*3-4", "0", "000123", "999999*999",
+    "99999*99999", "123456*12345", "1234567", "", "+5", "5+", "5++6", "5*-6", "12=3",
+    "98765*4321-1",
+])
+def test_calculator_against_python(text):
+    m = 8
+    fn = jax.jit(_calc(max_result_tokens=m).fn)
+    ids = [TOK.id(ch) for ch in text]
+    call = jnp.asarray(ids + [0] * (12 - len(ids)), jnp.int32)
+    tokens, n, ok = fn(call, jnp.int32(len(ids)))
+    expect = python_calculator(text, m)
+    assert bool(ok) == (expect is not None), (text, expect)
+    if expect is not None:
+        assert "".join(VOCAB[int(t)] for t in np.asarray(tokens)[:int(n)]) == expect
+
+
+def _model(seed=0):
+    config = TransformerConfig(vocab_size=len(VOCAB), num_layers=1, width=32, num_heads=2,
+                               mlp_ratio=2, max_len=48, tie_embeddings=False)
+    return config, init_params(jax.random.PRNGKey(seed), config)
+
+
+def python_tool_loop(params, config, tools, prompts, valid, key, n, temperature):
+    """Decoding one token at a time with full forward passes (no KV cache) and the tool logic
+    in plain Python: the same keys, so the same samples where the logits agree."""
+    keys = jax.random.split(key, n)
+    forward = jax.jit(lambda p, t, v: Transformer(config).apply({"params": p}, t, v)[0][:, -1])
+    out = []
+    for b in range(prompts.shape[0]):
+        seq, seq_valid = list(np.asarray(prompts[b])), list(np.asarray(valid[b]))
+        tokens, observed = [], []
+        queue, in_call, call, calls, malformed, done = [], False, [], 0, 0, False
+        for t in range(n):
+            if done:
+                tokens.append(TOK.pad_id), observed.append(False)
+                continue
+            logits = forward(params, jnp.asarray([seq]), jnp.asarray([seq_valid]))[0]
+            # The batched sampler draws one categorical over the batch with this key.
+            sampled = _row_draw(keys[t], logits, b, prompts.shape[0], temperature)
+            if queue:
+                token, is_obs = queue.pop(0), True
+            else:
+                token, is_obs = sampled, False
+                if token == TOK.eos_id:  # the end, inside a call or not
+                    done = True
+                elif not in_call and token == tools.call_open:
+                    in_call, call = True, []
+                elif in_call and token == tools.call_close:
+                    in_call = False
+                    text = "".join(VOCAB[i] for i in call)
+                    overflow = len(call) > tools.tool.max_call_tokens
+                    result = None if overflow else python_calculator(
+                        text, tools.tool.max_result_tokens)
+                    malformed += result is None
+                    if result is None or calls >= tools.max_calls:
+                        queue = [tools.error, tools.result_close]
+                    else:
+                        queue = [TOK.id(ch) for ch in result] + [tools.result_close]
+                    calls += 1
+                elif in_call:
+                    call.append(token)
+            tokens.append(token), observed.append(is_obs)
+            seq.append(token), seq_valid.append(True)
+        out.append((tokens, observed, calls, malformed))
+    return out
+
+
+def _row_draw(key, logits, row, batch, temperature):
+    """Row ``row`` of ``jax.random.categorical(key, logits [batch, V])``: the batched draw
+    uses one key for the whole batch, so reproduce it with this row's logits in place."""
+    full = jnp.zeros((batch, logits.shape[-1]), logits.dtype).at[row].set(logits)
+    return int(jax.random.categorical(key, full / temperature, axis=-1)[row])
+
+
+def test_tool_loop_equals_a_python_loop_over_the_same_samples():
+    config, params = _model(seed=3)
+    tools = _tools(max_calls=2, max_result_tokens=6, max_call_tokens=5)
+    b, p, n = 8, 4, 40
+    prompts = jax.random.randint(jax.random.PRNGKey(1), (b, p), 3, 13)
+    valid = jnp.ones((b, p), bool).at[1, 0].set(False)  # one left-padded prompt
+    # Make the tool's tokens likely (weights and key picked so that this batch has rows
+    # without calls, good calls, malformed calls and a call past max_calls).
+    bias = np.zeros(len(VOCAB), np.float32)
+    bias[TOK.id("<call>")], bias[list(DIGITS)], bias[TOK.id("</call>")] = 1.0, 1.0, 2.0
+    key = jax.random.PRNGKey(8)
+    biased = _with_logit_bias(params, config, bias)
+    got = jax.jit(lambda p: generate(key, p, config, prompts, valid, max_new_tokens=n,
+                                     eos_id=TOK.eos_id, pad_id=TOK.pad_id, tools=tools))(biased)
+    ref = python_tool_loop(biased, config, tools, prompts, valid, key, n, 1.0)
+    tokens, observed = np.asarray(got.tokens), np.asarray(got.observed)
+    for row, (r_tokens, r_obs, r_calls, r_bad) in enumerate(ref):
+        assert list(tokens[row]) == r_tokens, row
+        assert list(observed[row]) == r_obs, row
+        assert int(got.calls[row]) == r_calls and int(got.malformed[row]) == r_bad, row
+    # The sample exercised what it should: calls, results, malformed calls, surplus calls.
+    calls, bad = np.asarray(got.calls), np.asarray(got.malformed)
+    assert (calls == 0).any() and (calls > 0).any()  # only some sequences call
+    assert (calls > tools.max_calls).any() and bad.sum() >= 1 and (calls - bad).sum() >= 2
+    results = set(tokens[observed])
+    assert TOK.id("</result>") in results and TOK.id("<err>") in results
+    assert results & set(DIGITS)
+
+
+def _with_logit_bias(params, config, bias):
+    """``params`` whose logits lean towards ``bias``: the final norm's output gets +4 on
+    feature 0 and the head's row 0 gets ``bias / 4`` (roughly ``bias`` added to the logits)."""
+    params = jax.tree_util.tree_map(lambda x: x, params)
+    w = np.asarray(params["head"]["kernel"]).copy()
+    ln_bias = np.asarray(params["ln_final"]["bias"]).copy()
+    ln_bias[0] += 4.0
+    w[0] += bias / 4.0
+    params["head"]["kernel"] = jnp.asarray(w)
+    params["ln_final"]["bias"] = jnp.asarray(ln_bias)
+    return params
+
+
+def test_tools_enabled_but_never_called_change_nothing():
+    config, params = _model(seed=5)
+    prompts = jax.random.randint(jax.random.PRNGKey(2), (4, 3), 3, 13)
+    valid = jnp.ones((4, 3), bool)
+    # A tool whose call_open the model never samples (a token id with -inf-like logit is
+    # not needed: greedy decoding from this model does not emit it, checked below).
+    run = lambda tools: generate(jax.random.PRNGKey(0), params, config, prompts, valid,  # noqa
+                                 max_new_tokens=12, eos_id=TOK.eos_id, pad_id=TOK.pad_id,
+                                 greedy=True, tools=tools)
+    plain, with_tools = run(None), run(_tools())
+    if int(with_tools.calls.sum()) == 0:
+        np.testing.assert_array_equal(plain.tokens, with_tools.tokens)
+        np.testing.assert_array_equal(plain.mask, with_tools.mask)
+        assert not np.asarray(with_tools.observed).any()
+    else:  # pragma: no cover - the seed was chosen so that it does not call
+        pytest.fail("this model calls the tool; pick another seed")
+
+
+def test_bad_tool_settings_name_the_field():
+    with pytest.raises(ValueError, match="four different tokens"):
+        ToolUse(_calc(), call_open=1, call_close=1, result_close=2, error=3)
+    with pytest.raises(ValueError, match="max_calls=0"):
+        ToolUse(_calc(), call_open=1, call_close=2, result_close=3, error=4, max_calls=0)
+    with pytest.raises(ValueError, match="max_result_tokens=0"):
+        ToolUse(_calc(max_result_tokens=0), call_open=1, call_close=2, result_close=3, error=4)
