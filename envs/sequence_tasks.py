@@ -114,12 +114,15 @@ class TaskBatch(NamedTuple):
       prompt_valid: ``[B, P]`` bool.
       answers: ``[B, A]`` int32, the correct completion, EOS included, pad after.
       answer_mask: ``[B, A]`` bool.
+      answer_observed: ``[B, A]`` bool or None: answer tokens a tool writes (in a trace with
+        tool calls), which SFT reads but does not train on.
     """
 
     prompts: Array
     prompt_valid: Array
     answers: Array
     answer_mask: Array
+    answer_observed: Array | None = None
 
     def repeat(self, group_size: int) -> "TaskBatch":
         """Each prompt ``group_size`` times in a row: ``[B * G, ...]`` (groups are contiguous)."""

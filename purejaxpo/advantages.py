@@ -260,8 +260,9 @@ def reinforce_pp_advantages(
 
     1. Per-token reward: ``r_t = -kl_coef * kl_t`` at every valid token, plus the sequence
        reward on the sequence's last valid token (padding gets no reward).
-    2. Return-to-go: ``G_t = r_t + gamma * G_{t+1}`` (``gamma`` per position; with the usual
-       prefix mask of a completion that is per token), ``G = 0`` after the last position.
+    2. Return-to-go: ``G_t = r_t + gamma * G_{t+1}`` over the tokens that count (``gamma`` per
+       counted token; tokens between them, tool results, are skipped), ``G = 0`` after the
+       last one.
     3. Batch normalisation: ``A_t = (G_t - mu) / (sigma + eps)`` with the mean ``mu`` and
        population std ``sigma`` of ``G`` over *all* valid tokens of the batch (not per group,
        unlike GRPO/RLOO): the baseline is global, so the estimator needs no groups.
@@ -295,11 +296,15 @@ def reinforce_pp_advantages(
     dtype = jnp.result_type(rewards, token_kl)
     token_rewards, _ = per_token_rewards(rewards, token_kl, mask, kl_coef)
     token_rewards = token_rewards.astype(dtype)
-    # Return-to-go: discounted returns over the token axis (time-major), never cut.
+    # Return-to-go: discounted returns over the counted tokens (time-major), never cut; tokens
+    # that do not count (tool results) are skipped by the discount (counted_first).
+    order, inverse = counted_first(mask)
     never = jnp.zeros(token_rewards.shape[::-1], bool)
     returns = discounted_returns(
-        token_rewards.T, jnp.zeros_like(token_rewards.T), never, never, gamma
+        jnp.take_along_axis(token_rewards, order, axis=1).T,
+        jnp.zeros_like(token_rewards.T), never, never, gamma
     ).T
+    returns = jnp.take_along_axis(returns, inverse, axis=1)
     count = jnp.maximum(jnp.sum(mask), 1)
     mean = jnp.sum(jnp.where(mask, returns, 0.0)) / count
     centred = jnp.where(mask, returns - mean, 0.0)
@@ -350,7 +355,9 @@ def token_gae(rewards: Array, token_kl: Array, values: Array, mask: Array, kl_co
       rewards: ``[B]`` sequence rewards.
       token_kl: ``[B, N]`` per-token KL of the sampling policy to the reference (k1).
       values: ``[B, N]`` the critic's values (junk at padding is ignored).
-      mask: ``[B, N]`` bool, the completion tokens that count (a prefix of each row).
+      mask: ``[B, N]`` bool, the completion tokens that count (the policy's actions);
+        tokens between them that do not (tool results) are skipped: the next counted token's
+        value bootstraps across them.
       kl_coef, gamma, gae_lambda: may be traced.
 
     Returns:
@@ -360,10 +367,26 @@ def token_gae(rewards: Array, token_kl: Array, values: Array, mask: Array, kl_co
     chex.assert_rank(rewards, 1)
     chex.assert_equal_shape((token_kl, values, mask))
     mask = mask.astype(bool)
+    # Tokens that do not count between ones that do (tool results) are skipped: the counted
+    # tokens are moved to the front of each row in order, and the results moved back.
+    order, inverse = counted_first(mask)
+    token_kl, values, mask = (jnp.take_along_axis(x, order, axis=1)
+                              for x in (token_kl, values, mask))
     token_rewards, is_last = per_token_rewards(rewards, token_kl, mask, kl_coef)
     values = jnp.where(mask, values, 0.0)
     next_values = jnp.concatenate([values[:, 1:], jnp.zeros_like(values[:, :1])], axis=1)
     never = jnp.zeros(mask.shape[::-1], bool)
     adv, targets = gae(token_rewards.T, values.T, next_values.T, is_last.T, never, gamma,
                        gae_lambda)
-    return jnp.where(mask, adv.T, 0.0), jnp.where(mask, targets.T, 0.0)
+    adv, targets = (jnp.take_along_axis(jnp.where(mask, x.T, 0.0), inverse, axis=1)
+                    for x in (adv, targets))
+    return adv, targets
+
+
+def counted_first(mask: Array) -> tuple[Array, Array]:
+    """``(order, inverse)`` ``[B, N]`` int: ``take_along_axis(x, order, 1)`` puts each row's
+    counted tokens (``mask`` true) first, in their order, and ``inverse`` puts them back. The
+    identity for a prefix mask; for a mask with holes (tool results inside a completion) the
+    per-token recursions then run over the counted tokens alone."""
+    order = jnp.argsort(~mask.astype(bool), axis=1, stable=True)
+    return order, jnp.argsort(order, axis=1)

@@ -157,7 +157,7 @@ def ref_reinforce_pp(rewards, token_kl, mask, kl_coef, gamma=1.0, eps=1e-8):
         if valid:
             token_r[valid[-1]] += r[b]
         running = 0.0
-        for t in reversed(range(N)):
+        for t in reversed(valid):  # the counted tokens: holes (tool results) are no steps
             running = token_r[t] + gamma * running
             returns[b, t] = running
     values = [returns[b, t] for b in range(B) for t in range(N) if m[b, t]]
@@ -684,8 +684,8 @@ class ReinforcePPAdvantagesTest(chex.TestCase):
 
     @chex.variants(with_jit=True, without_jit=True)
     def test_mask_with_holes(self):
-        # Not a prefix: the sequence reward goes on the last valid token, holes get no reward
-        # but are discounted over like any position.
+        # Not a prefix: the sequence reward goes on the last valid token; holes (tool results)
+        # get no reward and are skipped by the discount.
         r, kl, _ = _token_batch(64)
         mask = np.random.default_rng(65).random(kl.shape) < 0.6
         mask[0] = False

@@ -19,20 +19,21 @@ TINY = dict(num_layers=1, width=32, num_heads=2, mlp_ratio=2)
 
 
 def _reference_token_gae(rewards, kl, values, mask, kl_coef, gamma, lam):
-    """Plain loops in float64: each row an episode over its valid tokens."""
+    """Plain loops in float64: each row an episode over its valid tokens (positions that are
+    not valid between them, tool results, are no steps of the episode)."""
     b, n = mask.shape
     adv = np.zeros((b, n))
     for i in range(b):
-        length = int(mask[i].sum())
-        r = [-kl_coef * kl[i, t] for t in range(length)]
-        if length:
+        steps = [t for t in range(n) if mask[i, t]]
+        r = [-kl_coef * kl[i, t] for t in steps]
+        if steps:
             r[-1] += rewards[i]
         running = 0.0
-        for t in reversed(range(length)):
-            next_v = values[i, t + 1] if t + 1 < length else 0.0
-            delta = r[t] + gamma * next_v - values[i, t]
+        for j in reversed(range(len(steps))):
+            next_v = values[i, steps[j + 1]] if j + 1 < len(steps) else 0.0
+            delta = r[j] + gamma * next_v - values[i, steps[j]]
             running = delta + gamma * lam * running
-            adv[i, t] = running
+            adv[i, steps[j]] = running
     targets = np.where(mask, adv + values, 0.0)
     return adv, targets
 
@@ -58,6 +59,24 @@ class TokenGAETest(chex.TestCase):
             np.testing.assert_allclose(adv, want_adv, rtol=1e-5, atol=1e-5)
             np.testing.assert_allclose(targets, want_targets, rtol=1e-5, atol=1e-5)
             assert np.all(np.asarray(adv)[~mask] == 0)
+
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_tool_results_inside_a_completion_are_skipped(self):
+        rng = np.random.default_rng(1)
+        b, n = 4, 9
+        mask = rng.random((b, n)) < 0.6  # holes: tokens a tool wrote
+        mask[0], mask[1] = False, np.arange(n) < 4  # an empty row, a prefix row
+        rewards = rng.normal(size=b)
+        kl = np.where(mask, rng.normal(size=(b, n)), np.nan)
+        values = np.where(mask, rng.normal(size=(b, n)), np.inf)
+        adv, targets = self.variant(advantages.token_gae)(
+            jnp.asarray(rewards, jnp.float32), jnp.asarray(kl, jnp.float32),
+            jnp.asarray(values, jnp.float32), jnp.asarray(mask), 0.2, 0.9, 0.8)
+        want_adv, want_targets = _reference_token_gae(
+            rewards, np.nan_to_num(kl), np.where(mask, values, 0.0), mask, 0.2, 0.9, 0.8)
+        np.testing.assert_allclose(adv, want_adv, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(targets, want_targets, rtol=1e-5, atol=1e-5)
+        assert np.all(np.asarray(adv)[~mask] == 0)
 
     def test_per_token_rewards_sum_to_the_reward_minus_the_kl(self):
         mask = jnp.asarray([[True, True, False], [False, False, False]])

@@ -190,3 +190,53 @@ def test_bad_tool_settings_name_the_field():
         ToolUse(_calc(), call_open=1, call_close=2, result_close=3, error=4, max_calls=0)
     with pytest.raises(ValueError, match="max_result_tokens=0"):
         ToolUse(_calc(max_result_tokens=0), call_open=1, call_close=2, result_close=3, error=4)
+
+
+@pytest.mark.parametrize("ratio_level, aggregation", [
+    ("token", "sequence_mean"), ("sequence", "token_mean"), ("token", "constant")])
+def test_gradient_does_not_depend_on_the_logits_at_tool_results(ratio_level, aggregation):
+    """The policy loss, its KL and entropy terms, computed on the actions (mask & ~observed):
+    the gradient with respect to the logits is exactly zero at tool-result positions."""
+    from purejaxpo.lm.objectives import grpo_loss
+    from purejaxpo.lm.sampling import log_probs_from_logits
+    from purejaxpo.losses import masked_mean
+
+    b, n, v = 4, 9, 13
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    logits = jax.random.normal(keys[0], (b, n, v))
+    tokens = jax.random.randint(keys[1], (b, n), 0, v)
+    valid = jnp.arange(n)[None, :] < jnp.asarray([9, 7, 5, 9])[:, None]
+    observed = jnp.zeros((b, n), bool).at[:, 2:4].set(True).at[3, 6].set(True) & valid
+    actions = valid & ~observed
+    ref = jax.random.normal(keys[2], (b, n)) * 0.1 - 2.0
+    adv = jax.random.normal(keys[3], (b,))
+
+    def loss(logits):
+        log_prob, entropy = log_probs_from_logits(logits, tokens, actions, 0.8,
+                                                  with_entropy=True)
+        old = jax.lax.stop_gradient(log_prob) + 0.05
+        value, _ = grpo_loss(log_prob, old, adv, actions, clip_low=0.2, clip_high=0.28,
+                             ref_log_prob=ref, beta=0.1, ratio_level=ratio_level,
+                             aggregation=aggregation)
+        return value - 0.01 * masked_mean(entropy, actions)
+
+    grad = np.asarray(jax.grad(loss)(logits))
+    assert np.all(grad[np.asarray(observed)] == 0.0)
+    assert np.all(np.abs(grad[np.asarray(actions)]).sum(-1) > 0)
+
+
+def test_tool_results_are_attended_to_but_not_scored():
+    from purejaxpo.lm.sampling import completion_log_probs
+
+    config, params = _model(seed=1)
+    prompts = jnp.asarray([[4, 5, 6]])
+    valid = jnp.ones_like(prompts, bool)
+    tokens = jnp.asarray([[16, 3, 4, 17, 5, 18, 6, 7, 2]])  # ... a result (3 tokens) ...
+    observed = jnp.zeros_like(tokens, bool).at[0, 4:6].set(True)
+    mask = jnp.ones_like(tokens, bool)
+    lp = jax.jit(lambda t: completion_log_probs(
+        params, config, prompts, valid, t, mask & ~observed, completion_valid=mask))
+    before, after = lp(tokens), lp(tokens.at[0, 4].set(9))  # another tool result
+    assert np.all(np.asarray(before)[0, 4:6] == 0.0)  # not scored
+    np.testing.assert_array_equal(before[0, :5], after[0, :5])  # causal: earlier unchanged
+    assert not np.allclose(before[0, 6:], after[0, 6:])  # later actions read the result

@@ -148,7 +148,7 @@ def make_grpo_step(config: LMGRPOConfig, model: TransformerConfig, task: Sequenc
     def log_probs(params, data, temperature, with_entropy=False):
         return completion_log_probs(params, model, data["prompts"], data["prompt_valid"],
                                     data["tokens"], data["mask"], temperature,
-                                    with_entropy=with_entropy)
+                                    with_entropy=with_entropy, completion_valid=data["valid"])
 
     def step(state: LMState, hyperparams, ref_params=None):
         if config.use_reference and ref_params is None:
@@ -164,10 +164,11 @@ def make_grpo_step(config: LMGRPOConfig, model: TransformerConfig, task: Sequenc
         grouped = total.reshape(num_prompts, group)
         zero_spread = jnp.max(grouped, axis=1) == jnp.min(grouped, axis=1)  # [B]
         keep = ~zero_spread if config.filter_zero_spread else jnp.ones_like(zero_spread)
-        mask = completions.mask & jnp.repeat(keep, group)[:, None]
+        # The tokens that count: the policy's own (tool results are read, never scored).
+        mask = completions.actions & jnp.repeat(keep, group)[:, None]
 
         data = {"prompts": batch.prompts, "prompt_valid": batch.prompt_valid,
-                "tokens": completions.tokens, "mask": mask}
+                "tokens": completions.tokens, "mask": mask, "valid": completions.mask}
         sampling_log_prob = ref_log_prob = token_kl = None
         if need_old or estimator.token_kl:
             sampling_log_prob = jax.lax.stop_gradient(

@@ -54,11 +54,13 @@ from purejaxpo.update import gradient_step, run_epochs
 
 
 def completion_values(critic_params, model: TransformerConfig, prompts, prompt_valid,
-                      completions, mask):
-    """The critic's ``V`` before each completion token ``[B, N]`` (0 at padding): one pass over
-    ``[prompt, completion]``, read at the positions whose logits predict the completion."""
+                      completions, mask, completion_valid=None):
+    """The critic's ``V`` before each completion token ``[B, N]`` (0 where ``mask`` is false):
+    one pass over ``[prompt, completion]`` (attending to ``completion_valid``, default the
+    mask), read at the positions whose logits predict the completion."""
     tokens = jnp.concatenate([prompts, completions], axis=1)
-    valid = jnp.concatenate([prompt_valid, mask], axis=1)
+    valid = jnp.concatenate([prompt_valid, mask if completion_valid is None
+                             else completion_valid], axis=1)
     values = ValueModel(model).apply({"params": critic_params}, tokens, valid)
     p = prompts.shape[1]
     return jnp.where(mask, values[:, p - 1:-1], 0.0)
@@ -85,17 +87,19 @@ def policy_and_values(params, model: TransformerConfig, critic: str, data, tempe
     entropies if asked) of the completions in ``data`` (``prompts``, ``prompt_valid``,
     ``tokens``, ``mask``) under ``params = {"policy", "critic"}``: two passes with a
     ``separate`` critic, one with a ``shared`` one (``stop_gradient``: the head reads the
-    trunk's hidden states through :func:`jax.lax.stop_gradient`). Values ``[B, N]``, 0 at
-    padding."""
+    trunk's hidden states through :func:`jax.lax.stop_gradient`). Values ``[B, N]``, 0 where
+    ``mask`` is false; the passes attend to ``data["valid"]`` (tool results too)."""
     prompts, prompt_valid, tokens, mask = (data["prompts"], data["prompt_valid"],
                                            data["tokens"], data["mask"])
+    attend = data.get("valid", mask)
     if critic == "separate":
         log_probs = completion_log_probs(params["policy"], model, prompts, prompt_valid, tokens,
-                                         mask, temperature, with_entropy=with_entropy)
+                                         mask, temperature, with_entropy=with_entropy,
+                                         completion_valid=attend)
         return log_probs, completion_values(params["critic"], model, prompts, prompt_valid,
-                                            tokens, mask)
+                                            tokens, mask, attend)
     full = jnp.concatenate([prompts, tokens], axis=1)
-    valid = jnp.concatenate([prompt_valid, mask], axis=1)
+    valid = jnp.concatenate([prompt_valid, attend], axis=1)
     (logits, hidden), _ = Transformer(model).apply({"params": params["policy"]}, full, valid,
                                                    also_hidden=True)
     p = prompts.shape[1]
@@ -117,7 +121,8 @@ def make_ppo_step(config: LMPPOConfig, model: TransformerConfig, task: SequenceT
 
     def log_probs(params, data, temperature):
         return completion_log_probs(params, model, data["prompts"], data["prompt_valid"],
-                                    data["tokens"], data["mask"], temperature)
+                                    data["tokens"], data["mask"], temperature,
+                                    completion_valid=data["valid"])
 
     def both(params, data, temperature, with_entropy=False):
         return policy_and_values(params, model, config.critic, data, temperature,
@@ -131,9 +136,10 @@ def make_ppo_step(config: LMPPOConfig, model: TransformerConfig, task: SequenceT
         hp = hyperparams
         key, prompt_key, sample_key, shuffle_key = jax.random.split(state.key, 4)
         scored = sample(state.params["policy"], prompt_key, sample_key, hp)
-        mask = scored.completions.mask
+        mask = scored.completions.actions  # tool results are read, never scored
         data = {"prompts": scored.batch.prompts, "prompt_valid": scored.batch.prompt_valid,
-                "tokens": scored.completions.tokens, "mask": mask}
+                "tokens": scored.completions.tokens, "mask": mask,
+                "valid": scored.completions.mask}
         old, values = jax.lax.stop_gradient(both(state.params, data, hp["temperature"]))
         metrics = dict(scored.metrics)
         token_kl = jnp.zeros_like(old)
@@ -170,7 +176,8 @@ def make_ppo_step(config: LMPPOConfig, model: TransformerConfig, task: SequenceT
         metrics.update(
             reward=scored.rewards.mean(), exact_match=scored.exact.mean(),
             token_kl=masked_mean(token_kl, mask), value=masked_mean(values, mask),
-            completion_length=mask.sum(axis=1).mean(), completion_tokens=mask.sum())
+            completion_length=scored.completions.mask.sum(axis=1).mean(),
+            completion_tokens=scored.completions.mask.sum())
         # Explained variance of the sampling-time values against their targets.
         var_t = masked_mean(jnp.square(targets - masked_mean(targets, mask)), mask)
         resid = targets - values

@@ -225,6 +225,7 @@ def completion_log_probs(
     temperature=1.0,
     *,
     with_entropy: bool = False,
+    completion_valid: Array | None = None,
 ):
     """Per-token log-probs (and optionally entropies) of completions given their prompts.
 
@@ -233,15 +234,19 @@ def completion_log_probs(
     Args:
       params, config: the policy.
       prompts, prompt_valid: ``[B, P]``.
-      completions, completion_mask: ``[B, N]``.
+      completions, completion_mask: ``[B, N]``; log-probs are kept where the mask is true.
       temperature: logits are divided by it (the sampling temperature).
       with_entropy: also return the entropy of each next-token distribution (static).
+      completion_valid: ``[B, N]``, the completion tokens the model attends to, when more
+        than ``completion_mask`` (tool results: read, never scored); default the mask.
 
     Returns:
       ``log_probs`` ``[B, N]`` (0 where the mask is false), or ``(log_probs, entropy)``.
     """
     tokens = jnp.concatenate([prompts, completions], axis=1)
-    valid = jnp.concatenate([prompt_valid, completion_mask], axis=1)
+    valid = jnp.concatenate(
+        [prompt_valid, completion_mask if completion_valid is None else completion_valid],
+        axis=1)
     logits, _ = Transformer(config).apply({"params": params}, tokens, valid)
     return log_probs_from_logits(logits[:, prompts.shape[1] - 1:-1], completions,
                                  completion_mask, temperature, with_entropy=with_entropy)

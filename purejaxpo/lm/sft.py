@@ -34,9 +34,13 @@ def make_sft_step(config: LMSFTConfig, model: TransformerConfig, task: SequenceT
     correct answers, one Adam step on the mean token negative log-likelihood."""
 
     def loss_fn(params, batch):
+        # Tokens a tool wrote in a trace are read, never trained on.
+        target = batch.answer_mask if batch.answer_observed is None else \
+            batch.answer_mask & ~batch.answer_observed
         log_prob = completion_log_probs(params, model, batch.prompts, batch.prompt_valid,
-                                        batch.answers, batch.answer_mask)
-        loss = sft_loss(log_prob, batch.answer_mask)
+                                        batch.answers, target,
+                                        completion_valid=batch.answer_mask)
+        loss = sft_loss(log_prob, target)
         return loss, {"loss": loss}
 
     def step(state: LMState, hyperparams):
