@@ -163,6 +163,12 @@ class SequenceTask:
         """``n`` random prompts with their answers (pure, jittable; ``n`` static)."""
         raise NotImplementedError
 
+    @property
+    def tool_use(self):
+        """The :class:`~purejaxpo.lm.tools.ToolUse` the policy may call while sampling on this
+        task, or None (no tools)."""
+        return None
+
     def heldout(self, n: int = 512, seed: int = 2**31 - 1) -> TaskBatch:
         """A fixed evaluation set: the same ``n`` prompts on every call and every machine."""
         return self.sample(jax.random.PRNGKey(seed), n)
@@ -301,7 +307,185 @@ class SortingTask(SequenceTask):
                          jnp.ones_like(answers, bool))
 
 
-TASKS = {"addition": AdditionTask, "sorting": SortingTask}
+TOOL_TOKENS = ("<call>", "</call>", "</result>", "<err>")
+MULTIPLY_VOCAB = ARITHMETIC_VOCAB + ("-", "*") + TOOL_TOKENS
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiplyTask(SequenceTask):
+    """``a * b`` with ``a`` of ``digits_a`` and ``b`` of ``digits_b`` digits: ``"4 5 6 * 7 8 ="``
+    -> the product's digits, most significant first, no leading zeros, then EOS:
+    ``"3 5 5 6 8 <eos>"``. Hard to learn in the head for a small policy; easy with a tool.
+
+    With ``tools="calculator"`` the policy may call the calculator while it samples
+    (:mod:`purejaxpo.lm.tools`; ``max_calls`` per completion), e.g.
+    ``<call> 4 5 6 * 7 8 </call> 3 5 5 6 8 </result> 3 5 5 6 8 <eos>``, where the result and
+    ``</result>`` are written by the tool. ``tool_traces`` is the fraction of SFT answers
+    shown as such a trace (the rest answer directly). Whatever the trace, a completion is
+    scored on its final answer: the tokens after its last ``</result>`` (all of it without a
+    call).
+
+    Rewards: ``correct`` (the final answer exactly, then EOS), ``format`` (no malformed call,
+    and a final answer of digits then EOS), ``digits`` (fraction of the final answer's digits
+    right), ``calls`` (the number of calls: give it a negative weight for a cost per call).
+    """
+
+    digits_a: int = 3
+    digits_b: int = 2
+    tools: str = ""
+    max_calls: int = 2
+    tool_traces: float = 0.0
+    tokenizer: Tokenizer = Tokenizer(MULTIPLY_VOCAB)
+
+    name = "multiply"
+
+    def __post_init__(self):
+        for field, value, high in (("digits_a", self.digits_a, 4),
+                                   ("digits_b", self.digits_b, 4)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+                raise ValueError(f"{field} must be an integer in [1, {high}], got {value!r}")
+        if self.tools:
+            from purejaxpo.lm.tools import TOOLS
+
+            if self.tools not in TOOLS:
+                raise ValueError(f"tools={self.tools!r} is invalid: known tools are "
+                                 f"{sorted(TOOLS)} (or '' for none)")
+        if isinstance(self.max_calls, bool) or not isinstance(self.max_calls, int) \
+                or not 1 <= self.max_calls <= 8:
+            raise ValueError(f"max_calls must be an integer in [1, 8], got {self.max_calls!r}")
+        if not 0.0 <= self.tool_traces <= 1.0:
+            raise ValueError(f"tool_traces must be in [0, 1], got {self.tool_traces!r}")
+
+    @property
+    def tool_use(self):
+        if not self.tools:
+            return None
+        from purejaxpo.lm.tools import TOOLS
+
+        return TOOLS[self.tools](self)
+
+    @property
+    def prompt_len(self) -> int:
+        return self.digits_a + self.digits_b + 2
+
+    @property
+    def _product_len(self) -> int:
+        return self.digits_a + self.digits_b
+
+    @property
+    def answer_len(self) -> int:
+        """The longest answer: a trace with one call (the call, the result, the answer)."""
+        call = self.digits_a + self.digits_b + 3  # <call> a * b </call>
+        return call + (self._product_len + 1) + self._product_len + 1
+
+    def _operands(self, prompts: Array) -> tuple[Array, Array]:
+        digit0 = self.tokenizer.id("0")
+        da, db = self.digits_a, self.digits_b
+        place = lambda d: 10 ** jnp.arange(d - 1, -1, -1)  # noqa: E731
+        a = jnp.sum((prompts[:, :da] - digit0) * place(da), axis=1)
+        b = jnp.sum((prompts[:, da + 1:da + 1 + db] - digit0) * place(db), axis=1)
+        return a, b
+
+    def _direct(self, prompts: Array) -> tuple[Array, Array]:
+        """The direct answer ``[B, D + 1]`` (product digits, no leading zeros, then EOS,
+        padded) and its mask."""
+        tok = self.tokenizer
+        a, b = self._operands(prompts)
+        width = self._product_len
+        digits = _digits(a * b, width)
+        first = jnp.argmax((digits > 0) | (jnp.arange(width) == width - 1), axis=1)
+        length = width - first  # digits of the product
+        idx = jnp.arange(width + 1)[None, :] + first[:, None]
+        body = jnp.take_along_axis(digits, jnp.minimum(idx, width - 1), axis=1) + tok.id("0")
+        pos = jnp.arange(width + 1)[None, :]
+        answer = jnp.where(pos < length[:, None], body,
+                           jnp.where(pos == length[:, None], tok.eos_id, tok.pad_id))
+        return answer.astype(jnp.int32), pos <= length[:, None]
+
+    def sample(self, key: Array, n: int) -> TaskBatch:
+        tok = self.tokenizer
+        ka, kb, kt = jax.random.split(key, 3)
+        a = jax.random.randint(ka, (n,), 10 ** (self.digits_a - 1), 10 ** self.digits_a)
+        b = jax.random.randint(kb, (n,), 10 ** (self.digits_b - 1), 10 ** self.digits_b)
+        digit0 = tok.id("0")
+        column = lambda t: jnp.full((n, 1), tok.id(t), jnp.int32)  # noqa: E731
+        operands = [_digits(a, self.digits_a) + digit0, column("*"),
+                    _digits(b, self.digits_b) + digit0]
+        prompts = jnp.concatenate(operands + [column("=")], axis=1).astype(jnp.int32)
+        direct, direct_mask = self._direct(prompts)
+        # The trace: <call> a * b </call> result </result> answer <eos>.
+        width = self.answer_len
+        result = jnp.where(direct_mask & (direct != tok.eos_id), direct, -1)
+        call = jnp.concatenate([column("<call>")] + operands + [column("</call>")], axis=1)
+        result_close = jnp.where(direct == tok.eos_id, tok.id("</result>"), result)
+        n_res = jnp.sum(direct_mask, axis=1)  # result digits + </result>
+        parts = jnp.concatenate([call, result_close, direct], axis=1)
+        part_mask = jnp.concatenate([jnp.ones_like(call, bool), direct_mask, direct_mask],
+                                    axis=1)
+        # Left-align the valid tokens (the result has padding after its </result>).
+        order = jnp.argsort(~part_mask, axis=1, stable=True)
+        trace = jnp.take_along_axis(parts, order, axis=1)
+        trace_mask = jnp.take_along_axis(part_mask, order, axis=1)
+        c = call.shape[1]
+        pos = jnp.arange(trace.shape[1])[None, :]
+        observed = (pos >= c) & (pos < c + n_res[:, None])
+        trace = jnp.where(trace_mask, trace, tok.pad_id)
+        pad = width - direct.shape[1]
+        direct = jnp.pad(direct, ((0, 0), (0, pad)), constant_values=tok.pad_id)
+        direct_mask = jnp.pad(direct_mask, ((0, 0), (0, pad)))
+        use = jax.random.uniform(kt, (n,)) < self.tool_traces
+        return TaskBatch(prompts, jnp.ones_like(prompts, bool),
+                         jnp.where(use[:, None], trace[:, :width], direct),
+                         jnp.where(use[:, None], trace_mask[:, :width], direct_mask),
+                         use[:, None] & observed[:, :width])
+
+    # -- rewards: on the final answer -----------------------------------------------------
+
+    def final_answer(self, tokens: Array, mask: Array) -> tuple[Array, Array]:
+        """The tokens after the last ``</result>`` (all of them without one), moved to the
+        front: ``[B, N]`` and their mask."""
+        n = tokens.shape[1]
+        pos = jnp.arange(n)[None, :]
+        closes = (tokens == self.tokenizer.id("</result>")) & mask
+        start = jnp.max(jnp.where(closes, pos + 1, 0), axis=1)
+        idx = jnp.minimum(pos + start[:, None], n - 1)
+        inside = (pos + start[:, None]) < n
+        return (jnp.take_along_axis(tokens, idx, axis=1),
+                jnp.take_along_axis(mask, idx, axis=1) & inside)
+
+    def _direct_batch(self, batch: TaskBatch) -> TaskBatch:
+        answers, answer_mask = self._direct(batch.prompts)
+        return batch._replace(answers=answers, answer_mask=answer_mask, answer_observed=None)
+
+    def exact_match(self, batch: TaskBatch, tokens: Array, mask: Array) -> Array:
+        return super().exact_match(self._direct_batch(batch), *self.final_answer(tokens, mask))
+
+    def digit_accuracy(self, batch: TaskBatch, tokens: Array, mask: Array) -> Array:
+        return super().digit_accuracy(self._direct_batch(batch),
+                                      *self.final_answer(tokens, mask))
+
+    def format_ok(self, batch: TaskBatch, tokens: Array, mask: Array) -> Array:
+        """No malformed call (no ``<err>``), and a final answer of digits then EOS."""
+        final, final_mask = self.final_answer(tokens, mask)
+        eos = final == self.tokenizer.eos_id
+        digit = jnp.isin(final, jnp.asarray(self.answer_token_ids))
+        ends = jnp.any(final_mask & eos, axis=1)
+        before_eos = jnp.cumsum(eos & final_mask, axis=1) == 0
+        digits_only = jnp.all(jnp.where(final_mask & before_eos, digit, True), axis=1)
+        some = jnp.any(final_mask & before_eos & digit, axis=1)
+        no_error = ~jnp.any((tokens == self.tokenizer.id("<err>")) & mask, axis=1)
+        return (ends & digits_only & some & no_error).astype(jnp.float32)
+
+    def num_calls(self, batch: TaskBatch, tokens: Array, mask: Array) -> Array:
+        """``[B]`` calls opened in each completion."""
+        return jnp.sum((tokens == self.tokenizer.id("<call>")) & mask, axis=1).astype(
+            jnp.float32)
+
+    def reward_functions(self) -> dict[str, RewardFn]:
+        return {**super().reward_functions(), "calls": self.num_calls}
+
+
+TASKS = {"addition": AdditionTask, "sorting": SortingTask, "multiply": MultiplyTask}
 
 
 def task_classes() -> dict[str, type]:

@@ -58,10 +58,12 @@ def _task_args(items) -> dict[str, Any]:
         if low in ("true", "false"):
             value = low == "true"
         else:
-            try:
-                value = int(text)
-            except ValueError:
-                pass
+            for kind in (int, float):
+                try:
+                    value = kind(text)
+                    break
+                except ValueError:
+                    pass
         out[name.strip()] = value
     return out
 
@@ -91,8 +93,8 @@ def _check_settings(config_cls, args, owner: str) -> None:
     from purejaxpo.envs.sequence_tasks import make_task
 
     parse_settings(args.set, config_cls, owner, _RESERVED)
-    if args.task_arg or args.task:
-        make_task(args.task or "addition", **_task_args(args.task_arg))
+    if args.task:
+        make_task(args.task, **_task_args(args.task_arg))
     _rewards(getattr(args, "reward", None))
 
 
@@ -104,8 +106,8 @@ def _config(config_cls, args, owner: str, policy=None, **fixed):
     values.update({k: v for k, v in fixed.items() if v is not None})
     task = args.task or (policy.task if policy else "addition")
     task_args = _task_args(args.task_arg)
-    if not args.task_arg and policy is not None and task == policy.task:
-        task_args = dict(policy.task_args)
+    if policy is not None and task == policy.task:  # the policy's options, updated
+        task_args = {**dict(policy.task_args), **task_args}
     if (task == "jsonl" and "rewards" in {f.name for f in dataclasses.fields(config_cls)}
             and values.get("rewards") is None):
         values["rewards"] = DATA_REWARDS
@@ -342,8 +344,8 @@ def cmd_eval(args) -> int:
 
     policy = _load_start(args, data=args.data, adapters=False)
     name = args.task or policy.task
-    task = make_task(name, **(_task_args(args.task_arg) or
-                              (policy.task_args if name == policy.task else {})))
+    task = make_task(name, **{**(policy.task_args if name == policy.task else {}),
+                              **_task_args(args.task_arg)})
     evaluate = make_evaluator(policy.model, task, args.num_prompts)
     start = time.perf_counter()
     em = evaluate(policy.params)
@@ -357,6 +359,16 @@ def cmd_eval(args) -> int:
         print(f"warning: {args.init or args.model} holds non-finite parameters (a diverged "
               "run); its exact match is reported as NaN", file=sys.stderr)
     completions = greedy_completions(policy.params, policy.model, task, batch)
+    if completions.calls is not None:
+        from purejaxpo.lm.grpo import tool_metrics
+
+        exact = task.exact_match(batch, completions.tokens, completions.mask)
+        out["tools"] = {k.split("/")[1]: float(v)
+                        for k, v in tool_metrics(completions, exact).items()}
+        t = out["tools"]
+        print(f"  tool calls per completion {t['calls']:.2f} (malformed {t['malformed_rate']:.1%}"
+              f"), used in {t['used']:.1%}; exact match with a call {t['exact_with']:.3f}, "
+              f"without {t['exact_without']:.3f}")
     out["examples"] = task.decode_batch(batch, np.asarray(completions.tokens),
                                         limit=args.examples)
     for line in out["examples"]:
@@ -425,6 +437,10 @@ def _reporting_errors(fn):
 
     @functools.wraps(fn)
     def run(args) -> int:
+        tools = getattr(args, "tools", None)
+        if tools is not None:  # --tools NAME is the task option tools=NAME ('none': off)
+            args.task_arg = (args.task_arg or []) + [
+                f"tools={'' if tools == 'none' else tools}"]
         try:
             return fn(args)
         except ValueError as err:
@@ -436,9 +452,13 @@ def _reporting_errors(fn):
 
 def _common(p, *, init: bool, data: bool = True):
     p.add_argument("--task", default=None,
-                   help="addition or sorting (default: the --init policy's task, else addition)")
+                   help="addition, sorting or multiply (default: the --init policy's task, "
+                        "else addition)")
     p.add_argument("--task-arg", action="append", metavar="NAME=VALUE",
                    help="task option, e.g. --task-arg digits=4 (repeatable)")
+    p.add_argument("--tools", default=None, metavar="NAME",
+                   help="tools the policy may call while sampling (tasks that take them: "
+                        "multiply): calculator, or none to switch off an --init policy's")
     if init:
         start = p.add_mutually_exclusive_group(required=True)
         start.add_argument("--init", metavar="DIR",

@@ -159,7 +159,7 @@ def greedy_completions(params, model: TransformerConfig, task: SequenceTask, bat
     return generate(
         jax.random.PRNGKey(0), params, model, batch.prompts, batch.prompt_valid,
         max_new_tokens=max_new_tokens or task.answer_len, eos_id=tok.eos_id, pad_id=tok.pad_id,
-        greedy=True)
+        greedy=True, tools=task.tool_use)
 
 
 def greedy_exact_match(params, model: TransformerConfig, task: SequenceTask, batch: TaskBatch,

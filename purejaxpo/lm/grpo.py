@@ -115,7 +115,8 @@ def make_sampler(config, model: TransformerConfig, task: SequenceTask,
         completions = generate(
             sample_key, params, model, batch.prompts, batch.prompt_valid,
             max_new_tokens=num_new, eos_id=tok.eos_id, pad_id=tok.pad_id,
-            temperature=hp["temperature"], top_k=config.top_k, top_p=hp["top_p"])
+            temperature=hp["temperature"], top_k=config.top_k, top_p=hp["top_p"],
+            tools=task.tool_use)
         metrics = {}
         total = jnp.zeros((num_prompts * group,), jnp.float32)
         exact = None
@@ -127,9 +128,28 @@ def make_sampler(config, model: TransformerConfig, task: SequenceTask,
             total = total + weight * value
         if exact is None:
             exact = task.exact_match(batch, completions.tokens, completions.mask)
+        if completions.calls is not None:
+            metrics.update(tool_metrics(completions, exact))
         return Scored(batch, completions, total, exact, metrics)
 
     return sample
+
+
+def tool_metrics(completions, exact) -> dict[str, jax.Array]:
+    """Per-step tool statistics: ``tool/calls`` per completion, ``tool/malformed_rate`` (of
+    the calls made), ``tool/used`` (fraction of completions that call), and exact match among
+    completions with and without a call (``tool/exact_with``, ``tool/exact_without``; 0 when
+    there are none)."""
+    calls = completions.calls.astype(jnp.float32)
+    used = calls > 0
+    n_used = jnp.sum(used)
+    return {
+        "tool/calls": calls.mean(),
+        "tool/malformed_rate": jnp.sum(completions.malformed) / jnp.maximum(jnp.sum(calls), 1),
+        "tool/used": used.mean(),
+        "tool/exact_with": jnp.sum(exact * used) / jnp.maximum(n_used, 1),
+        "tool/exact_without": jnp.sum(exact * ~used) / jnp.maximum(used.size - n_used, 1),
+    }
 
 
 def make_grpo_step(config: LMGRPOConfig, model: TransformerConfig, task: SequenceTask,

@@ -168,3 +168,31 @@ def calculator(digit_ids: tuple[int, ...], plus: int, minus: int, times: int, *,
         return tokens, n.astype(jnp.int32), ok
 
     return Tool(fn, max_call_tokens, max_result_tokens, "calculator")
+
+
+# -- tools by name (tasks name theirs: MultiplyTask(tools="calculator")) ----------------------
+
+
+def calculator_for(task) -> ToolUse:
+    """The calculator on a task whose tokenizer has the digits, ``+ - *`` and the tool tokens
+    (``<call> </call> </result> <err>``), with the task's ``max_calls``."""
+    tok = task.tokenizer
+    tool = calculator(tuple(tok.id(str(d)) for d in range(10)), tok.id("+"), tok.id("-"),
+                      tok.id("*"))
+    return ToolUse(tool, call_open=tok.id("<call>"), call_close=tok.id("</call>"),
+                   result_close=tok.id("</result>"), error=tok.id("<err>"),
+                   max_calls=getattr(task, "max_calls", 2))
+
+
+TOOLS: dict[str, Callable] = {"calculator": calculator_for}
+"""Tool factories by name, ``factory(task) -> ToolUse``; a task's ``tools`` option names one."""
+
+
+def register_tool(name: str, factory: Callable) -> None:
+    """Makes ``factory(task) -> ToolUse`` available as ``tools=name`` to tasks that take tools
+    (register it in the script that trains, before building the config)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name={name!r} is invalid: a non-empty string")
+    if not callable(factory):
+        raise ValueError(f"factory={factory!r} is invalid: must be callable (task -> ToolUse)")
+    TOOLS[name] = factory
