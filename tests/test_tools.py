@@ -392,3 +392,30 @@ def test_grpo_learns_to_call_the_calculator_from_the_command_line(tmp_path, caps
     assert "tool calls per completion" in out and "<call>" in out and "</result>" in out
     tools = json.loads((tmp_path / "eval.json").read_text())["tools"]
     assert tools["used"] > 0.5 and tools["exact_with"] > 0.5
+
+
+@pytest.mark.parametrize("trainer", ["ppo", "reinforce_pp"])
+def test_ppo_and_reinforce_pp_steps_run_with_tool_calls(trainer):
+    """A random policy on multiply with the calculator calls it now and then; the PPO and
+    REINFORCE++ steps (GAE and returns over the policy's tokens only) stay finite."""
+    from purejaxpo.lm.config import LMGRPOConfig, LMPPOConfig, LMSFTConfig
+    from purejaxpo.lm.grpo import grpo_program
+    from purejaxpo.lm.ppo import ppo_program
+
+    task_args = {"tools": "calculator"}
+    model = LMSFTConfig(task="multiply", task_args=task_args, num_layers=1, width=32,
+                        num_heads=2, mlp_ratio=2).model_config()
+    params = init_params(jax.random.PRNGKey(0), model)
+    common = dict(task="multiply", task_args=task_args, steps=2, prompts_per_step=8,
+                  group_size=4)
+    if trainer == "ppo":
+        config = LMPPOConfig(**common, kl_coef=0.05)
+        program = ppo_program(config, params, model, config.make_task())
+    else:
+        config = LMGRPOConfig(**common, estimator="reinforce_pp")
+        program = grpo_program(config, params, model, config.make_task())
+    state = jax.jit(program.init)(jax.random.PRNGKey(1))
+    _, metrics = jax.jit(program.run, static_argnums=1)(state, 2)
+    assert float(np.sum(metrics["tool/calls"])) > 0
+    for name, value in metrics.items():
+        assert np.all(np.isfinite(np.asarray(value))), name
