@@ -119,19 +119,13 @@ class TokenizerFile:
 
 def _read(path: str) -> list[tuple[str, str]]:
     """``(prompt, answer)`` of every line; ``ValueError`` naming the line and the problem."""
+    from purejaxpo.settings import read_json_lines
+
     rows = []
-    with open(path) as f:
-        lines = [(i, line) for i, line in enumerate(f, start=1) if line.strip()]
+    lines = read_json_lines(path)
     if len(lines) < 2:
         raise ValueError(f"data={path!r} is invalid: needs at least 2 lines (1 is held out)")
-    for lineno, line in lines:
-        where = f"{path}, line {lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{where}: expected a JSON object")
+    for where, obj in lines:
         answer_field = next((k for k in ("answer", "chosen", "completion") if k in obj),
                             "answer")
         for field in ("prompt", answer_field):

@@ -134,6 +134,25 @@ def write_json(path: str, data, *, quiet: bool = False) -> None:
         print(f"wrote {path}")
 
 
+def read_json_lines(path: str) -> list[tuple[str, dict]]:
+    """The objects of a JSON-lines file, blank lines skipped, each with where it came from
+    (``"PATH, line N"``, for the caller's own messages); ``ValueError`` naming the line for
+    one that is not valid JSON or not an object."""
+    out = []
+    with open(path) as f:
+        lines = [(i, line) for i, line in enumerate(f, start=1) if line.strip()]
+    for lineno, line in lines:
+        where = f"{path}, line {lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{where}: expected a JSON object")
+        out.append((where, obj))
+    return out
+
+
 def device_description() -> str:
     """One line: platform, device kind and count, jax version."""
     import jax

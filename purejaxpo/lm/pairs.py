@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from purejaxpo.envs.sequence_tasks import SequenceTask, TaskBatch, Tokenizer
+from purejaxpo.settings import read_json_lines
 
 Array = jax.Array
 
@@ -170,18 +171,10 @@ def load_jsonl(path: str, tokenizer: Tokenizer, *, max_len: int | None = None
     """
     prompts, first, second, labels = [], [], [], []
     kind = None
-    with open(path) as f:
-        lines = [(i, line) for i, line in enumerate(f, start=1) if line.strip()]
+    lines = read_json_lines(path)
     if not lines:
         raise ValueError(f"{path}: no examples (the file is empty)")
-    for lineno, line in lines:
-        where = f"{path}, line {lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{where}: expected a JSON object")
+    for where, obj in lines:
         if kind is None:
             kind = "unpaired" if "completion" in obj or "label" in obj else "pairs"
         fields = UNPAIRED_FIELDS if kind == "unpaired" else PAIR_FIELDS
