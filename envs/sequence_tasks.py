@@ -29,7 +29,6 @@ Users may pass their own reward functions with the same signature (see
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -483,31 +482,3 @@ class MultiplyTask(SequenceTask):
 
     def reward_functions(self) -> dict[str, RewardFn]:
         return {**super().reward_functions(), "calls": self.num_calls}
-
-
-TASKS = {"addition": AdditionTask, "sorting": SortingTask, "multiply": MultiplyTask}
-
-
-def task_classes() -> dict[str, type]:
-    """Every task by name: the synthetic ones and ``jsonl``
-    (:class:`~purejaxpo.envs.prompt_data.PromptData`, prompts and answers from a file)."""
-    from purejaxpo.envs.prompt_data import PromptData
-
-    return {**TASKS, "jsonl": PromptData}
-
-
-def make_task(name: str, **kwargs) -> SequenceTask:
-    """The task ``name`` (``addition``, ``sorting``, or ``jsonl`` with ``path`` and ``model``)
-    with options such as ``digits=3``."""
-    classes = task_classes()
-    if name not in classes:
-        close = difflib.get_close_matches(name, list(classes), n=2, cutoff=0.4)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ValueError(f"task={name!r} is not a known task.{hint} Valid tasks: "
-                         f"{', '.join(classes)}.")
-    cls = classes[name]
-    fields = {f.name for f in dataclasses.fields(cls)} - {"tokenizer"}
-    unknown = sorted(set(kwargs) - fields)
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for task {name!r}; valid: {sorted(fields)}")
-    return cls(**kwargs)

@@ -23,7 +23,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from purejaxpo.envs.sequence_tasks import make_task
+from purejaxpo.envs.tasks import make_task
 from purejaxpo.lm.model import TransformerConfig, init_params
 from purejaxpo.lm.sampling import generate
 from purejaxpo.lm.tools import ToolUse, calculator_for

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from purejaxpo.envs.prompt_data import TokenizerFile, load_reward, text_reward
-from purejaxpo.envs.sequence_tasks import make_task
+from purejaxpo.envs.tasks import make_task
 from purejaxpo.lm.common import FromParams, reference_of
 from purejaxpo.lm.config import LMGRPOConfig
 from purejaxpo.lm.grpo import grpo_program, train_grpo

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxpo.envs.sequence_tasks import AdditionTask, SortingTask, Tokenizer, make_task
+from purejaxpo.envs.sequence_tasks import AdditionTask, SortingTask, Tokenizer
+from purejaxpo.envs.tasks import make_task
 
 
 def _ints(tok, ids):

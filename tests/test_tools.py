@@ -246,7 +246,7 @@ def test_tool_results_are_attended_to_but_not_scored():
 
 
 def _multiply(**kw):
-    from purejaxpo.envs.sequence_tasks import make_task
+    from purejaxpo.envs.tasks import make_task
 
     return make_task("multiply", **kw)
 

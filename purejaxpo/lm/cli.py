@@ -90,7 +90,7 @@ _RESERVED = {"task": "--task", "stop_exact_match": "--stop-exact-match",
 
 def _check_settings(config_cls, args, owner: str) -> None:
     """Rejects bad ``--set``, ``--task-arg`` and ``--reward`` values before anything loads."""
-    from purejaxpo.envs.sequence_tasks import make_task
+    from purejaxpo.envs.tasks import make_task
 
     parse_settings(args.set, config_cls, owner, _RESERVED)
     if args.task:
@@ -338,7 +338,7 @@ def cmd_eval(args) -> int:
 
     import numpy as np
 
-    from purejaxpo.envs.sequence_tasks import make_task
+    from purejaxpo.envs.tasks import make_task
     from purejaxpo.lm.common import greedy_completions, make_evaluator
     from purejaxpo.settings import json_safe
 

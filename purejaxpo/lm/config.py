@@ -42,7 +42,8 @@ from purejaxpo import losses
 from purejaxpo.advantages import (
     ADVANTAGE_SCALES, group_advantages, reinforce_pp_advantages, rloo_advantages)
 from purejaxpo.config import _fail, check_bool, check_float, check_int
-from purejaxpo.envs.sequence_tasks import SequenceTask, make_task
+from purejaxpo.envs.sequence_tasks import SequenceTask
+from purejaxpo.envs.tasks import make_task
 from purejaxpo.lm.model import POSITION_KINDS, TransformerConfig
 from purejaxpo.lm.objectives import AGGREGATIONS, RATIO_LEVELS
 
