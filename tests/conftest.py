@@ -17,3 +17,23 @@ os.environ.setdefault(
 )
 
 import purejaxpo  # noqa: F401,E402  (its XLA safety flag goes in before jax starts)
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+_SLOW = {line.strip() for line in (pathlib.Path(__file__).parent / "slow_tests.txt").read_text()
+         .splitlines() if line.strip() and not line.startswith("#")}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Marks the tests listed in ``tests/slow_tests.txt`` slow (before ``-m`` selects)."""
+    found = set()
+    for item in items:
+        if item.nodeid in _SLOW:
+            item.add_marker(pytest.mark.slow)
+            found.add(item.nodeid)
+    if len(items) > 200 and _SLOW - found:  # a whole-suite run: a renamed test is a mistake
+        missing = sorted(_SLOW - found)
+        raise pytest.UsageError(f"tests/slow_tests.txt names tests that do not exist: {missing}")
