@@ -93,9 +93,27 @@ def _check_settings(config_cls, args, owner: str) -> None:
     from purejaxpo.envs.tasks import make_task
 
     parse_settings(args.set, config_cls, owner, _RESERVED)
-    if args.task:
-        make_task(args.task, **_task_args(args.task_arg))
+    if args.task or (args.task_arg and not getattr(args, "model", None)):
+        # The task the options apply to: --task, else the --init policy's (its policy.json,
+        # read without loading the weights), else the default.
+        make_task(args.task or _init_task(getattr(args, "init", None)),
+                  **_task_args(args.task_arg))
     _rewards(getattr(args, "reward", None))
+
+
+def _init_task(init: str | None) -> str:
+    """The task of the policy folder ``init`` (``addition`` when there is none to read)."""
+    import json
+    import os
+
+    path = os.path.join(init or "", "policy.json")
+    if init and os.path.isfile(path):
+        try:
+            with open(path) as f:
+                return json.load(f).get("task", "addition")
+        except (OSError, ValueError):
+            pass
+    return "addition"
 
 
 def _config(config_cls, args, owner: str, policy=None, **fixed):
