@@ -37,6 +37,20 @@ from purejaxpo.envs.sequence_tasks import RewardFn, SequenceTask, TaskBatch
 Array = jax.Array
 
 
+@functools.lru_cache(maxsize=8)
+def _read_tokenizer(directory: str):
+    """``(tokenizers.Tokenizer, config.json as a dict)`` of ``directory``, read once per
+    process (tasks are rebuilt from their config many times; the files are read once)."""
+    path = Path(directory)
+    if not (path / "tokenizer.json").is_file():
+        raise ValueError(f"model={directory!r} is invalid: no tokenizer.json there")
+    hf = json.loads((path / "config.json").read_text()) \
+        if (path / "config.json").is_file() else {}
+    from tokenizers import Tokenizer as _HFTokenizer
+
+    return _HFTokenizer.from_file(str(path / "tokenizer.json")), hf
+
+
 @dataclasses.dataclass(frozen=True)
 class TokenizerFile:
     """A Hugging Face tokenizer (``tokenizer.json``, read by the ``tokenizers`` library) with
@@ -51,14 +65,7 @@ class TokenizerFile:
     directory: str
 
     def __post_init__(self):
-        path = Path(self.directory)
-        if not (path / "tokenizer.json").is_file():
-            raise ValueError(f"model={self.directory!r} is invalid: no tokenizer.json there")
-        hf = json.loads((path / "config.json").read_text()) \
-            if (path / "config.json").is_file() else {}
-        from tokenizers import Tokenizer as _HFTokenizer
-
-        tok = _HFTokenizer.from_file(str(path / "tokenizer.json"))
+        tok, hf = _read_tokenizer(str(Path(self.directory).resolve()))
 
         def first(value):
             return value[0] if isinstance(value, list) else value

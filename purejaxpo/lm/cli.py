@@ -411,10 +411,11 @@ def cmd_generate(args) -> int:
         raise ValueError(f"--max-new-tokens={args.max_new_tokens} is invalid: must be >= 1")
     if not args.temperature > 0:
         raise ValueError(f"--temperature={args.temperature} is invalid: must be > 0")
+    from purejaxpo.envs.prompt_data import TokenizerFile
+
     pre = load_pretrained(args.model)
-    if pre.tokenizer is None:
-        raise ValueError(f"--model {args.model}: no tokenizer.json to encode the prompts with")
-    encoded = [pre.tokenizer.encode(p).ids for p in args.prompt]
+    tok = TokenizerFile(args.model)  # the checkpoint's tokenizer with its EOS and pad ids
+    encoded = [tok.encode_prompt(p) for p in args.prompt]
     width = max(len(ids) for ids in encoded)
     if width + args.max_new_tokens > pre.model.max_len:
         raise ValueError(f"--max-new-tokens={args.max_new_tokens}: the longest prompt ({width} "
@@ -424,19 +425,17 @@ def cmd_generate(args) -> int:
     valid = np.zeros((len(encoded), width), bool)
     for i, ids in enumerate(encoded):  # left-padded
         prompts[i, width - len(ids):], valid[i, width - len(ids):] = ids, True
-    eos = pre.hf_config.get("eos_token_id")
-    eos = eos[0] if isinstance(eos, list) else eos
     start = time.perf_counter()
     out = jax.jit(lambda p, x, v, key: generate(
         key, p, pre.model, x, v, max_new_tokens=args.max_new_tokens,
-        eos_id=-1 if eos is None else int(eos), pad_id=0, temperature=args.temperature,
+        eos_id=tok.eos_id, pad_id=tok.pad_id, temperature=args.temperature,
         greedy=args.greedy))(pre.params, jnp.asarray(prompts), jnp.asarray(valid),
                              jax.random.PRNGKey(args.seed))
     tokens, mask = np.asarray(out.tokens), np.asarray(out.mask)
     seconds = time.perf_counter() - start
     results = []
     for prompt, row, keep in zip(args.prompt, tokens, mask):
-        text = pre.tokenizer.decode(row[keep].tolist())
+        text = tok.decode(row[keep].tolist())
         results.append({"prompt": prompt, "completion": text, "tokens": row[keep].tolist()})
         print(f"{prompt!r} -> {text!r}")
     print(f"{int(mask.sum())} tokens in {seconds:.2f} s (compilation included) | "
