@@ -178,8 +178,10 @@ class KVCache(NamedTuple):
     """Keys and values of every layer for ``S`` slots.
 
     Attributes:
-      k, v: ``[num_layers, B, K, S, D]`` (``K`` key/value heads; head-major, see
-        ``_Block``).
+      k, v: one ``[B, K, S, D]`` array per layer (``K`` key/value heads; head-major, see
+        ``_Block``). Separate arrays, not one stacked ``[num_layers, ...]``: a layer reads
+        and updates its own buffer in place, where slicing a stacked cache copied the layer
+        out at every decoding step.
       valid: ``[B, S]``, true where a slot holds a real (non-pad) token (its row sum is the
         next token's position).
       index: scalar int32, the next slot to write (the same for every sequence).
@@ -195,9 +197,11 @@ def init_cache(config: TransformerConfig, batch: int, dtype=None) -> KVCache:
     """An empty cache for ``batch`` sequences of up to ``config.max_len`` tokens (in the
     config's compute dtype unless ``dtype`` is given)."""
     dtype = config.dtype if dtype is None else dtype
-    shape = (config.num_layers, batch, config.kv_heads, config.max_len, config.head_dim)
+    shape = (batch, config.kv_heads, config.max_len, config.head_dim)
+    layers = range(config.num_layers)
     return KVCache(
-        k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+        k=tuple(jnp.zeros(shape, dtype) for _ in layers),
+        v=tuple(jnp.zeros(shape, dtype) for _ in layers),
         valid=jnp.zeros((batch, config.max_len), bool), index=jnp.zeros((), jnp.int32))
 
 
@@ -289,13 +293,13 @@ class _Block(nn.Module):
     @nn.compact
     def __call__(self, x, positions, mask, layer_cache):
         """``x`` ``[B, L, W]``; ``mask`` ``[B, L, S']`` (may the query attend to the key);
-        ``layer_cache`` None or ``(k, v, index, layer)``: every layer's cache, ``k, v``
-        ``[num_layers, B, K, S, D]``, and this block's ``layer`` (static) in it.
+        ``layer_cache`` None or ``(k, v, index)``: this layer's cache, ``k, v`` ``[B, K, S,
+        D]``.
 
-        Returns ``(x, (k, v))``: with a cache, the whole cache with this layer's ``L`` new
-        keys and values written at ``index`` (a ``dynamic_update_slice`` XLA does in place, so
-        a decoding step writes ``L`` slots instead of copying the cache); without, this
-        layer's keys and values ``[B, K, L, D]``.
+        Returns ``(x, (k, v))``: with a cache, the layer's cache with its ``L`` new keys and
+        values written at ``index`` (a ``dynamic_update_slice`` XLA does in place, so a
+        decoding step writes ``L`` slots instead of copying the cache); without, this layer's
+        keys and values ``[B, K, L, D]``.
 
         Keys and values are head-major (``[B, K, S, D]``), so both attention products are
         batched matrix products over ``(B, K)`` with no transpose of the cache: in the other
@@ -321,11 +325,9 @@ class _Block(nn.Module):
             q, k = _rope(q, positions, inv_freq), _rope(k, positions, inv_freq)
         k, v = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)  # [B, K, L, D]
         if layer_cache is not None:
-            cache_k, cache_v, index, layer = layer_cache
-            at = (layer, 0, 0, index, 0)
-            cache_k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype)[None], at)
-            cache_v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype)[None], at)
-            k, v = cache_k[layer], cache_v[layer]
+            cache_k, cache_v, index = layer_cache
+            k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), index, 2)
+            v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), index, 2)
         # query heads grouped by their kv head, head-major: [B, K, G, L, D]
         qg = q.reshape(b, length, kv, heads // kv, d).transpose(0, 2, 3, 1, 4)
         scores = jnp.einsum("bkgld,bksd->bkgls", qg, k).astype(jnp.float32) / math.sqrt(d)
@@ -343,7 +345,7 @@ class _Block(nn.Module):
         else:
             h = nn.gelu(_dense(cfg, cfg.hidden, cfg.out_bias, init, "mlp_in")(h))
         x = x + _dense(cfg, cfg.width, cfg.out_bias, out_init, "mlp_out")(h)
-        return x, (k, v) if layer_cache is None else (cache_k, cache_v)
+        return x, (k, v)
 
 
 class Transformer(nn.Module):
@@ -388,12 +390,12 @@ class Transformer(nn.Module):
         # output is never used).
         mask = mask | (~valid)[:, :, None]
 
-        cache_k, cache_v = (None, None) if cache is None else (cache.k, cache.v)
+        new_k, new_v = [], []
         for i in range(cfg.num_layers):
-            layer_cache = None if cache is None else (cache_k, cache_v, cache.index, i)
-            x, kv = _Block(cfg, name=f"block_{i}")(x, positions, mask, layer_cache)
-            if cache is not None:
-                cache_k, cache_v = kv
+            layer_cache = None if cache is None else (cache.k[i], cache.v[i], cache.index)
+            x, (k, v) = _Block(cfg, name=f"block_{i}")(x, positions, mask, layer_cache)
+            new_k.append(k)
+            new_v.append(v)
         x = _norm(cfg, "ln_final")(x)
         if return_hidden:
             logits = x
@@ -408,7 +410,7 @@ class Transformer(nn.Module):
         if cache is None:
             return logits, None
         new_cache = KVCache(
-            k=cache_k, v=cache_v, valid=key_valid, index=cache.index + length)
+            k=tuple(new_k), v=tuple(new_v), valid=key_valid, index=cache.index + length)
         return logits, new_cache
 
 
