@@ -76,6 +76,9 @@ def parse_args(argv=None):
     common.add_model_args(p)
     p.add_argument("--beta", type=float, default=0.04, help="KL coefficient (default 0.04; 0 = no reference model)")
     p.add_argument("--loss-type", default="grpo", help="GRPOConfig.loss_type (default grpo; TRL's default is dapo)")
+    p.add_argument("--completion-length", type=int, default=MAX_COMPLETION_LENGTH,
+                   help=f"max_completion_length (default {MAX_COMPLETION_LENGTH}); 8 prompt tokens + "
+                        "this must fit --positions")
     return p.parse_args(argv)
 
 
@@ -132,7 +135,7 @@ def main(argv=None) -> dict:
         config = GRPOConfig(
             **common.base_training_kwargs(args, os.path.join(tmp, "out"), COMPLETIONS_PER_STEP),
             num_generations=NUM_GENERATIONS,
-            max_completion_length=MAX_COMPLETION_LENGTH,
+            max_completion_length=args.completion_length,
             temperature=1.0,
             top_p=1.0,
             top_k=0,
@@ -178,7 +181,7 @@ def main(argv=None) -> dict:
         "completions_per_step": COMPLETIONS_PER_STEP,
         "prompts_per_step": PROMPTS_PER_STEP,
         "num_generations": NUM_GENERATIONS,
-        "max_completion_length": MAX_COMPLETION_LENGTH,
+        "max_completion_length": args.completion_length,
         "temperature": 1.0,
         "beta": args.beta,
         "loss_type": args.loss_type,

@@ -51,12 +51,19 @@ RESULTS = ROOT / "experiments" / "results"
 
 MODEL = dict(num_layers=4, width=128, num_heads=4, mlp_ratio=4, max_len=32, positions="learned")
 PROMPTS_PER_STEP, GROUP_SIZE, PAIRS_PER_STEP = 8, 8, 64
+PROMPT_TOKENS = 8  # "a0 a1 a2 + b0 b1 b2 =" (as _trl_common.PROMPT_TOKENS)
 
 
 # -- purejaxpo side -------------------------------------------------------------------------
 
 
-def _purejaxpo_grpo(beta: float, steps: int) -> dict:
+def _context(completion_length: int) -> int:
+    """The model's context (GPT-2 ``n_positions``, our ``max_len``) for a completion length:
+    the benchmark's 32 up to 24 new tokens, else 64 (the same width, a longer context)."""
+    return 32 if PROMPT_TOKENS + completion_length <= 32 else 64
+
+
+def _purejaxpo_grpo(beta: float, steps: int, completion_length: int = 5) -> dict:
     import jax
 
     from purejaxpo.lm.common import init_state, run_loop
@@ -64,10 +71,11 @@ def _purejaxpo_grpo(beta: float, steps: int) -> dict:
     from purejaxpo.lm.grpo import make_grpo_step
     from purejaxpo.lm.model import count_params, init_params
 
-    model = LMSFTConfig(**MODEL).model_config()
+    model = LMSFTConfig(**{**MODEL, "max_len": _context(completion_length)}).model_config()
     params = init_params(jax.random.PRNGKey(0), model)
     config = LMGRPOConfig(loss="grpo", prompts_per_step=PROMPTS_PER_STEP, group_size=GROUP_SIZE,
-                        beta=beta, rewards=(("correct", 1.0),), learning_rate=1e-6)
+                        beta=beta, rewards=(("correct", 1.0),), learning_rate=1e-6,
+                        max_new_tokens=completion_length)
     step = make_grpo_step(config, model, config.make_task())
     hp = config.hyperparams()
     ref = params if config.use_kl else None
@@ -84,6 +92,7 @@ def _purejaxpo_grpo(beta: float, steps: int) -> dict:
             "completion_tokens_per_step": statistics.median(tokens),
             "completion_tokens_per_s": statistics.median(tokens) / step_s,
             "completions_per_step": PROMPTS_PER_STEP * GROUP_SIZE, "jax": jax.__version__,
+            "completion_length": completion_length, "max_len": model.max_len,
             "device": str(jax.devices()[0])}
 
 
@@ -141,6 +150,14 @@ def _trl(kind: str, steps: int, **kw) -> dict:
     return _run(cmd)
 
 
+def _case_name(kind: str, kw: dict) -> str:
+    if kind != "grpo":
+        return kind
+    name = f"grpo beta={kw['beta']}"
+    n = kw["completion_length"]
+    return name if n == 5 else f"{name}, completions <= {n} tokens (context {_context(n)})"
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--worker", choices=["grpo", "dpo"], help="one purejaxpo measurement")
@@ -150,27 +167,38 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--only", choices=["purejaxpo", "trl"])
     p.add_argument("--json", help="(worker) write the measurement here")
+    p.add_argument("--completion-length", type=int, default=5,
+                   help="(worker) GRPO's completion length")
+    p.add_argument("--completion-lengths", default="5",
+                   help="GRPO completion lengths to compare, e.g. 5,32 (the model's context is "
+                        "32 up to 24 new tokens, else 64); results go to lm_vs_trl[_c<N>...]")
     args = p.parse_args()
 
     if args.worker:
-        out = (_purejaxpo_grpo(args.beta, args.steps) if args.worker == "grpo"
+        out = (_purejaxpo_grpo(args.beta, args.steps, args.completion_length)
+               if args.worker == "grpo"
                else _purejaxpo_dpo(args.steps, bool(args.precompute)))
         with open(args.json, "w") as f:
             json.dump(out, f)
         return 0
 
-    cases = [("grpo", {"beta": 0.04}), ("grpo", {"beta": 0.0}), ("dpo", {})]
+    lengths = [int(n) for n in args.completion_lengths.split(",")]
+    cases = [("grpo", {"beta": b, "completion_length": n}) for n in lengths for b in (0.04, 0.0)]
+    cases.append(("dpo", {}))
     runs: dict[str, list] = {}
     for _ in range(args.repeats):
         for kind, kw in cases:
-            name = f"{kind}" + (f" beta={kw['beta']}" if "beta" in kw else "")
+            name = _case_name(kind, kw)
             if args.only != "trl":
                 runs.setdefault(f"purejaxpo {name}", []).append(
                     _ours(kind, steps=args.steps, **kw))
                 print(f"purejaxpo {name}: {runs[f'purejaxpo {name}'][-1]['median_step_s']:.4f} s/step",
                       flush=True)
             if args.only != "purejaxpo":
-                runs.setdefault(f"trl {name}", []).append(_trl(kind, args.steps, **kw))
+                trl_kw = dict(kw)
+                if kind == "grpo":
+                    trl_kw["positions"] = _context(kw["completion_length"])
+                runs.setdefault(f"trl {name}", []).append(_trl(kind, args.steps, **trl_kw))
                 print(f"trl {name}: {runs[f'trl {name}'][-1]['median_step_s']:.4f} s/step",
                       flush=True)
         if args.only != "trl":
@@ -182,7 +210,7 @@ def main() -> int:
 
     rows = []
     for kind, kw in cases:
-        name = f"{kind}" + (f" beta={kw['beta']}" if "beta" in kw else "")
+        name = _case_name(kind, kw)
         key = "completion_tokens_per_s" if kind == "grpo" else "pairs_per_s"
         ours, theirs = med(f"purejaxpo {name}", key), med(f"trl {name}", key)
         rows.append({"case": name, "unit": key, "purejaxpo": ours, "trl": theirs,
@@ -202,6 +230,8 @@ def main() -> int:
               "rows": rows, "runs": runs}
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = "" if args.only is None else f"_{args.only}"
+    if lengths != [5]:
+        suffix += "_c" + "_".join(map(str, lengths))
     (RESULTS / f"lm_vs_trl{suffix}.json").write_text(json.dumps(result, indent=1))
     lines = [f"Machine: {result['cpu']}; {args.repeats} interleaved runs each, medians.", "",
              "| case | unit | purejaxpo | TRL | ratio | purejaxpo s/step | TRL s/step |",

@@ -1,0 +1,155 @@
+"""Sampling speed of this checkout against an earlier revision, at the LM benchmark's shapes.
+
+``purejaxpo.lm.sampling.generate`` on the model of ``bench_lm_vs_trl.py`` (GPT-2 style, 4
+layers, width 128, 4 heads, learned positions, 15-token vocabulary, random weights): 64
+sequences of 8 prompt tokens, 5 new tokens (context 32, the GRPO benchmark's shape) and 32 new
+tokens (context 64). Every measurement is a fresh process (compile, then ``--calls`` timed calls,
+median per call); the two trees are interleaved (this one, the baseline, this one, ...) and the
+table reports the median over ``--repeats`` processes and baseline / this (> 1: this is faster).
+
+The baseline is checked out with ``git worktree`` into a temporary directory and imported from
+there (``PYTHONPATH``), in the same virtual environment::
+
+    .venv/bin/python experiments/bench_sampling.py --baseline c0ef9de --repeats 5
+
+Writes ``experiments/results/lm/sampling_speed.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _bench_common as bench  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results" / "lm"
+SHAPES = ((5, 32), (32, 64))  # (new tokens, context)
+BATCH, PROMPT = 64, 8
+
+
+def worker(new_tokens: int, context: int, calls: int) -> dict:
+    """Times ``generate`` in this process (whatever ``purejaxpo`` imports from)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import purejaxpo
+    from purejaxpo.lm.model import TransformerConfig, init_params
+    from purejaxpo.lm.sampling import generate
+
+    cfg = TransformerConfig(vocab_size=15, num_layers=4, width=128, num_heads=4, mlp_ratio=4,
+                            max_len=context, positions="learned")
+    params = init_params(jax.random.PRNGKey(0), cfg)
+    prompts = jax.random.randint(jax.random.PRNGKey(1), (BATCH, PROMPT), 3, 15)
+    valid = jnp.ones((BATCH, PROMPT), bool)
+    sample = jax.jit(lambda key, p: generate(key, p, cfg, prompts, valid,
+                                             max_new_tokens=new_tokens, eos_id=2,
+                                             pad_id=0).tokens)
+    t0 = time.perf_counter()
+    jax.block_until_ready(sample(jax.random.PRNGKey(2), params))
+    compile_s = time.perf_counter() - t0
+    times = []
+    for i in range(calls):
+        t0 = time.perf_counter()
+        jax.block_until_ready(sample(jax.random.PRNGKey(3 + i), params))
+        times.append(time.perf_counter() - t0)
+    return {"new_tokens": new_tokens, "context": context, "compile_s": compile_s,
+            "median_ms": 1e3 * float(np.median(times)), "min_ms": 1e3 * min(times),
+            "purejaxpo": str(Path(purejaxpo.__file__).parent), "jax": jax.__version__}
+
+
+def _measure(tree: Path, new_tokens: int, context: int, calls: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cmd = [sys.executable, __file__, "--worker", str(new_tokens), str(context),
+           "--calls", str(calls)]
+    child = bench.run_child_json(cmd, cwd=tree, env=env, timeout=900)
+    if child["json"] is None:
+        raise RuntimeError(f"{' '.join(cmd)} in {tree} failed:\n{bench.tail(child['stderr'])}")
+    return {**child["json"], "foreign_cpu": child["foreign_cpu"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--baseline", default="c0ef9de", help="git revision to compare against")
+    p.add_argument("--repeats", type=int, default=5, help="processes per tree and shape")
+    p.add_argument("--calls", type=int, default=30, help="timed calls per process")
+    p.add_argument("--worker", nargs=2, type=int, metavar=("NEW_TOKENS", "CONTEXT"),
+                   help=argparse.SUPPRESS)
+    p.add_argument("--json", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        Path(args.json).write_text(json.dumps(worker(*args.worker, args.calls)))
+        return 0
+
+    rev = subprocess.run(["git", "rev-parse", "--short", args.baseline], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    here = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout.strip()
+    runs: dict[str, list] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_sampling_") as tmp:
+        base = Path(tmp) / "baseline"
+        subprocess.run(["git", "worktree", "add", "--detach", str(base), rev], cwd=ROOT,
+                       capture_output=True, check=True)
+        try:
+            for r in range(args.repeats):
+                for n, ctx in SHAPES:
+                    for name, tree in (("this", ROOT), ("baseline", base)):
+                        m = _measure(tree, n, ctx, args.calls)
+                        runs.setdefault(f"{name} {n}", []).append(m)
+                        print(f"[{r + 1}/{args.repeats}] {name:8s} {n:2d} tokens: "
+                              f"{m['median_ms']:.1f} ms", flush=True)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT,
+                           capture_output=True)
+
+    rows = []
+    for n, ctx in SHAPES:
+        ours = statistics.median(m["median_ms"] for m in runs[f"this {n}"])
+        then = statistics.median(m["median_ms"] for m in runs[f"baseline {n}"])
+        rows.append({"new_tokens": n, "context": ctx, "this_ms": ours, "baseline_ms": then,
+                     "speedup": then / ours,
+                     "this_range": [min(m["median_ms"] for m in runs[f"this {n}"]),
+                                    max(m["median_ms"] for m in runs[f"this {n}"])],
+                     "baseline_range": [min(m["median_ms"] for m in runs[f"baseline {n}"]),
+                                        max(m["median_ms"] for m in runs[f"baseline {n}"])]})
+    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "cpu": bench.cpu_description(), "this": here, "baseline": rev,
+              "repeats": args.repeats, "calls": args.calls, "batch": BATCH, "prompt": PROMPT,
+              "rows": rows, "runs": runs}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "sampling_speed.json").write_text(json.dumps(result, indent=1))
+    lines = [
+        f"# Sampling speed: {here} against {rev}",
+        "",
+        f"{result['date']}, {result['cpu']}; `generate` on the GRPO benchmark's model (0.8M "
+        f"parameters), {BATCH} sequences of {PROMPT} prompt tokens; median ms per call of "
+        f"{args.calls} calls in each fresh process, then the median over {args.repeats} "
+        "interleaved processes per tree (range over processes). "
+        "Written by `experiments/bench_sampling.py`.",
+        "",
+        f"| new tokens | context | {rev} ms | {here} ms | speedup |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['new_tokens']} | {r['context']} | {r['baseline_ms']:.1f} "
+            f"({r['baseline_range'][0]:.1f}-{r['baseline_range'][1]:.1f}) | {r['this_ms']:.1f} "
+            f"({r['this_range'][0]:.1f}-{r['this_range'][1]:.1f}) | {r['speedup']:.2f}x |")
+    (RESULTS / "sampling_speed.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
