@@ -169,12 +169,19 @@ def _np_filter(logits, top_k, top_p):
     return keep & nucleus
 
 
+@pytest.mark.parametrize("traced", [False, True])
 @pytest.mark.parametrize("top_k,top_p", [(0, 1.0), (3, 1.0), (0, 0.5), (4, 0.8), (1, 0.9),
                                          (0, 1e-6)])
-def test_filter_logits_matches_numpy(top_k, top_p):
+def test_filter_logits_matches_numpy(top_k, top_p, traced):
+    """Static and traced ``top_p`` (a sweepable setting: the nucleus then sits under a
+    ``lax.cond`` that skips the sort at 1.0) give the same filter as the NumPy reference."""
     rng = np.random.default_rng(top_k + int(top_p * 100))
     logits = rng.normal(size=(5, V)) * 2
-    got = np.asarray(filter_logits(jnp.float32(logits), top_k=top_k, top_p=top_p))
+    if traced:
+        run = jax.jit(lambda x, p: filter_logits(x, top_k=top_k, top_p=p))
+        got = np.asarray(run(jnp.float32(logits), jnp.float32(top_p)))
+    else:
+        got = np.asarray(filter_logits(jnp.float32(logits), top_k=top_k, top_p=top_p))
     for row, g in zip(logits, got):
         keep = _np_filter(row, top_k, top_p)
         assert np.array_equal(g > -1e30, keep)

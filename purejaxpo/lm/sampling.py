@@ -53,12 +53,24 @@ def filter_logits(logits: Array, *, top_k: int = 0, top_p=1.0) -> Array:
       logits: ``[..., V]`` (already divided by the temperature).
       top_k: keep the ``top_k`` largest (static; 0 keeps all).
       top_p: keep the smallest set of most likely tokens whose probability reaches ``top_p``
-        (may be traced; 1.0 keeps all). The most likely token is always kept.
+        (may be traced; 1.0 keeps all, and skips the sort). The most likely token is always
+        kept.
     """
     neg_inf = jnp.finfo(logits.dtype).min
     if top_k and top_k < logits.shape[-1]:
         kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
         logits = jnp.where(logits < kth, neg_inf, logits)
+    if isinstance(top_p, (int, float)):
+        return logits if top_p >= 1.0 else _nucleus(logits, top_p)
+    # Traced (a sweepable setting): the sort runs only on steps where the nucleus is on (under
+    # vmap over settings, cond becomes a select and both run).
+    return jax.lax.cond(jnp.all(top_p >= 1.0), lambda x: x,
+                        lambda x: _nucleus(x, top_p), logits)
+
+
+def _nucleus(logits: Array, top_p) -> Array:
+    """:func:`filter_logits`' top-p part: sort, cumulative mass, threshold."""
+    neg_inf = jnp.finfo(logits.dtype).min
     sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
     probs = jax.nn.softmax(sorted_logits, axis=-1)
     # Probability mass strictly before each sorted token; keep the token while it is < top_p.
