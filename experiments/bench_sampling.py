@@ -3,7 +3,9 @@
 ``purejaxpo.lm.sampling.generate`` on the model of ``bench_lm_vs_trl.py`` (GPT-2 style, 4
 layers, width 128, 4 heads, learned positions, 15-token vocabulary, random weights): 64
 sequences of 8 prompt tokens, 5 new tokens (context 32, the GRPO benchmark's shape) and 32 new
-tokens (context 64). Every measurement is a fresh process (compile, then ``--calls`` timed calls,
+tokens (context 64); 64 distinct prompts, and GRPO's batch of 8 prompts x 8 completions
+(``prompt_group=8`` where the tree's ``generate`` has it: the prompt prefilled once per
+group). Every measurement is a fresh process (compile, then ``--calls`` timed calls,
 median per call); the two trees are interleaved (this one, the baseline, this one, ...) and the
 table reports the median over ``--repeats`` processes and baseline / this (> 1: this is faster).
 
@@ -34,12 +36,14 @@ import _bench_common as bench  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results" / "lm"
-SHAPES = ((5, 32), (32, 64))  # (new tokens, context)
+SHAPES = ((5, 32, 1), (5, 32, 8), (32, 64, 1), (32, 64, 8))  # (new tokens, context, group)
 BATCH, PROMPT = 64, 8
 
 
-def worker(new_tokens: int, context: int, calls: int) -> dict:
+def worker(new_tokens: int, context: int, group: int, calls: int) -> dict:
     """Times ``generate`` in this process (whatever ``purejaxpo`` imports from)."""
+    import inspect
+
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -51,11 +55,14 @@ def worker(new_tokens: int, context: int, calls: int) -> dict:
     cfg = TransformerConfig(vocab_size=15, num_layers=4, width=128, num_heads=4, mlp_ratio=4,
                             max_len=context, positions="learned")
     params = init_params(jax.random.PRNGKey(0), cfg)
-    prompts = jax.random.randint(jax.random.PRNGKey(1), (BATCH, PROMPT), 3, 15)
+    prompts = jax.random.randint(jax.random.PRNGKey(1), (BATCH // group, PROMPT), 3, 15)
+    prompts = jnp.repeat(prompts, group, axis=0)
     valid = jnp.ones((BATCH, PROMPT), bool)
+    shared = group > 1 and "prompt_group" in inspect.signature(generate).parameters
+    extra = {"prompt_group": group} if shared else {}
     sample = jax.jit(lambda key, p: generate(key, p, cfg, prompts, valid,
                                              max_new_tokens=new_tokens, eos_id=2,
-                                             pad_id=0).tokens)
+                                             pad_id=0, **extra).tokens)
     t0 = time.perf_counter()
     jax.block_until_ready(sample(jax.random.PRNGKey(2), params))
     compile_s = time.perf_counter() - t0
@@ -64,14 +71,15 @@ def worker(new_tokens: int, context: int, calls: int) -> dict:
         t0 = time.perf_counter()
         jax.block_until_ready(sample(jax.random.PRNGKey(3 + i), params))
         times.append(time.perf_counter() - t0)
-    return {"new_tokens": new_tokens, "context": context, "compile_s": compile_s,
+    return {"new_tokens": new_tokens, "context": context, "group": group,
+            "prompt_group_used": shared, "compile_s": compile_s,
             "median_ms": 1e3 * float(np.median(times)), "min_ms": 1e3 * min(times),
             "purejaxpo": str(Path(purejaxpo.__file__).parent), "jax": jax.__version__}
 
 
-def _measure(tree: Path, new_tokens: int, context: int, calls: int) -> dict:
+def _measure(tree: Path, new_tokens: int, context: int, group: int, calls: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, __file__, "--worker", str(new_tokens), str(context),
+    cmd = [sys.executable, __file__, "--worker", str(new_tokens), str(context), str(group),
            "--calls", str(calls)]
     child = bench.run_child_json(cmd, cwd=tree, env=env, timeout=900)
     if child["json"] is None:
@@ -84,7 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", default="c0ef9de", help="git revision to compare against")
     p.add_argument("--repeats", type=int, default=5, help="processes per tree and shape")
     p.add_argument("--calls", type=int, default=30, help="timed calls per process")
-    p.add_argument("--worker", nargs=2, type=int, metavar=("NEW_TOKENS", "CONTEXT"),
+    p.add_argument("--worker", nargs=3, type=int, metavar=("NEW_TOKENS", "CONTEXT", "GROUP"),
                    help=argparse.SUPPRESS)
     p.add_argument("--json", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -103,26 +111,25 @@ def main(argv=None) -> int:
                        capture_output=True, check=True)
         try:
             for r in range(args.repeats):
-                for n, ctx in SHAPES:
+                for n, ctx, g in SHAPES:
                     for name, tree in (("this", ROOT), ("baseline", base)):
-                        m = _measure(tree, n, ctx, args.calls)
-                        runs.setdefault(f"{name} {n}", []).append(m)
-                        print(f"[{r + 1}/{args.repeats}] {name:8s} {n:2d} tokens: "
-                              f"{m['median_ms']:.1f} ms", flush=True)
+                        m = _measure(tree, n, ctx, g, args.calls)
+                        runs.setdefault(f"{name} {n} {g}", []).append(m)
+                        print(f"[{r + 1}/{args.repeats}] {name:8s} {n:2d} tokens, groups of "
+                              f"{g}: {m['median_ms']:.1f} ms", flush=True)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT,
                            capture_output=True)
 
     rows = []
-    for n, ctx in SHAPES:
-        ours = statistics.median(m["median_ms"] for m in runs[f"this {n}"])
-        then = statistics.median(m["median_ms"] for m in runs[f"baseline {n}"])
-        rows.append({"new_tokens": n, "context": ctx, "this_ms": ours, "baseline_ms": then,
-                     "speedup": then / ours,
-                     "this_range": [min(m["median_ms"] for m in runs[f"this {n}"]),
-                                    max(m["median_ms"] for m in runs[f"this {n}"])],
-                     "baseline_range": [min(m["median_ms"] for m in runs[f"baseline {n}"]),
-                                        max(m["median_ms"] for m in runs[f"baseline {n}"])]})
+    for n, ctx, g in SHAPES:
+        ours = [m["median_ms"] for m in runs[f"this {n} {g}"]]
+        then = [m["median_ms"] for m in runs[f"baseline {n} {g}"]]
+        rows.append({"new_tokens": n, "context": ctx, "group": g,
+                     "this_ms": statistics.median(ours), "baseline_ms": statistics.median(then),
+                     "speedup": statistics.median(then) / statistics.median(ours),
+                     "this_range": [min(ours), max(ours)],
+                     "baseline_range": [min(then), max(then)]})
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "cpu": bench.cpu_description(), "this": here, "baseline": rev,
               "repeats": args.repeats, "calls": args.calls, "batch": BATCH, "prompt": PROMPT,
@@ -138,12 +145,13 @@ def main(argv=None) -> int:
         "interleaved processes per tree (range over processes). "
         "Written by `experiments/bench_sampling.py`.",
         "",
-        f"| new tokens | context | {rev} ms | {here} ms | speedup |",
-        "|---:|---:|---:|---:|---:|",
+        f"| new tokens | context | prompts x completions | {rev} ms | {here} ms | speedup |",
+        "|---:|---:|---|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['new_tokens']} | {r['context']} | {r['baseline_ms']:.1f} "
+            f"| {r['new_tokens']} | {r['context']} | {BATCH // r['group']} x {r['group']} "
+            f"| {r['baseline_ms']:.1f} "
             f"({r['baseline_range'][0]:.1f}-{r['baseline_range'][1]:.1f}) | {r['this_ms']:.1f} "
             f"({r['this_range'][0]:.1f}-{r['this_range'][1]:.1f}) | {r['speedup']:.2f}x |")
     (RESULTS / "sampling_speed.md").write_text("\n".join(lines) + "\n")

@@ -228,3 +228,22 @@ def test_prompt_too_long_for_context_raises():
     with pytest.raises(ValueError, match="max_len"):
         generate(jax.random.PRNGKey(0), params, cfg, prompts, jnp.ones_like(prompts, bool),
                  max_new_tokens=8, eos_id=EOS, pad_id=PAD)
+
+
+def test_prompt_group_prefills_once_per_group_with_the_same_completions():
+    """``prompt_group=G`` on a batch where each prompt repeats G times in a row (GRPO's) gives
+    the completions of the unshared prefill, greedy and sampled; a G that does not divide the
+    batch is refused."""
+    cfg, params = _model()
+    prompts, valid = _left_padded_prompts()  # 3 prompts, left-padded
+    group = 4
+    prompts, valid = jnp.repeat(prompts, group, 0), jnp.repeat(valid, group, 0)
+    for greedy in (True, False):
+        outs = [generate(jax.random.PRNGKey(7), params, cfg, prompts, valid, max_new_tokens=4,
+                         eos_id=EOS, pad_id=PAD, greedy=greedy, prompt_group=g)
+                for g in (1, group)]
+        np.testing.assert_array_equal(outs[0].tokens, outs[1].tokens)
+        np.testing.assert_array_equal(outs[0].mask, outs[1].mask)
+    with pytest.raises(ValueError, match="prompt_group=5"):
+        generate(jax.random.PRNGKey(7), params, cfg, prompts, valid, max_new_tokens=4,
+                 eos_id=EOS, pad_id=PAD, prompt_group=5)

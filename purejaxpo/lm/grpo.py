@@ -116,7 +116,7 @@ def make_sampler(config, model: TransformerConfig, task: SequenceTask,
             sample_key, params, model, batch.prompts, batch.prompt_valid,
             max_new_tokens=num_new, eos_id=tok.eos_id, pad_id=tok.pad_id,
             temperature=hp["temperature"], top_k=config.top_k, top_p=hp["top_p"],
-            tools=task.tool_use)
+            tools=task.tool_use, prompt_group=group)  # batch: each prompt `group` times
         metrics = {}
         total = jnp.zeros((num_prompts * group,), jnp.float32)
         exact = None

@@ -96,6 +96,7 @@ def generate(
     top_p=1.0,
     greedy: bool = False,
     tools=None,
+    prompt_group: int = 1,
 ) -> Completions:
     """Samples ``max_new_tokens`` tokens after each prompt, stopping each at its first EOS.
 
@@ -116,6 +117,10 @@ def generate(
       temperature: logits are divided by it before sampling.
       top_k, top_p: see :func:`filter_logits`.
       greedy: take the most likely token at every step (static; ignores the sampling settings).
+      prompt_group: ``G`` (static): the caller promises that every run of ``G`` consecutive
+        rows holds the same prompt (GRPO's group of completions per prompt, ``TaskBatch.repeat``);
+        the prompt is then prefilled once per group and its cache shared, ``G`` times less
+        prefill work for the same result. 1 (the default) promises nothing.
 
     Returns:
       :class:`Completions` with ``tokens`` and ``mask`` ``[B, N]`` (and with ``tools``,
@@ -126,11 +131,21 @@ def generate(
         raise ValueError(
             f"prompt length {prompt_len} + max_new_tokens {max_new_tokens} exceeds the model's "
             f"max_len {config.max_len}")
+    if prompt_group < 1 or batch % prompt_group:
+        raise ValueError(f"prompt_group={prompt_group} is invalid: must be >= 1 and divide the "
+                         f"batch of {batch} prompts")
     model = Transformer(config)
-    cache = init_cache(config, batch)
-    logits, cache = model.apply({"params": params}, prompts, prompt_valid, cache=cache)
+    distinct = batch // prompt_group
+    cache = init_cache(config, distinct)
+    logits, cache = model.apply({"params": params}, prompts[::prompt_group],
+                                prompt_valid[::prompt_group], cache=cache)
     # With left padding the last prompt slot is always a real token (if the prompt has any).
     last_logits = logits[:, -1]
+    if prompt_group > 1:  # every group's rows start from its one prefilled prompt
+        share = lambda x: jnp.repeat(x, prompt_group, axis=0)  # noqa: E731
+        cache = cache._replace(k=tuple(map(share, cache.k)), v=tuple(map(share, cache.v)),
+                               valid=share(cache.valid))
+        last_logits = share(last_logits)
 
     def choose(logits, step_key):
         if greedy:
