@@ -41,14 +41,15 @@ Array = jax.Array
 def _read_tokenizer(directory: str):
     """``(tokenizers.Tokenizer, config.json as a dict)`` of ``directory``, read once per
     process (tasks are rebuilt from their config many times; the files are read once)."""
+    from purejaxpo.lm.pretrained import load_tokenizer
+
     path = Path(directory)
-    if not (path / "tokenizer.json").is_file():
+    tok = load_tokenizer(path)
+    if tok is None:
         raise ValueError(f"model={directory!r} is invalid: no tokenizer.json there")
     hf = json.loads((path / "config.json").read_text()) \
         if (path / "config.json").is_file() else {}
-    from tokenizers import Tokenizer as _HFTokenizer
-
-    return _HFTokenizer.from_file(str(path / "tokenizer.json")), hf
+    return tok, hf
 
 
 @dataclasses.dataclass(frozen=True)
