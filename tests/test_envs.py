@@ -131,3 +131,57 @@ def test_vec_env_is_vmappable_and_discrete_actions_int():
     assert venv.is_discrete and venv.observation_shape == (4,)
     obs, _ = jax.jit(jax.vmap(venv.reset))(jax.random.split(jax.random.PRNGKey(0), 2))
     assert obs.shape == (2, 3, 4) and obs.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("name,max_steps", [("CartPole-v1", 6), ("Breakout-MinAtar", 500),
+                                            ("Asterix-MinAtar", 500)])
+def test_prepared_steps_equal_gymnax_steps(name, max_steps):
+    # VecEnv.prepare_steps draws a rollout's env randomness before the loop; fed the keys that
+    # gymnax's own step would split, the prepared step must give exactly gymnax's results
+    # (auto-resets and truncation included: CartPole's 6-step limit cuts episodes here).
+    from purejaxpo.envs.wrappers import PreparedSteps
+
+    env, params = make(name)
+    if name == "CartPole-v1":
+        params = params.replace(max_steps_in_episode=max_steps)
+    venv = VecEnv(env, params, 3)
+    prepared = venv.prepare_steps(jax.random.PRNGKey(1), 40)
+    assert isinstance(prepared, PreparedSteps)
+    assert prepared.step_key.shape[:2] == prepared.reset_key.shape[:2] == (40, 3)
+    obs, state = venv.reset(jax.random.PRNGKey(0))
+    state_a = state_b = state
+    actions = jax.random.randint(jax.random.PRNGKey(2), (40, 3), 0, venv.action_space.n)
+    dones = 0
+    for t in range(40):
+        env_keys = jax.random.split(jax.random.PRNGKey(100 + t), 3)
+        halves = jax.vmap(jax.random.split)(env_keys)  # gymnax: key_step, key_reset = split(key)
+        a = venv.step(jax.random.PRNGKey(100 + t), state_a, actions[t])
+        b = venv.step(PreparedSteps(halves[:, 0], halves[:, 1]), state_b, actions[t])
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+            x, y = np.asarray(x), np.asarray(y)
+            if np.issubdtype(x.dtype, np.floating):  # gymnax's step is jitted: 1-ulp rounding
+                np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+            else:
+                np.testing.assert_array_equal(x, y)
+        state_a, state_b = a[1], b[1]
+        dones += int(np.sum(np.asarray(a[3]) | np.asarray(a[4])))
+    assert dones > 0  # the automatic reset was exercised
+
+
+def test_prepare_steps_gives_keys_for_an_env_with_its_own_step():
+    # An environment that overrides gymnax's step (as the physics adapters do) keeps its own
+    # step: the rollout gets one key per step and VecEnv splits it as before.
+    env, params = make("CartPole-v1")
+
+    class OwnStep(type(env)):
+        def step(self, key, state, action, params=None):
+            obs, state, reward, terminated, truncated, info = super().step(
+                key, state, action, params)
+            return obs, state, 2 * reward, terminated, truncated, info
+
+    venv = VecEnv(OwnStep(), params, 2)
+    keys = venv.prepare_steps(jax.random.PRNGKey(0), 5)
+    assert keys.shape[0] == 5
+    obs, state = venv.reset(jax.random.PRNGKey(0))
+    reward = venv.step(keys[0], state, jnp.array([0, 1]))[2]
+    np.testing.assert_array_equal(np.asarray(reward), [2.0, 2.0])

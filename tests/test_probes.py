@@ -71,7 +71,10 @@ TORSOS = {
                                 conv_channels=(8,), conv_kernels=(1,), conv_strides=(1,),
                                 gru_size=16)),
     "a2c-gru": ("a2c", dict(learning_rate=1e-2, gru_size=16)),
-    "ppo-state-std": ("ppo", dict(learning_rate=1e-2, num_minibatches=2, log_std="state")),
+    # A state-dependent log-std at lr 1e-2 shrinks to its floor (exp(-5)) within 100 updates,
+    # which freezes the mean wherever it is: 2 of 6 seeds ended 0.17 and 0.06 from the best
+    # action. At 3e-3 all 6 seeds end within 0.015 of it on both continuous probes.
+    "ppo-state-std": ("ppo", dict(learning_rate=3e-3, num_minibatches=2, log_std="state")),
 }
 ALGOS.update(TORSOS)
 DISCRETE_TORSOS = ["ppo-shared", "ppo-cnn", "ppo-cnn-gru", "a2c-gru"]
