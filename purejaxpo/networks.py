@@ -65,6 +65,24 @@ LOG_STDS = ("free", "state")
 """Gaussian log-std: a free parameter per action dimension, or a dense layer of the features."""
 
 LOG_STD_RANGE = (-5.0, 2.0)
+
+# Samples per chunk when a whole rollout goes through a network at once (rollout_values): a
+# CNN's activations on 1024 envs x 128 steps of MinAtar took 5.8 GiB per run unchunked.
+ROLLOUT_CHUNK = 8192
+
+
+def over_time(f: Callable, x):
+    """``f`` over a time-major ``[T, B, ...]`` array, ``ROLLOUT_CHUNK`` samples at a time.
+
+    ``f`` maps ``[..., *item]`` to ``[...]`` (any leading axes, as :meth:`Policy.value`). A
+    rollout of at most ``ROLLOUT_CHUNK`` samples is one call (no loop); a larger one a loop over
+    chunks of whole time steps, whose memory does not grow with T.
+    """
+    t, b = x.shape[:2]
+    steps = max(1, ROLLOUT_CHUNK // b)
+    if steps >= t:
+        return f(x)
+    return jax.lax.map(f, x, batch_size=steps)
 """A state-dependent log-std is clipped to this range (std 0.0067 to 7.4)."""
 
 
@@ -690,7 +708,8 @@ class Policy:
         bootstraps from its own memory.
         """
         if not self.recurrent:
-            return self.value(params, traj.obs), self.value(params, traj.final_obs)
+            value = lambda obs: over_time(lambda o: self.value(params, o), obs)  # noqa: E731
+            return value(traj.obs), value(traj.final_obs)
         done = jnp.logical_or(traj.terminated, traj.truncated)
         hiddens = self.unroll(params, traj.agent_state, traj.obs, episode_starts(done))
         next_hiddens = self.step(params, hiddens, traj.final_obs)

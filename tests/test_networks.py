@@ -63,3 +63,26 @@ def test_continuous_actions_clipped_to_env_bounds():
     policy = _policy("Pendulum-v1")
     action = jnp.array([[-7.0], [0.5], [9.0]])
     np.testing.assert_allclose(policy.env_action(action), [[-2.0], [0.5], [2.0]])
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 8, 12, 10_000])
+def test_over_time_chunks_equal_one_pass(monkeypatch, chunk):
+    # A rollout larger than ROLLOUT_CHUNK samples goes through the critic in chunks of whole
+    # time steps (a CNN on 1024 MinAtar envs needed 5.8 GiB in one pass): same values, for
+    # chunks of one step, several steps, a remainder (T = 7 is no multiple), and no chunking.
+    from purejaxpo import networks
+    from purejaxpo.rollout import Transition
+
+    monkeypatch.setattr(networks, "ROLLOUT_CHUNK", chunk)
+    env, env_params = make("Breakout-MinAtar")
+    policy = Policy.for_env(make_vec_env(env, env_params, 3),
+                            PolicySpec(torso="cnn", conv_channels=(4,), conv_kernels=(2,),
+                                       conv_strides=(1,), hidden_sizes=(8,)))
+    params = policy.init(jax.random.PRNGKey(0))
+    obs = jax.random.uniform(jax.random.PRNGKey(1), (7, 3, *policy.obs_shape))
+    final_obs = jax.random.uniform(jax.random.PRNGKey(2), obs.shape)
+    traj = Transition(*[None] * len(Transition._fields))._replace(obs=obs, final_obs=final_obs)
+    values, next_values = jax.jit(policy.rollout_values)(params, traj)
+    assert values.shape == next_values.shape == (7, 3)
+    np.testing.assert_allclose(values, policy.value(params, obs), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(next_values, policy.value(params, final_obs), rtol=1e-5, atol=1e-6)
