@@ -27,20 +27,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import struct
-from gymnax.environments import environment, spaces
-
-
-@struct.dataclass
-class PreparedSteps:
-    """Randomness of vectorised gymnax steps drawn before a rollout (``VecEnv.prepare_steps``).
-
-    Attributes:
-      step_key: ``[T, B]`` keys of gymnax's ``step_env``.
-      reset_key: ``[T, B]`` keys of the automatic reset.
-    """
-
-    step_key: jax.Array
-    reset_key: jax.Array
+from gymnax.environments import spaces
 
 
 class VecEnv:
@@ -82,64 +69,11 @@ class VecEnv:
         del state
         return self
 
-    def prepare_steps(self, key, num_steps: int):
-        """The randomness of ``num_steps`` calls of :meth:`step`, drawn at once.
-
-        A rollout scans :meth:`step` over the result (leading axis T) instead of per-step
-        keys. On the CPU every random draw inside a loop body is a small loop of its own
-        (threefry's rounds); a vectorised gymnax step made three per step besides the env's
-        own draws (the per-env key split, gymnax's step/reset split, the reset's draw). Drawn
-        here, the splits are two large draws per rollout; the reset's draw stays in the loop
-        (precomputing every step's reset state made whole PPO runs slower, though rollouts
-        alone were faster: measured on a 2-core CPU, 2026-12-01).
-
-        Returns:
-          :class:`PreparedSteps` with ``[T, B, ...]`` fields, or ``[T]`` keys for an
-          environment with its own ``step``.
-        """
-        if not self._gymnax_autoreset:
-            return jax.random.split(key, num_steps)
-        k_step, k_reset = jax.random.split(key)
-        shape = (num_steps, self.num_envs)
-        return PreparedSteps(jax.random.split(k_step, shape),
-                             jax.random.split(k_reset, shape))
-
-    @property
-    def _gymnax_autoreset(self) -> bool:
-        return type(self.env).step is environment.Environment.step
-
-    def _prepared_step(self, prepared: "PreparedSteps", state, action):
-        """gymnax's ``Environment.step`` (1.0.x) with its randomness from ``prepared``."""
-        env, params = self.env, self.env_params
-        obs_st, state_st, reward, terminated, info = jax.vmap(
-            env.step_env, in_axes=(0, 0, 0, None)
-        )(prepared.step_key, state, action, params)
-        truncated = jax.vmap(env.is_truncated, in_axes=(0, None))(state_st, params)
-        done = jnp.logical_or(terminated, truncated)
-        obs_re, state_re = jax.vmap(env.reset_env, in_axes=(0, None))(
-            prepared.reset_key, params)
-
-        def select(reset_leaf, step_leaf):
-            mask = done.reshape(done.shape + (1,) * (step_leaf.ndim - 1))
-            return jnp.where(mask, reset_leaf, step_leaf)
-
-        state = jax.tree_util.tree_map(select, state_re, state_st)
-        obs = jax.tree_util.tree_map(select, obs_re, obs_st)
-        info = {**info, "terminated": terminated, "truncated": truncated,
-                "final_observation": obs_st}
-        return obs, state, reward, terminated, truncated, info
-
     def step(self, key, state, action):
-        """One step of every env: ``key`` is a PRNG key, or one step (index t) of
-        :meth:`prepare_steps`' result."""
-        if isinstance(key, PreparedSteps):
-            obs, state, reward, terminated, truncated, info = self._prepared_step(
-                key, state, action)
-        else:
-            keys = jax.random.split(key, self.num_envs)
-            obs, state, reward, terminated, truncated, info = jax.vmap(
-                self.env.step, in_axes=(0, 0, 0, None)
-            )(keys, state, action, self.env_params)
+        keys = jax.random.split(key, self.num_envs)
+        obs, state, reward, terminated, truncated, info = jax.vmap(
+            self.env.step, in_axes=(0, 0, 0, None)
+        )(keys, state, action, self.env_params)
         info = dict(info)
         info["final_observation"] = info["final_observation"].astype(jnp.float32)
         return (

@@ -117,8 +117,8 @@ def collect(key, venv, policy, params, carry: EnvCarry, num_steps: int):
       ``(carry, transitions)`` with transitions ``[T, B, ...]``.
     """
 
-    def step(carry: EnvCarry, keys):
-        k_act, k_env = keys
+    def step(carry: EnvCarry, step_key):
+        k_act, k_env = jax.random.split(step_key)
         agent_state, action, log_prob = policy.act(k_act, params, carry.agent_state, carry.obs)
         obs, env_state, reward, terminated, truncated, info = venv.step(
             k_env, carry.env_state, policy.env_action(action)
@@ -138,14 +138,7 @@ def collect(key, venv, policy, params, carry: EnvCarry, num_steps: int):
         done = jnp.logical_or(terminated, truncated)
         return EnvCarry(env_state, obs, reset_memory(agent_state, done)), transition
 
-    # Every key and env draw of the rollout is made here, before the loop: on the CPU each
-    # draw inside the loop body costs a small loop of its own (VecEnv.prepare_steps).
-    k_act, k_env = jax.random.split(key)
-    prepare = getattr(venv, "prepare_steps", None)
-    env_keys = (prepare(k_env, num_steps) if prepare is not None
-                else jax.random.split(k_env, num_steps))
-    new_carry, traj = jax.lax.scan(step, carry,
-                                   (jax.random.split(k_act, num_steps), env_keys))
+    new_carry, traj = jax.lax.scan(step, carry, jax.random.split(key, num_steps))
     return new_carry, traj._replace(agent_state=carry.agent_state)
 
 
