@@ -92,3 +92,27 @@ def test_gpu_suite_tiny_scale_on_the_cpu(tmp_path, sections):
         cells = json.loads((tmp_path / f"{name}.json").read_text())["cells"]
         assert cells and all(c["ok"] and c["throughput"] > 0 for c in cells), name
     assert "lm grpo tokens/s" in suite and "completion tokens/s" in suite
+
+
+def test_profile_counts_each_loop_body_once_per_trip():
+    # experiments/profile_steps.py's `kernels run per update`: a loop's body counts once per
+    # trip, so the count grows linearly in the trip count, by the body's kernels each trip.
+    import jax
+    import jax.numpy as jnp
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        from profile_steps import executed_kernels
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+
+    def kernels(trips):
+        def f(x):
+            body = lambda i, x: jnp.sin(x) @ x + i  # noqa: E731  (a dot and a fusion or two)
+            return jax.lax.fori_loop(0, trips, body, x)
+        return executed_kernels(jax.jit(f).lower(jnp.ones((4, 4))).compile().as_text())
+
+    k10, k11, k20 = kernels(10), kernels(11), kernels(20)
+    per_trip = k11 - k10
+    assert per_trip >= 2
+    assert k20 - k10 == 10 * per_trip
