@@ -65,6 +65,7 @@ LOG_STDS = ("free", "state")
 """Gaussian log-std: a free parameter per action dimension, or a dense layer of the features."""
 
 LOG_STD_RANGE = (-5.0, 2.0)
+"""A state-dependent log-std is clipped to this range (std 0.0067 to 7.4)."""
 
 # Samples per chunk when a whole rollout goes through a network at once (rollout_values), as
 # large as a typical minibatch. XLA's memory analysis of PPO on Breakout-MinAtar (CNN preset,
@@ -86,7 +87,6 @@ def over_time(f: Callable, x):
     if steps >= t:
         return f(x)
     return jax.lax.map(f, x, batch_size=steps)
-"""A state-dependent log-std is clipped to this range (std 0.0067 to 7.4)."""
 
 
 def orthogonal(scale: float = 1.0):
