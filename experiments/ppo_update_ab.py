@@ -1,0 +1,165 @@
+"""Variants of one PPO update, timed side by side in one process, and its kernels by time.
+
+A record of what was tried to make the CartPole preset's update faster on a CPU, kept so the
+figures in the README can be rerun. Each variant swaps one piece of the update in this process
+only (the library is unchanged):
+
+* ``base``: the library as it is;
+* ``flat``: the optimiser on one flat vector of all parameters (``optax.flatten``): one Adam
+  and one global-norm kernel instead of one per parameter leaf;
+* ``blockdiag``: actor and critic evaluated as one network twice as wide (first layers
+  concatenated, later layers block-diagonal): half the matrix products, twice their flops;
+* ``batched``: the same with the hidden layers as one batched product over [actor, critic].
+
+Every variant is compiled as a scan of ``--updates`` updates from the same state; the programs
+are then called in turn ``--repeats`` times (interleaved, so a slow spell of the machine hits
+all of them) and the medians reported. ``--trace`` also runs the base program under
+``jax.profiler`` and lists its kernels by total time. Usage::
+
+    .venv/bin/python experiments/ppo_update_ab.py
+    .venv/bin/python experiments/ppo_update_ab.py --variants base,flat --repeats 25 --trace
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import re
+import glob
+import gzip
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import distrax  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+from jax.scipy.linalg import block_diag  # noqa: E402
+from profile_steps import executed_kernels  # noqa: E402
+
+import purejaxpo.algos.ppo as ppo_module  # noqa: E402
+from purejaxpo.networks import ACTIVATIONS, Policy  # noqa: E402
+from purejaxpo.presets import preset  # noqa: E402
+from purejaxpo.update import make_optimizer  # noqa: E402
+
+
+def fused_forward(policy: Policy, params, x, batched: bool):
+    """Logits ``[N, A]`` and values ``[N]`` of separate MLP actor and critic, as one network."""
+    act = ACTIVATIONS[policy.spec.activation]
+    actor, critic = params["actor"]["params"], params["critic"]["params"]
+    depth = len(policy.spec.hidden_sizes)
+    h = x
+    for i in range(depth):
+        a, c = actor[f"Dense_{i}"], critic[f"Dense_{i}"]
+        bias = jnp.concatenate([a["bias"], c["bias"]])
+        if i == 0:
+            h = h @ jnp.concatenate([a["kernel"], c["kernel"]], 1) + bias
+        elif batched:
+            pair = h.reshape(*h.shape[:-1], 2, a["kernel"].shape[0])
+            w = jnp.stack([a["kernel"], c["kernel"]])
+            h = jnp.einsum("nki,kij->nkj", pair, w).reshape(*h.shape[:-1], -1) + bias
+        else:
+            h = h @ block_diag(a["kernel"], c["kernel"]) + bias
+        h = act(h)
+    a, c = actor[f"Dense_{depth}"], critic[f"Dense_{depth}"]
+    out = h @ block_diag(a["kernel"], c["kernel"]) + jnp.concatenate([a["bias"], c["bias"]])
+    n = a["kernel"].shape[1]
+    return out[..., :n], out[..., n]
+
+
+def variant(name: str):
+    """Installs variant ``name`` in this process (for the next ``make_train``)."""
+    evaluate = Policy.__dict__["evaluate"]
+    ppo_module.make_optimizer = make_optimizer
+    Policy.evaluate = evaluate
+    if name == "flat":
+        ppo_module.make_optimizer = lambda *a, **k: optax.flatten(make_optimizer(*a, **k))
+    elif name in ("blockdiag", "batched"):
+        def fused(self, params, minibatch):
+            logits, value = fused_forward(self, params, self._prepare(minibatch["obs"]),
+                                          batched=name == "batched")
+            return distrax.Categorical(logits=logits), value
+        Policy.evaluate = fused
+    elif name != "base":
+        raise ValueError(f"unknown variant {name!r}")
+    return evaluate
+
+
+def describe(hlo: str, kernel: str) -> str:
+    """``kernel``'s result shape, opcode and the JAX operation it came from, from the HLO."""
+    for line in hlo.splitlines():
+        m = re.match(r"\s*(?:ROOT\s+)?%?" + re.escape(kernel) + r"\s*=\s*(\S+)\s+([\w\-]+)\(", line)
+        if m:
+            op = re.search(r'op_name="([^"]*)"', line)
+            source = op.group(1).split("/")[-2:] if op else []
+            return f"{m.group(1)} {m.group(2)} {'/'.join(source)}"
+    return ""
+
+
+def trace_kernels(program, state, top: int) -> list[tuple[str, int, float]]:
+    """``(kernel, calls, total ms)`` of one call of ``program`` under ``jax.profiler``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        jax.profiler.start_trace(tmp, create_perfetto_trace=True)
+        jax.block_until_ready(program(state))
+        jax.profiler.stop_trace()
+        path = sorted(glob.glob(f"{tmp}/**/*.trace.json.gz", recursive=True))[-1]
+        events = json.load(gzip.open(path))["traceEvents"]
+    calls, total = collections.Counter(), collections.Counter()
+    for e in events:
+        name = e.get("name", "")
+        if e.get("ph") != "X" or name.startswith(("ThunkExecutor", "$", "while")):
+            continue
+        calls[name] += 1
+        total[name] += e.get("dur", 0) / 1000
+    return [(k, calls[k], ms) for k, ms in total.most_common(top)]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--variants", default="base,flat,blockdiag,batched")
+    p.add_argument("--updates", type=int, default=50)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--trace", action="store_true", help="list the base program's kernels")
+    args = p.parse_args()
+
+    config = preset("ppo", "CartPole-v1")
+    programs = {}
+    for name in args.variants.split(","):
+        variant(name)
+        train = ppo_module.make_train(config)
+        state = jax.jit(train.init)(jax.random.PRNGKey(0))
+        many = jax.jit(lambda s, t=train: t.run(s, args.updates)).lower(state).compile()
+        one = jax.jit(lambda s, t=train: t.run(s, 1)).lower(state).compile()
+        jax.block_until_ready(many(state))
+        programs[name] = (many, state, executed_kernels(one.as_text()))
+    variant("base")
+
+    times = {name: [] for name in programs}
+    for _ in range(args.repeats):
+        for name, (many, state, _) in programs.items():
+            start = time.perf_counter()
+            jax.block_until_ready(many(state))
+            times[name].append((time.perf_counter() - start) / args.updates * 1000)
+    print(f"| variant | kernels run per update | ms per update (median of {args.repeats}) "
+          "| min | max |\n|---|---:|---:|---:|---:|")
+    for name, (_, _, kernels) in programs.items():
+        t = times[name]
+        print(f"| {name} | {kernels:,} | {statistics.median(t):.2f} | {min(t):.2f} | "
+              f"{max(t):.2f} |")
+    if args.trace and "base" in programs:
+        many, state, _ = programs["base"]
+        print(f"\nbase: kernels by total time in one call ({args.updates} updates, traced)")
+        for name, n, ms in trace_kernels(many, state, top=15):
+            print(f"  {ms:8.1f} ms  {n:7d} calls  {1000 * ms / n:7.1f} us each  {name}  "
+                  f"{describe(many.as_text(), name)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
