@@ -48,17 +48,6 @@ KINDS = {  # HLO opcode -> what it is, for the summary
 }
 
 
-def hlo_counts(text: str) -> collections.Counter:
-    """Instructions by opcode in an optimised HLO module's text (every computation)."""
-    counts: collections.Counter = collections.Counter()
-    for line in text.splitlines():
-        # "%name = TYPE opcode(...)", TYPE possibly a tuple "(s32[], f32[4]{0})"
-        m = re.match(r"\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s.*?\s([a-z][\w\-]*)\(", line)
-        if m:
-            counts[m.group(1)] += 1
-    return counts
-
-
 NOT_KERNELS = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast"}
 
 
@@ -94,11 +83,19 @@ def _opcode(line: str) -> str | None:
     return m.group(1) if m else None
 
 
+def hlo_counts(text: str) -> collections.Counter:
+    """Instructions by opcode in an optimised HLO module's text (every computation)."""
+    comps, _ = _computations(text)
+    return collections.Counter(op for lines in comps.values() for line in lines
+                               if (op := _opcode(line)) is not None)
+
+
 def executed_kernels(text: str) -> int:
     """Kernels (instructions other than parameters, tuples, constants and bitcasts) one call
     of the optimised HLO module runs: a loop's body counts once per trip (XLA's
-    ``known_trip_count``, 1 where unknown), a conditional its largest branch. On a CPU, where
-    each kernel costs dispatch overhead, this is what a small program's time follows."""
+    ``known_trip_count``, 1 where unknown), a conditional its largest branch. On a CPU each
+    kernel costs dispatch overhead, but kernels differ: a tiny copy about a microsecond, a
+    small matrix product tens (``experiments/ppo_update_ab.py --trace``)."""
     comps, entry = _computations(text)
 
     def count(name: str) -> int:
