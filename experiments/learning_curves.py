@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 from purejaxpo.algos import ALGORITHMS
-from purejaxpo.cli import device_description
+from purejaxpo.cli import ProgressBar, device_description
 from purejaxpo.metrics import final_return
 from purejaxpo.presets import preset
 from purejaxpo.timing import compile_and_run
@@ -80,13 +80,19 @@ def greedy_returns(algo, config, params, episodes: int, seed: int = 0) -> np.nda
     return np.asarray(fn(params), np.float64).mean(-1)
 
 
-def run_one(algo, env, seeds, steps, seed=0, *, eval_episodes: int = 0):
+def run_one(algo, env, seeds, steps, seed=0, *, eval_episodes: int = 0,
+            progress: bool = False):
     """One preset run of ``seeds`` seeds in one program; with ``eval_episodes``, also each
-    seed's greedy evaluation return (``eval_return``; configs without normalisers only)."""
+    seed's greedy evaluation return (``eval_return``; configs without normalisers only);
+    ``progress``: a bar of updates on stderr (the results are the same without it)."""
     config = preset(algo, env, total_timesteps=steps)
-    train = ALGORITHMS[algo][1](config)
+    bar = ProgressBar(config.num_updates, f"{algo} {env}", progress)
+    train = ALGORITHMS[algo][1](config, progress=bar if progress else None)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
-    result, compile_s, run_s = compile_and_run(jax.vmap(train), keys)
+    try:
+        result, compile_s, run_s = compile_and_run(jax.vmap(train), keys)
+    finally:
+        bar.close()
     metrics = jax.tree_util.tree_map(np.asarray, result.metrics)
     finals = final_return(metrics)
     x, curves = binned_curve(metrics, config.batch_size)

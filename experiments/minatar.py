@@ -70,6 +70,8 @@ def main(argv=None) -> int:
     p.add_argument("--merge", action="store_true",
                    help="keep the games already in <out>.json that this run does not rerun "
                         "(the table can be filled a game at a time, e.g. across sessions)")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bar (the results are the same either way)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +82,7 @@ def main(argv=None) -> int:
                 if r["env"] not in args.games]
     for game in args.games:
         print(f"{game}: {args.seeds} seeds x {args.steps:,} steps on {device}", flush=True)
-        row = run_one("ppo", game, args.seeds, args.steps)
+        row = run_one("ppo", game, args.seeds, args.steps, progress=args.progress)
         rows.append(row)
         rows.sort(key=lambda r: MINATAR_GAMES.index(r["env"]))
         print(f"  mean final_return {row['mean']:.2f} ({row['min']:.2f} to {row['max']:.2f}), "

@@ -33,7 +33,7 @@ def build_config(algo: str, args):
                          total_timesteps=args.total_timesteps, num_envs=args.num_envs)
 
 
-class _Progress:
+class ProgressBar:
     """A tqdm bar over updates, fed by ``jax.debug.callback`` (10 to 100 times a run, see
     ``algos.base.progress_calls``)."""
 
@@ -76,7 +76,7 @@ def cmd_train(args) -> int:
     from purejaxpo.timing import compile_and_run
 
     _, make_train = ALGORITHMS[args.algo]
-    progress = _Progress(config.num_updates, f"{args.algo} {config.env}", args.progress)
+    progress = ProgressBar(config.num_updates, f"{args.algo} {config.env}", args.progress)
     train = make_train(config, progress=progress if args.progress else None)
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
     print(
