@@ -34,6 +34,11 @@ MINATAR = {
 }
 MINATAR_GAMES = ("Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar",
                  "SpaceInvaders-MinAtar")
+# Breakout: two 64-unit layers of each head's own above the shared torso, as in Pgx's network.
+# Without them both seeds' policies collapsed (entropy near 0.1) onto a plateau of 17-19 from
+# about 2.6e6 steps (18.21 at 1e7); with them the entropy stayed about 0.5 and 2 seeds reached
+# 26.13 and 47.30 at 2.5e6 (lr 1.8e-3 constant; experiments/results/minatar/tuning_probes.md).
+MINATAR_BREAKOUT = {**MINATAR, "head_sizes": (64, 64)}
 
 # brax's published PPO settings, scaled to 32 envs on a CPU (the brax entries below start here).
 
@@ -60,6 +65,7 @@ OFF_POLICY_PENDULUM = {
 
 PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     **{("ppo", game): MINATAR for game in MINATAR_GAMES},
+    ("ppo", "Breakout-MinAtar"): MINATAR_BREAKOUT,
     # PureJaxRL's CartPole settings; every one of 16 seeds reaches 500 at 5e5 steps.
     ("ppo", "CartPole-v1"): {},
     ("ppo", "Acrobot-v1"): {},

@@ -189,6 +189,9 @@ def test_minatar_presets_use_a_cnn():
         config = preset("ppo", game)
         assert config.torso == "cnn" and config.total_timesteps == 10_000_000
         assert build_policy(config).spec.shared
+    # Breakout's heads have two layers of their own (the preset without them plateaued).
+    assert preset("ppo", "Breakout-MinAtar").head_sizes == (64, 64)
+    assert preset("ppo", "Asterix-MinAtar").head_sizes == ()
 
 
 def test_a_backend_suffix_starts_from_the_plain_names_preset():
