@@ -1,6 +1,7 @@
 """PPO on the four gymnax MinAtar games with the CNN preset, beside the published anchors.
 
-Runs ``purejaxpo.presets.MINATAR`` (a CNN torso shared by actor and critic) on
+Runs each game's preset (``purejaxpo.presets.MINATAR``: a CNN torso shared by actor and
+critic; Breakout's, ``MINATAR_BREAKOUT``, adds two layers to each head) on
 Breakout-, Asterix-, Freeway- and SpaceInvaders-MinAtar, all seeds of a game vmapped in one
 program, one game after another, and writes after each game (so a long run that is stopped
 keeps what it finished):
@@ -43,19 +44,22 @@ ANCHORS = {  # game -> (gymnax-blines at 1e7, Pgx CNN at 2e7)
 
 
 def write(rows, out: Path, device: str) -> None:
-    lines = ["| game | seeds | env steps per seed | mean final_return | seed range | "
-             "gymnax-blines (MLP, 1e7) | Pgx (CNN, 2e7) | at or above gymnax-blines | "
-             "env steps/s | run min |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| game | head layers | seeds | env steps per seed | mean final_return | "
+             "seed range | gymnax-blines (MLP, 1e7) | Pgx (CNN, 2e7) | "
+             "at or above gymnax-blines | env steps/s | run min |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         blines, pgx = ANCHORS[r["env"]]
-        lines.append(f"| {r['env']} | {r['seeds']} | {r['total_timesteps']:,} | {r['mean']:.2f} "
-                     f"| {r['min']:.2f} to {r['max']:.2f} | {blines} | {pgx} | "
+        heads = ", ".join(map(str, r["config"].get("head_sizes") or ())) or "none"
+        lines.append(f"| {r['env']} | {heads} | {r['seeds']} | {r['total_timesteps']:,} | "
+                     f"{r['mean']:.2f} | {r['min']:.2f} to {r['max']:.2f} | {blines} | {pgx} | "
                      f"{'yes' if r['mean'] >= blines else 'no'} | {r['steps_per_s']:,.0f} | "
                      f"{r['run_s'] / 60:.1f} |")
     md = [f"# PPO on MinAtar ({time.strftime('%Y-%m-%d')}, {device})", "",
-          "CNN preset (`purejaxpo.presets.MINATAR`); `final_return`: mean return of the "
-          "episodes completed in each seed's last 5% of env steps. Written by "
-          "`experiments/minatar.py`.", "", *lines, "", f"![MinAtar]({out.name}.png)", ""]
+          "CNN presets (`purejaxpo.presets`; head layers: each head's own, above the shared "
+          "torso); `final_return`: mean return of the episodes completed in each seed's last "
+          "5% of env steps. Written by `experiments/minatar.py`.", "", *lines, "",
+          f"![MinAtar]({out.name}.png)", ""]
     out.with_suffix(".md").write_text("\n".join(md))
     out.with_suffix(".json").write_text(json.dumps({"device": device, "runs": rows}))
     plot(rows, out.with_suffix(".png"))
