@@ -73,11 +73,14 @@ def fused_forward(policy: Policy, params, x, batched: bool):
     return out[..., :n], out[..., n]
 
 
-def variant(name: str):
-    """Installs variant ``name`` in this process (for the next ``make_train``)."""
-    evaluate = Policy.__dict__["evaluate"]
+ORIGINAL_EVALUATE = Policy.evaluate  # taken once, before any variant replaces it
+
+
+def variant(name: str) -> None:
+    """Installs variant ``name`` in this process (for the next ``make_train``); ``base`` puts
+    the library's own pieces back, whatever was installed before."""
     ppo_module.make_optimizer = make_optimizer
-    Policy.evaluate = evaluate
+    Policy.evaluate = ORIGINAL_EVALUATE
     if name == "flat":
         ppo_module.make_optimizer = lambda *a, **k: optax.flatten(make_optimizer(*a, **k))
     elif name in ("blockdiag", "batched"):
@@ -88,7 +91,6 @@ def variant(name: str):
         Policy.evaluate = fused
     elif name != "base":
         raise ValueError(f"unknown variant {name!r}")
-    return evaluate
 
 
 def describe(hlo: str, kernel: str) -> str:
