@@ -27,6 +27,7 @@ import purejaxpo  # noqa: F401  (before JAX starts)
 import jax
 import numpy as np
 
+from purejaxpo import checkpoint
 from purejaxpo.algos import ALGORITHMS
 from purejaxpo.cli import ProgressBar, device_description
 from purejaxpo.metrics import final_return
@@ -81,31 +82,60 @@ def greedy_returns(algo, config, params, episodes: int, seed: int = 0) -> np.nda
 
 
 def run_one(algo, env, seeds, steps, seed=0, *, eval_episodes: int = 0,
-            progress: bool = False):
+            progress: bool = False, checkpoint_dir: str | None = None,
+            checkpoint_every: int | None = None):
     """One preset run of ``seeds`` seeds in one program; with ``eval_episodes``, also each
     seed's greedy evaluation return (``eval_return``; configs without normalisers only);
-    ``progress``: a bar of updates on stderr (the results are the same without it)."""
+    ``progress``: a bar of updates on stderr (the results are the same without it).
+
+    With ``checkpoint_dir``, the run goes in chunks of ``checkpoint_every`` updates, saved
+    there after each, and continues from the latest checkpoint found there (a run stopped by
+    the end of a session picks up where it was: the results are bitwise those of one
+    unbroken run). ``resumed_at_update`` then says where this process began, and
+    ``compile_s``, ``run_s`` and ``steps_per_s`` cover this process's updates only.
+    """
     config = preset(algo, env, total_timesteps=steps)
     bar = ProgressBar(config.num_updates, f"{algo} {env}", progress)
     train = ALGORITHMS[algo][1](config, progress=bar if progress else None)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
+    resumed_at = 0
     try:
-        result, compile_s, run_s = compile_and_run(jax.vmap(train), keys)
+        if checkpoint_dir is None:
+            result, compile_s, run_s = compile_and_run(jax.vmap(train), keys)
+            metrics, params = result.metrics, result.params
+        else:
+            resumed_at = checkpoint.latest_step(checkpoint_dir) or 0
+            bar.offset = resumed_at
+
+            def on_chunk(start, stop, chunk):
+                bar.offset = stop
+
+            timings = {}
+            state, metrics = checkpoint.run_with_checkpoints(
+                lambda: jax.vmap(train.init)(keys), checkpoint.batched_run(train.run),
+                config.num_updates, every=checkpoint_every, directory=checkpoint_dir,
+                resume=resumed_at > 0, on_chunk=on_chunk, timings=timings,
+                meta=checkpoint.describe(algo, config, batch_shape=[seeds], seeds=seeds,
+                                         seed=seed))
+            params, compile_s, run_s = state.params, timings["compile_s"], timings["run_s"]
     finally:
         bar.close()
-    metrics = jax.tree_util.tree_map(np.asarray, result.metrics)
+    metrics = jax.tree_util.tree_map(np.asarray, metrics)
     finals = final_return(metrics)
     x, curves = binned_curve(metrics, config.batch_size)
     extra = {}
     if eval_episodes:
-        extra["eval_return"] = greedy_returns(algo, config, result.params, eval_episodes,
+        extra["eval_return"] = greedy_returns(algo, config, params, eval_episodes,
                                               seed).tolist()
+    if checkpoint_dir is not None:
+        extra["resumed_at_update"] = resumed_at
     return {**extra,
         "algo": algo, "env": env, "seeds": seeds, "total_timesteps": steps,
         "final_return": finals.tolist(), "mean": float(np.nanmean(finals)),
         "min": float(np.nanmin(finals)), "max": float(np.nanmax(finals)),
         "compile_s": compile_s, "run_s": run_s,
-        "steps_per_s": seeds * config.num_updates * config.batch_size / run_s,
+        "steps_per_s": (seeds * (config.num_updates - resumed_at) * config.batch_size / run_s
+                        if run_s > 0 else float("nan")),
         "config": config.to_dict(), "curve_steps": x.tolist(), "curves": curves.tolist(),
     }
 

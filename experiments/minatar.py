@@ -16,6 +16,9 @@ gamma 0.999) and Pgx's MinAtar PPO (a small CNN, 4096 envs, at 2e7 steps). Usage
     .venv/bin/python experiments/minatar.py                        # 4 games x 2 seeds x 1e7
     .venv/bin/python experiments/minatar.py --games Breakout-MinAtar --steps 2000000
     .venv/bin/python experiments/minatar.py --games Asterix-MinAtar --merge   # one more game
+    # a run longer than a session: saved every 50 updates, continued when run again
+    .venv/bin/python experiments/minatar.py --games SpaceInvaders-MinAtar --merge \
+        --checkpoint-dir /tmp/minatar_ck
 """
 
 from __future__ import annotations
@@ -74,6 +77,10 @@ def main(argv=None) -> int:
     p.add_argument("--merge", action="store_true",
                    help="keep the games already in <out>.json that this run does not rerun "
                         "(the table can be filled a game at a time, e.g. across sessions)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="save each game's run under DIR/<game> every --checkpoint-every updates "
+                        "and continue from there when run again (runs longer than a session)")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="updates between saves")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar (the results are the same either way)")
     args = p.parse_args(argv)
@@ -86,7 +93,9 @@ def main(argv=None) -> int:
                 if r["env"] not in args.games]
     for game in args.games:
         print(f"{game}: {args.seeds} seeds x {args.steps:,} steps on {device}", flush=True)
-        row = run_one("ppo", game, args.seeds, args.steps, progress=args.progress)
+        where = None if args.checkpoint_dir is None else str(Path(args.checkpoint_dir) / game)
+        row = run_one("ppo", game, args.seeds, args.steps, progress=args.progress,
+                      checkpoint_dir=where, checkpoint_every=args.checkpoint_every)
         rows.append(row)
         rows.sort(key=lambda r: MINATAR_GAMES.index(r["env"]))
         print(f"  mean final_return {row['mean']:.2f} ({row['min']:.2f} to {row['max']:.2f}), "

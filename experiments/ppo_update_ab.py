@@ -9,7 +9,11 @@ only (the library is unchanged):
   and one global-norm kernel instead of one per parameter leaf;
 * ``blockdiag``: actor and critic evaluated as one network twice as wide (first layers
   concatenated, later layers block-diagonal): half the matrix products, twice their flops;
-* ``batched``: the same with the hidden layers as one batched product over [actor, critic].
+* ``batched``: the same with the hidden layers as one batched product over [actor, critic];
+* ``narrow[-S[-R]]``: products with a side of at most S (default 4; the input layer, the
+  heads) or at most R rows (the rollout's) as a broadcast multiply and a sum instead;
+* ``tgrad``: weight gradients as products of a transposed copy of the layer's input, the
+  form XLA:CPU hands to YNNPACK (it leaves a product over the minibatch dimension to XLA).
 
 Every variant is compiled as a scan of ``--updates`` updates from the same state; the programs
 are then called in turn ``--repeats`` times (interleaved, so a slow spell of the machine hits
@@ -26,6 +30,7 @@ import argparse
 import collections
 import re
 import glob
+import math
 import gzip
 import json
 import statistics
@@ -37,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import distrax  # noqa: E402
+import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
@@ -44,6 +50,7 @@ from jax.scipy.linalg import block_diag  # noqa: E402
 from profile_steps import executed_kernels  # noqa: E402
 
 import purejaxpo.algos.ppo as ppo_module  # noqa: E402
+import purejaxpo.networks as networks  # noqa: E402
 from purejaxpo.networks import ACTIVATIONS, Policy  # noqa: E402
 from purejaxpo.presets import preset  # noqa: E402
 from purejaxpo.update import make_optimizer  # noqa: E402
@@ -73,7 +80,48 @@ def fused_forward(policy: Policy, params, x, batched: bool):
     return out[..., :n], out[..., n]
 
 
+def small_dot(max_side: int, max_rows: int):
+    """A ``dot_general`` for ``nn.Dense`` that writes products with a side of at most
+    ``max_side`` (or at most ``max_rows`` rows) as a broadcast multiply and a sum, which XLA
+    fuses into one loop, instead of a matrix-product call."""
+
+    def dot(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+        k, n = rhs.shape
+        rows = math.prod(lhs.shape[:-1])
+        if min(k, n) <= max_side or rows <= max_rows:
+            if k <= n:
+                return sum(lhs[..., i, None] * rhs[i] for i in range(k)) if k <= max_side \
+                    else jnp.sum(lhs[..., :, None] * rhs, axis=-2)
+            return jnp.sum(lhs[..., :, None] * rhs, axis=-2)
+        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                                   preferred_element_type=preferred_element_type)
+
+    return dot
+
+
+@jax.custom_vjp
+def transposed_grad_dot(lhs, rhs):
+    """``lhs [..., K] @ rhs [K, N]`` whose weight gradient multiplies a transposed copy of
+    ``lhs`` (kept from being folded back into the product by an optimisation barrier), so it
+    is a plain ``[K, M] @ [M, N]`` product, the form XLA:CPU hands to YNNPACK."""
+    return lhs @ rhs
+
+
+def _tgd_fwd(lhs, rhs):
+    return lhs @ rhs, (lhs, rhs)
+
+
+def _tgd_bwd(res, g):
+    lhs, rhs = res
+    flat, g_flat = lhs.reshape(-1, lhs.shape[-1]), g.reshape(-1, g.shape[-1])
+    return g @ rhs.T, jax.lax.optimization_barrier(flat.T) @ g_flat
+
+
+transposed_grad_dot.defvjp(_tgd_fwd, _tgd_bwd)
+
+
 ORIGINAL_EVALUATE = Policy.evaluate  # taken once, before any variant replaces it
+ORIGINAL_DENSE = networks._dense
 
 
 def variant(name: str) -> None:
@@ -81,7 +129,19 @@ def variant(name: str) -> None:
     the library's own pieces back, whatever was installed before."""
     ppo_module.make_optimizer = make_optimizer
     Policy.evaluate = ORIGINAL_EVALUATE
-    if name == "flat":
+    networks._dense = ORIGINAL_DENSE
+    if name.startswith("narrow"):  # narrow[-S[-R]]: sides <= S (default 4), rows <= R (0)
+        parts = [int(v) for v in name.split("-")[1:]]
+        side, rows = (parts + [4, 0][len(parts):])[:2]
+        dot = small_dot(side, rows)
+        networks._dense = lambda size, scale: nn.Dense(
+            size, kernel_init=networks.orthogonal(scale), bias_init=nn.initializers.zeros,
+            dot_general=dot)
+    elif name == "tgrad":
+        networks._dense = lambda size, scale: nn.Dense(
+            size, kernel_init=networks.orthogonal(scale), bias_init=nn.initializers.zeros,
+            dot_general=lambda lhs, rhs, *_, **__: transposed_grad_dot(lhs, rhs))
+    elif name == "flat":
         ppo_module.make_optimizer = lambda *a, **k: optax.flatten(make_optimizer(*a, **k))
     elif name in ("blockdiag", "batched"):
         def fused(self, params, minibatch):
@@ -124,7 +184,7 @@ def trace_kernels(program, state, top: int) -> list[tuple[str, int, float]]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--variants", default="base,flat,blockdiag,batched")
+    p.add_argument("--variants", default="base,flat,blockdiag,batched,narrow,tgrad")
     p.add_argument("--updates", type=int, default=50)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--trace", action="store_true", help="list the base program's kernels")

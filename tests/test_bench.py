@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from purejaxpo import bench, cli
@@ -116,3 +117,28 @@ def test_profile_counts_each_loop_body_once_per_trip():
     per_trip = k11 - k10
     assert per_trip >= 2
     assert k20 - k10 == 10 * per_trip
+
+
+@pytest.mark.timeout(600)
+def test_a_checkpointed_experiment_run_continues_where_it_stopped(tmp_path):
+    """``learning_curves.run_one(checkpoint_dir=...)`` (what ``experiments/minatar.py
+    --checkpoint-dir`` uses for runs longer than a session): a run whose last checkpoint is
+    lost continues from the one before and ends with the curves of an unbroken run."""
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        from learning_curves import run_one
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+    steps = 6 * 512  # 6 updates of the CartPole preset (4 envs x 128 steps)
+    whole = run_one("ppo", "CartPole-v1", 2, steps)
+    ck = tmp_path / "ck"
+    first = run_one("ppo", "CartPole-v1", 2, steps, checkpoint_dir=str(ck), checkpoint_every=2)
+    assert first["resumed_at_update"] == 0
+    shutil.rmtree(ck / "6")  # as if the session ended after the checkpoint at update 4
+    again = run_one("ppo", "CartPole-v1", 2, steps, checkpoint_dir=str(ck), checkpoint_every=2)
+    assert again["resumed_at_update"] == 4
+    for row in (first, again):
+        np.testing.assert_array_equal(row["final_return"], whole["final_return"])
+        np.testing.assert_array_equal(row["curves"], whole["curves"])
