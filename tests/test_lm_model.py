@@ -247,3 +247,11 @@ def test_prompt_group_prefills_once_per_group_with_the_same_completions():
     with pytest.raises(ValueError, match="prompt_group=5"):
         generate(jax.random.PRNGKey(7), params, cfg, prompts, valid, max_new_tokens=4,
                  eos_id=EOS, pad_id=PAD, prompt_group=5)
+
+
+def test_generate_needs_at_least_one_new_token():
+    cfg, params = _model()
+    prompts, valid = _left_padded_prompts()
+    with pytest.raises(ValueError, match="max_new_tokens=0 is invalid"):
+        generate(jax.random.PRNGKey(0), params, cfg, prompts, valid, max_new_tokens=0,
+                 eos_id=EOS, pad_id=PAD)

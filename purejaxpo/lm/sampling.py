@@ -127,6 +127,8 @@ def generate(
       ``observed``, ``calls``, ``malformed``).
     """
     batch, prompt_len = prompts.shape
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} is invalid: must be an integer >= 1")
     if prompt_len + max_new_tokens > config.max_len:
         raise ValueError(
             f"prompt length {prompt_len} + max_new_tokens {max_new_tokens} exceeds the model's "
@@ -164,15 +166,22 @@ def generate(
         return _decode_with_tools(tools, choose, feed, cache, last_logits, keys, eos_id,
                                   pad_id)
 
+    def pick(logits, done, step_key):
+        token = jnp.where(done, pad_id, choose(logits, step_key)).astype(jnp.int32)
+        return token, ~done, done | (token == eos_id)
+
     def step(carry, step_key):
         cache, logits, done = carry
-        token = jnp.where(done, pad_id, choose(logits, step_key)).astype(jnp.int32)
-        valid = ~done
-        new_done = done | (token == eos_id)
+        token, valid, new_done = pick(logits, done, step_key)
         cache, next_logits = feed(cache, token, valid)
         return (cache, next_logits, new_done), (token, valid)
 
-    _, (tokens, mask) = jax.lax.scan(step, (cache, last_logits, done), keys)
+    # N tokens need N - 1 forward passes after the prefill: the last token is only chosen.
+    (_, logits, done), (tokens, mask) = jax.lax.scan(step, (cache, last_logits, done),
+                                                     keys[:-1])
+    token, valid, _ = pick(logits, done, keys[-1])
+    tokens = jnp.concatenate([tokens, token[None]])
+    mask = jnp.concatenate([mask, valid[None]])
     return Completions(tokens=tokens.T, mask=mask.T)
 
 
