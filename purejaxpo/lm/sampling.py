@@ -180,9 +180,7 @@ def generate(
     (_, logits, done), (tokens, mask) = jax.lax.scan(step, (cache, last_logits, done),
                                                      keys[:-1])
     token, valid, _ = pick(logits, done, keys[-1])
-    tokens = jnp.concatenate([tokens, token[None]])
-    mask = jnp.concatenate([mask, valid[None]])
-    return Completions(tokens=tokens.T, mask=mask.T)
+    return Completions(tokens=_then(tokens, token), mask=_then(mask, valid))
 
 
 class _ToolState(NamedTuple):
@@ -210,8 +208,7 @@ def _decode_with_tools(tools, choose, feed, cache, logits, keys, eos_id: int, pa
                        jnp.zeros((batch, q), jnp.int32), zeros, zeros, zeros, zeros)
     rows = jnp.arange(batch)
 
-    def step(carry, step_key):
-        cache, logits, done, ts = carry
+    def pick(logits, done, ts, step_key):
         forced = ts.queue_pos < ts.queue_len
         queued = ts.queue[rows, jnp.minimum(ts.queue_pos, q - 1)]
         token = jnp.where(forced, queued, choose(logits, step_key))
@@ -241,14 +238,25 @@ def _decode_with_tools(tools, choose, feed, cache, logits, keys, eos_id: int, pa
             queue_pos=jnp.where(closes, 0, ts.queue_pos + (forced & valid)),
             calls=ts.calls + closes, malformed=ts.malformed + (closes & bad))
         new_done = done | (acting & (token == eos_id))
-        cache, next_logits = feed(cache, token, valid)
-        return (cache, next_logits, new_done, ts), (token, valid, forced & valid)
+        return (token, valid, forced & valid), new_done, ts
+
+    def step(carry, step_key):
+        cache, logits, done, ts = carry
+        out, done, ts = pick(logits, done, ts, step_key)
+        cache, next_logits = feed(cache, out[0], out[1])
+        return (cache, next_logits, done, ts), out
 
     done = jnp.zeros((batch,), bool)
-    (_, _, _, ts), (tokens, mask, observed) = jax.lax.scan(
-        step, (cache, logits, done, state), keys)
-    return Completions(tokens=tokens.T, mask=mask.T, observed=observed.T, calls=ts.calls,
+    (_, logits, done, ts), outs = jax.lax.scan(step, (cache, logits, done, state), keys[:-1])
+    last, _, ts = pick(logits, done, ts, keys[-1])  # as in generate: no pass after the last
+    tokens, mask, observed = (_then(x, y) for x, y in zip(outs, last))
+    return Completions(tokens=tokens, mask=mask, observed=observed, calls=ts.calls,
                        malformed=ts.malformed)
+
+
+def _then(steps: Array, last: Array) -> Array:
+    """``[N - 1, B]`` scanned steps and the last step's ``[B]`` as ``[B, N]``."""
+    return jnp.concatenate([steps, last[None]]).T
 
 
 def completion_log_probs(
