@@ -12,6 +12,8 @@ only (the library is unchanged):
 * ``batched``: the same with the hidden layers as one batched product over [actor, critic];
 * ``narrow[-S[-R]]``: products with a side of at most S (default 4; the input layer, the
   heads) or at most R rows (the rollout's) as a broadcast multiply and a sum instead;
+* ``keyval``: the minibatch shuffles by ``jax.random.permutation`` (a sort of keys and
+  values) instead of the library's ``update.permutation`` (a sort of packed single words);
 * ``tgrad``: weight gradients as products of a transposed copy of the layer's input, the
   form XLA:CPU hands to YNNPACK (it leaves a product over the minibatch dimension to XLA).
 
@@ -22,6 +24,7 @@ all of them) and the medians reported. ``--trace`` also runs the base program un
 
     .venv/bin/python experiments/ppo_update_ab.py
     .venv/bin/python experiments/ppo_update_ab.py --variants base,flat --repeats 25 --trace
+    .venv/bin/python experiments/ppo_update_ab.py --variants base,keyval --seeds 16
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from profile_steps import executed_kernels  # noqa: E402
 
 import purejaxpo.algos.ppo as ppo_module  # noqa: E402
 import purejaxpo.networks as networks  # noqa: E402
+import purejaxpo.update as update_module  # noqa: E402
 from purejaxpo.networks import ACTIVATIONS, Policy  # noqa: E402
 from purejaxpo.presets import preset  # noqa: E402
 from purejaxpo.update import make_optimizer  # noqa: E402
@@ -122,6 +126,7 @@ transposed_grad_dot.defvjp(_tgd_fwd, _tgd_bwd)
 
 ORIGINAL_EVALUATE = Policy.evaluate  # taken once, before any variant replaces it
 ORIGINAL_DENSE = networks._dense
+ORIGINAL_PERMUTATION = update_module.permutation
 
 
 def variant(name: str) -> None:
@@ -130,6 +135,7 @@ def variant(name: str) -> None:
     ppo_module.make_optimizer = make_optimizer
     Policy.evaluate = ORIGINAL_EVALUATE
     networks._dense = ORIGINAL_DENSE
+    update_module.permutation = ORIGINAL_PERMUTATION
     if name.startswith("narrow"):  # narrow[-S[-R]]: sides <= S (default 4), rows <= R (0)
         parts = [int(v) for v in name.split("-")[1:]]
         side, rows = (parts + [4, 0][len(parts):])[:2]
@@ -137,6 +143,8 @@ def variant(name: str) -> None:
         networks._dense = lambda size, scale: nn.Dense(
             size, kernel_init=networks.orthogonal(scale), bias_init=nn.initializers.zeros,
             dot_general=dot)
+    elif name == "keyval":
+        update_module.permutation = jax.random.permutation
     elif name == "tgrad":
         networks._dense = lambda size, scale: nn.Dense(
             size, kernel_init=networks.orthogonal(scale), bias_init=nn.initializers.zeros,
@@ -184,9 +192,10 @@ def trace_kernels(program, state, top: int) -> list[tuple[str, int, float]]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--variants", default="base,flat,blockdiag,batched,narrow,tgrad")
+    p.add_argument("--variants", default="base,keyval,flat,blockdiag,batched,narrow,tgrad")
     p.add_argument("--updates", type=int, default=50)
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--seeds", type=int, default=1, help="seeds vmapped in each program")
     p.add_argument("--trace", action="store_true", help="list the base program's kernels")
     args = p.parse_args()
 
@@ -195,9 +204,16 @@ def main() -> int:
     for name in args.variants.split(","):
         variant(name)
         train = ppo_module.make_train(config)
-        state = jax.jit(train.init)(jax.random.PRNGKey(0))
-        many = jax.jit(lambda s, t=train: t.run(s, args.updates)).lower(state).compile()
-        one = jax.jit(lambda s, t=train: t.run(s, 1)).lower(state).compile()
+        if args.seeds == 1:
+            state = jax.jit(train.init)(jax.random.PRNGKey(0))
+            many = jax.jit(lambda s, t=train: t.run(s, args.updates)).lower(state).compile()
+            one = jax.jit(lambda s, t=train: t.run(s, 1)).lower(state).compile()
+        else:  # seeds vmapped in one program, as `purejaxpo train --seeds`
+            keys = jax.random.split(jax.random.PRNGKey(0), args.seeds)
+            state = jax.jit(jax.vmap(train.init))(keys)
+            many = jax.jit(jax.vmap(lambda s, t=train: t.run(s, args.updates))).lower(
+                state).compile()
+            one = jax.jit(jax.vmap(lambda s, t=train: t.run(s, 1))).lower(state).compile()
         jax.block_until_ready(many(state))
         programs[name] = (many, state, executed_kernels(one.as_text()))
     variant("base")
