@@ -57,11 +57,12 @@ def permutation(key, n: int):
     512 indices, and it does not amortise over vmapped seeds: 2.8 ms against 0.63 ms for 16);
     in a small PPO update that was about a tenth of one seed's update time. Here a round sorts
     single uint32 words whose low ``b = ceil(log2 n)`` bits hold a position and whose high
-    ``32 - b`` bits are random, then reads the positions back in sorted order. The result is
-    uniform except where two random parts tie, which leaves that pair in its previous order:
-    the chance of any tie in a round is at most ``n (n - 1) / 2 / 2**(32 - b)`` (1.6% for
-    ``n = 512``); rounds (each shuffling the last) are added until ``(32 - b) * rounds >=
-    2 b``. Above :data:`PACKED_SHUFFLE_MAX` it is ``jax.random.permutation``.
+    ``32 - b`` bits are random, then reads the positions back in sorted order. The order is
+    uniform except for a pair whose random parts tie in every round, which stays in index
+    order. Rounds (each shuffling the last) are added until they hold at least ``2 b`` random
+    bits together, so the expected number of such pairs, ``n (n - 1) / 2 / 2**(bits)``, is
+    below 1/2 (0.016 for ``n = 512``: one round of 23 bits). Above
+    :data:`PACKED_SHUFFLE_MAX` it is ``jax.random.permutation``.
     """
     if n > PACKED_SHUFFLE_MAX:
         return jax.random.permutation(key, n)
