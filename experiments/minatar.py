@@ -46,6 +46,12 @@ ANCHORS = {  # game -> (gymnax-blines at 1e7, Pgx CNN at 2e7)
 }
 
 
+def _resumed(row) -> str:
+    """For a run continued from a checkpoint, the updates its env steps/s and minutes cover."""
+    start = row.get("resumed_at_update", 0)
+    return f" (updates {start + 1} on)" if start else ""
+
+
 def write(rows, out: Path, device: str) -> None:
     lines = ["| game | head layers | seeds | env steps per seed | mean final_return | "
              "seed range | gymnax-blines (MLP, 1e7) | Pgx (CNN, 2e7) | "
@@ -57,7 +63,7 @@ def write(rows, out: Path, device: str) -> None:
         lines.append(f"| {r['env']} | {heads} | {r['seeds']} | {r['total_timesteps']:,} | "
                      f"{r['mean']:.2f} | {r['min']:.2f} to {r['max']:.2f} | {blines} | {pgx} | "
                      f"{'yes' if r['mean'] >= blines else 'no'} | {r['steps_per_s']:,.0f} | "
-                     f"{r['run_s'] / 60:.1f} |")
+                     f"{r['run_s'] / 60:.1f}{_resumed(r)} |")
     md = [f"# PPO on MinAtar ({time.strftime('%Y-%m-%d')}, {device})", "",
           "CNN presets (`purejaxpo.presets`; head layers: each head's own, above the shared "
           "torso); `final_return`: mean return of the episodes completed in each seed's last "
