@@ -1,55 +1,9 @@
-"""The shared update loop's minibatch shuffle (``purejaxpo.update.permutation``)."""
+"""The shared update loop's minibatch shuffle."""
 
-import chex
 import jax
 import numpy as np
-import pytest
-from scipy import stats
 
-from purejaxpo import update
-from purejaxpo.update import permutation, shuffled_minibatches
-
-
-class PermutationTest(chex.TestCase):
-    @chex.variants(with_jit=True, without_jit=True)
-    def test_every_index_exactly_once(self):
-        for n in (1, 2, 3, 7, 128, 512, 1000, 4096, 1 << 16, (1 << 16) + 1):
-            fn = self.variant(lambda key, n=n: permutation(key, n))
-            perm = np.asarray(fn(jax.random.PRNGKey(n)))
-            assert perm.dtype == np.int32
-            np.testing.assert_array_equal(np.sort(perm), np.arange(n))
-
-
-def test_all_six_orders_of_three_are_equally_likely():
-    perms = jax.jit(jax.vmap(lambda k: permutation(k, 3)))(
-        jax.random.split(jax.random.PRNGKey(0), 60_000))
-    counts = np.unique(np.asarray(perms) @ np.array([9, 3, 1]), return_counts=True)[1]
-    assert len(counts) == 6
-    assert stats.chisquare(counts).pvalue > 1e-6, counts
-
-
-@pytest.mark.parametrize("n", [512, 1000])
-def test_each_position_is_uniform_and_pairs_are_unordered(n):
-    perms = np.asarray(jax.jit(jax.vmap(lambda k: permutation(k, n)))(
-        jax.random.split(jax.random.PRNGKey(1), 20_000)))
-    # where index 0 and the last index land, in 16 bins of positions
-    for index in (0, n - 1):
-        where = np.argmax(perms == index, axis=1)
-        counts = np.bincount(where * 16 // n, minlength=16)
-        assert stats.chisquare(counts).pvalue > 1e-6, (index, counts)
-    # neighbours in the batch (e.g. consecutive time steps) keep no order
-    before = np.mean(np.argmax(perms == 0, 1) < np.argmax(perms == 1, 1))
-    assert abs(before - 0.5) < 0.02, before
-
-
-def test_above_the_packed_limit_it_is_jax_random_permutation(monkeypatch):
-    calls = []
-    monkeypatch.setattr(update.jax.random, "permutation",
-                        lambda key, n: calls.append(n) or np.arange(n))
-    permutation(jax.random.PRNGKey(0), update.PACKED_SHUFFLE_MAX)
-    assert calls == []
-    permutation(jax.random.PRNGKey(0), update.PACKED_SHUFFLE_MAX + 1)
-    assert calls == [update.PACKED_SHUFFLE_MAX + 1]
+from purejaxpo.update import shuffled_minibatches
 
 
 def test_shuffled_minibatches_cover_the_batch_once():
@@ -58,3 +12,4 @@ def test_shuffled_minibatches_cover_the_batch_once():
     assert mb["x"].shape == (4, 128) and mb["y"].shape == (4, 128, 2)
     np.testing.assert_array_equal(np.sort(np.asarray(mb["x"]).ravel()), np.arange(512))
     np.testing.assert_array_equal(np.asarray(mb["y"])[..., 0], 2 * np.asarray(mb["x"]))
+    assert not np.array_equal(np.asarray(mb["x"]).ravel(), np.arange(512))  # shuffled
