@@ -111,12 +111,10 @@ def run_one(algo, env, seeds, steps, seed=0, *, eval_episodes: int = 0,
                 bar.offset = stop
 
             timings = {}
-            state, metrics = checkpoint.run_with_checkpoints(
-                lambda: jax.vmap(train.init)(keys), checkpoint.batched_run(train.run),
-                config.num_updates, every=checkpoint_every, directory=checkpoint_dir,
-                resume=resumed_at > 0, on_chunk=on_chunk, timings=timings,
-                meta=checkpoint.describe(algo, config, batch_shape=[seeds], seeds=seeds,
-                                         seed=seed))
+            state, metrics = checkpoint.run_seeds_with_checkpoints(
+                algo, config, train, keys, seed=seed, every=checkpoint_every,
+                directory=checkpoint_dir, resume=resumed_at > 0, on_chunk=on_chunk,
+                timings=timings)
             params, compile_s, run_s = state.params, timings["compile_s"], timings["run_s"]
     finally:
         bar.close()

@@ -12,9 +12,9 @@ only (the library is unchanged):
 * ``batched``: the same with the hidden layers as one batched product over [actor, critic];
 * ``narrow[-S[-R]]``: products with a side of at most S (default 4; the input layer, the
   heads) or at most R rows (the rollout's) as a broadcast multiply and a sum instead;
-* ``packed``: the minibatch shuffles by a sort of single uint32 words (random high bits, the
-  position in the low bits: :func:`packed_permutation`) instead of ``jax.random.permutation``'s
-  sort of keys and values;
+* ``keysort``: the minibatch shuffles by ``jax.random.permutation`` (a sort of random keys
+  with the indices as a second operand), as the library did before
+  :func:`purejaxpo.update.minibatch_permutation` (a sort of single uint32 words);
 * ``tgrad``: weight gradients as products of a transposed copy of the layer's input, the
   form XLA:CPU hands to YNNPACK (it leaves a product over the minibatch dimension to XLA).
 
@@ -25,7 +25,7 @@ all of them) and the medians reported. ``--trace`` also runs the base program un
 
     .venv/bin/python experiments/ppo_update_ab.py
     .venv/bin/python experiments/ppo_update_ab.py --variants base,flat --repeats 25 --trace
-    .venv/bin/python experiments/ppo_update_ab.py --variants base,packed --seeds 16
+    .venv/bin/python experiments/ppo_update_ab.py --variants base,keysort --seeds 16
 """
 
 from __future__ import annotations
@@ -125,37 +125,9 @@ def _tgd_bwd(res, g):
 transposed_grad_dot.defvjp(_tgd_fwd, _tgd_bwd)
 
 
-def packed_permutation(key, n: int):
-    """A random permutation of ``range(n)`` (int32 ``[n]``; ``n`` static), for minibatches.
-
-    ``jax.random.permutation`` sorts random keys with the indices as a second operand, which
-    XLA:CPU runs about 3.5x slower than a sort of one operand (about 165 us against 47 us for
-    512 indices, and it does not amortise over vmapped seeds: 2.8 ms against 0.63 ms for 16);
-    in a small PPO update that was about a tenth of one seed's update time. Here a round sorts
-    single uint32 words whose low ``b = ceil(log2 n)`` bits hold a position and whose high
-    ``32 - b`` bits are random, then reads the positions back in sorted order. The order is
-    uniform except for a pair whose random parts tie in every round, which stays in index
-    order. Rounds (each shuffling the last) are added until they hold at least ``2 b`` random
-    bits together, so the expected number of such pairs, ``n (n - 1) / 2 / 2**(bits)``, is
-    below 1/2 (0.016 for ``n = 512``: one round of 23 bits). Above 2**16 it is
-    ``jax.random.permutation``.
-    """
-    if n > 1 << 16:
-        return ORIGINAL_PERMUTATION(key, n)
-    b = max(1, (n - 1).bit_length())
-    rounds = -(-2 * b // (32 - b))  # ceil: (32 - b) * rounds >= 2 b
-    positions = jnp.arange(n, dtype=jnp.uint32)
-    perm = jnp.arange(n, dtype=jnp.int32)
-    for round_key in jax.random.split(key, rounds):
-        words = (jax.random.bits(round_key, (n,), jnp.uint32) << b) | positions
-        perm = perm[(jnp.sort(words) & ((1 << b) - 1)).astype(jnp.int32)]
-    return perm
-
-
-
 ORIGINAL_EVALUATE = Policy.evaluate  # taken once, before any variant replaces it
 ORIGINAL_DENSE = networks._dense
-ORIGINAL_PERMUTATION = jax.random.permutation
+ORIGINAL_PERMUTATION = update_module.minibatch_permutation
 
 
 def variant(name: str) -> None:
@@ -164,7 +136,7 @@ def variant(name: str) -> None:
     ppo_module.make_optimizer = make_optimizer
     Policy.evaluate = ORIGINAL_EVALUATE
     networks._dense = ORIGINAL_DENSE
-    update_module.jax.random.permutation = ORIGINAL_PERMUTATION
+    update_module.minibatch_permutation = ORIGINAL_PERMUTATION
     if name.startswith("narrow"):  # narrow[-S[-R]]: sides <= S (default 4), rows <= R (0)
         parts = [int(v) for v in name.split("-")[1:]]
         side, rows = (parts + [4, 0][len(parts):])[:2]
@@ -172,8 +144,8 @@ def variant(name: str) -> None:
         networks._dense = lambda size, scale: nn.Dense(
             size, kernel_init=networks.orthogonal(scale), bias_init=nn.initializers.zeros,
             dot_general=dot)
-    elif name == "packed":
-        update_module.jax.random.permutation = packed_permutation
+    elif name == "keysort":
+        update_module.minibatch_permutation = jax.random.permutation
     elif name == "tgrad":
         networks._dense = lambda size, scale: nn.Dense(
             size, kernel_init=networks.orthogonal(scale), bias_init=nn.initializers.zeros,
@@ -221,7 +193,7 @@ def trace_kernels(program, state, top: int) -> list[tuple[str, int, float]]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--variants", default="base,packed,flat,blockdiag,batched,narrow,tgrad")
+    p.add_argument("--variants", default="base,keysort,flat,blockdiag,batched,narrow,tgrad")
     p.add_argument("--updates", type=int, default=50)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--seeds", type=int, default=1, help="seeds vmapped in each program")

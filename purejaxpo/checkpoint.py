@@ -501,6 +501,22 @@ def batched_run(run: Callable, num_batch_axes: int = 1) -> Callable:
     return batched
 
 
+def run_seeds_with_checkpoints(algo: str, config, train, keys, *, seed: int, every=None,
+                               directory: str | None = None, resume: bool = False,
+                               on_chunk=None, timings: dict[str, float] | None = None):
+    """:func:`run_with_checkpoints` for ``train`` vmapped over seeds, as ``train --seeds``.
+
+    ``keys`` ``[seeds, 2]`` are the seeds' keys, split from ``PRNGKey(seed)``; the checkpoint's
+    metadata records the algorithm, config, seed count and ``seed``, so a resume with any
+    other checks fails. Returns ``(state, metrics)`` like :func:`run_with_checkpoints`.
+    """
+    seeds = len(keys)
+    return run_with_checkpoints(
+        lambda: jax.vmap(train.init)(keys), batched_run(train.run), config.num_updates,
+        every=every, directory=directory, resume=resume, on_chunk=on_chunk, timings=timings,
+        meta=describe(algo, config, batch_shape=[seeds], seeds=seeds, seed=seed))
+
+
 def evaluation_env(config, num_episodes: int, env_state=None):
     """The training stack of ``config`` (``make_vec_env``) for ``num_episodes`` environments.
 

@@ -163,16 +163,12 @@ def _train_with_checkpoints(args, config, train, keys, progress):
     """
     import time
 
-    import jax
-
     from purejaxpo import checkpoint
 
     every = args.checkpoint_every or config.num_updates
     if args.resume and checkpoint.latest_step(args.checkpoint_dir) is None:
         print(f"--resume: no checkpoint in {args.checkpoint_dir!r} yet; starting from scratch",
               file=sys.stderr, flush=True)
-    meta = checkpoint.describe(args.algo, config, batch_shape=[args.seeds], seeds=args.seeds,
-                               seed=args.seed)
     writer = None
     if args.log:
         from purejaxpo.logs import LogWriter
@@ -188,11 +184,9 @@ def _train_with_checkpoints(args, config, train, keys, progress):
                   flush=True)
 
     start = time.perf_counter()
-    _, metrics = checkpoint.run_with_checkpoints(
-        lambda: jax.vmap(train.init)(keys), checkpoint.batched_run(train.run),
-        config.num_updates, every=every, directory=args.checkpoint_dir, resume=args.resume,
-        meta=meta, on_chunk=on_chunk,
-    )
+    _, metrics = checkpoint.run_seeds_with_checkpoints(
+        args.algo, config, train, keys, seed=args.seed, every=every,
+        directory=args.checkpoint_dir, resume=args.resume, on_chunk=on_chunk)
     return metrics, 0.0, time.perf_counter() - start
 
 
