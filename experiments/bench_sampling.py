@@ -14,7 +14,7 @@ there (``PYTHONPATH``), in the same virtual environment::
 
     .venv/bin/python experiments/bench_sampling.py --baseline c0ef9de --repeats 5
 
-Writes ``experiments/results/lm/sampling_speed.{json,md}``.
+Writes ``experiments/results/lm/sampling_speed_<this commit>.{json,md}``.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
               "repeats": args.repeats, "calls": args.calls, "batch": BATCH, "prompt": PROMPT,
               "rows": rows, "runs": runs}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "sampling_speed.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"sampling_speed_{here}.json").write_text(json.dumps(result, indent=1))
     lines = [
         f"# Sampling speed: {here} against {rev}",
         "",
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
             f"| {r['baseline_ms']:.1f} "
             f"({r['baseline_range'][0]:.1f}-{r['baseline_range'][1]:.1f}) | {r['this_ms']:.1f} "
             f"({r['this_range'][0]:.1f}-{r['this_range'][1]:.1f}) | {r['speedup']:.2f}x |")
-    (RESULTS / "sampling_speed.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"sampling_speed_{here}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
