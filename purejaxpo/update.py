@@ -45,6 +45,10 @@ def make_optimizer(schedule, max_grad_norm, *, eps: float = 1e-5,
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)
 
 
+PACKED_SHUFFLE_MAX = 1 << 16
+"""The largest ``N`` :func:`minibatch_permutation` shuffles with packed words (above: keys)."""
+
+
 def minibatch_permutation(key, n: int) -> jax.Array:
     """A random permutation of ``range(n)`` (int32 ``[n]``; ``n`` static), for minibatches.
 
@@ -59,9 +63,9 @@ def minibatch_permutation(key, n: int) -> jax.Array:
     its index order. Rounds (each shuffling the last) are added until together they hold at
     least ``2 b`` random bits, so the expected number of such pairs, ``n (n - 1) / 2 /
     2**bits``, stays below 1/2 whatever ``n`` (0.016 for ``n = 512``: one round of 23 bits).
-    Above ``2**16`` indices it is ``jax.random.permutation``.
+    Above :data:`PACKED_SHUFFLE_MAX` indices it is ``jax.random.permutation``.
     """
-    if n > 1 << 16:
+    if n > PACKED_SHUFFLE_MAX:
         return jax.random.permutation(key, n)
     b = max(1, (n - 1).bit_length())
     rounds = -(-2 * b // (32 - b))  # ceil: (32 - b) * rounds >= 2 b

@@ -91,21 +91,21 @@ def test_vmap_over_max_kl_matches_single_runs():
 
 @pytest.mark.timeout(600)
 def test_learns_cartpole_reduced_budget():
-    """A reduced budget for CI: 4 seeds vmapped, 200k steps, mean above 400, none below 100.
+    """A reduced budget for CI: 4 seeds vmapped, 200k steps, all above 400.
 
     At this budget most seeds end at 500 but a few percent stop lower, and which seeds do
     moves with float rounding and the random streams (e.g. the minibatch shuffle's): 96 seeds
     had 3 below 400 with ``jax.random.permutation``'s shuffle and 7 with
     ``minibatch_permutation``'s (lowest seen 206), and at 250k steps 1 of 8 still ended at 279
-    (2-core CPU, jax 0.10.2). So the check is on the mean of 4, which fails only if two of
-    them stop low, and a floor far above a random policy's 22. (These 4 ended at 500, 441.6,
-    500 and 500 on that CPU.)
+    (2-core CPU, jax 0.10.2). These 4 ended at 500, 441.6, 500 and 500 on that CPU; one of the
+    2 this check used before ended at 347 once the shuffle changed. If a change of rounding
+    moves one of them below 400, check the seed distribution before touching this budget.
     """
     config = TRPOConfig(env="CartPole-v1", total_timesteps=200_000, num_envs=16, num_steps=128,
                         max_kl=0.02)
     result = jax.jit(jax.vmap(make_train(config)))(jax.random.split(jax.random.PRNGKey(0), 4))
     finals = final_return(jax.tree_util.tree_map(np.asarray, result.metrics))
-    assert finals.mean() >= 400 and finals.min() >= 100, finals
+    assert np.all(finals >= 400), finals
 
 
 @pytest.mark.slow
