@@ -87,6 +87,8 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from purejaxpo.prng import raw_key
+
 BRAX_PREFIX = "brax:"
 PLAYGROUND_PREFIX = "playground:"
 
@@ -254,7 +256,7 @@ class PhysicsEnv(environment.Environment[PhysicsState, PhysicsParams]):
         return PhysicsParams(max_steps_in_episode=self.episode_length)
 
     def reset_env(self, key, params: PhysicsParams):
-        inner = self.inner.reset(key)
+        inner = self.inner.reset(raw_key(key))  # brax keeps keys raw in its state
         obs = self._observation(inner.obs).astype(jnp.float32)
         return obs, PhysicsState(inner=inner, time=jnp.int32(0))
 

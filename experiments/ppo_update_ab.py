@@ -41,6 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,6 +55,7 @@ from jax.scipy.linalg import block_diag  # noqa: E402
 from profile_steps import executed_kernels  # noqa: E402
 
 import purejaxpo.algos.ppo as ppo_module  # noqa: E402
+import purejaxpo.rollout as rollout_module  # noqa: E402
 import purejaxpo.networks as networks  # noqa: E402
 import purejaxpo.update as update_module  # noqa: E402
 from purejaxpo.networks import ACTIVATIONS, Policy  # noqa: E402
@@ -128,6 +130,8 @@ transposed_grad_dot.defvjp(_tgd_fwd, _tgd_bwd)
 ORIGINAL_EVALUATE = Policy.evaluate  # taken once, before any variant replaces it
 ORIGINAL_DENSE = networks._dense
 ORIGINAL_PERMUTATION = update_module.minibatch_permutation
+ORIGINAL_ROLLOUT_PRNG = rollout_module.prng
+SLOW_PRNG = types.SimpleNamespace(fast_key=lambda key: key)
 
 
 def variant(name: str) -> None:
@@ -137,6 +141,7 @@ def variant(name: str) -> None:
     Policy.evaluate = ORIGINAL_EVALUATE
     networks._dense = ORIGINAL_DENSE
     update_module.minibatch_permutation = ORIGINAL_PERMUTATION
+    rollout_module.prng = ORIGINAL_ROLLOUT_PRNG
     if name.startswith("narrow"):  # narrow[-S[-R]]: sides <= S (default 4), rows <= R (0)
         parts = [int(v) for v in name.split("-")[1:]]
         side, rows = (parts + [4, 0][len(parts):])[:2]
@@ -144,6 +149,8 @@ def variant(name: str) -> None:
         networks._dense = lambda size, scale: nn.Dense(
             size, kernel_init=networks.orthogonal(scale), bias_init=nn.initializers.zeros,
             dot_general=dot)
+    elif name == "slowkeys":
+        rollout_module.prng = SLOW_PRNG
     elif name == "keysort":
         update_module.minibatch_permutation = jax.random.permutation
     elif name == "tgrad":
