@@ -17,8 +17,8 @@ Usage: :func:`fast_key` wraps a raw ``uint32[..., 2]`` key (``jax.random.PRNGKey
 threefry key; :func:`raw_key` unwraps a key back to the raw form (to store it in a carry that
 holds raw keys). Every ``jax.random`` function takes the wrapped keys.
 
-This is a CPU speed-up: on accelerators jax already emits the unrolled (or a native) hash, and
-the module changes nothing there but the key type.
+This is a CPU speed-up: on accelerators jax's own lowering is already unrolled (or a native
+kernel), so there the module changes the key type and little else.
 """
 
 from __future__ import annotations
