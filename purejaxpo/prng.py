@@ -84,9 +84,15 @@ def _seed(seed):
     return jnp.stack([high, low])
 
 
-def _split(key, shape):
+def _hash_counters(key, shape):
+    """Both output words of the hash of every counter of ``shape`` (jax's partitionable
+    stream, shared by ``split`` and ``random_bits``)."""
     high, low = _counters(tuple(shape))
-    y1, y2 = threefry2x32(key[0], key[1], high, low)
+    return threefry2x32(key[0], key[1], high, low)
+
+
+def _split(key, shape):
+    y1, y2 = _hash_counters(key, shape)
     return jnp.stack([y1, y2], axis=y1.ndim)
 
 
@@ -95,8 +101,7 @@ def _fold_in(key, data):
 
 
 def _random_bits(key, bit_width, shape):
-    high, low = _counters(tuple(shape))
-    y1, y2 = threefry2x32(key[0], key[1], high, low)
+    y1, y2 = _hash_counters(key, shape)
     dtype = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}[bit_width]
     if bit_width == 64:
         return (lax.shift_left(lax.convert_element_type(y1, dtype), jnp.asarray(32, dtype))
