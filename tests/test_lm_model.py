@@ -33,9 +33,11 @@ def _left_padded_prompts():
     return prompts, valid
 
 
+@pytest.mark.parametrize("slots", [None, 8])
 @pytest.mark.parametrize("positions", ["rope", "learned"])
-def test_cached_decoding_matches_full_forward(positions):
-    """Prefill + one-token steps through the cache give the same logits as one full pass."""
+def test_cached_decoding_matches_full_forward(positions, slots):
+    """Prefill + one-token steps through the cache give the same logits as one full pass,
+    with a cache of ``max_len`` slots or of just the tokens fed (5 + 3)."""
     cfg, params = _model(positions)
     model = Transformer(cfg)
     prompts, valid = _left_padded_prompts()
@@ -45,7 +47,8 @@ def test_cached_decoding_matches_full_forward(positions):
     all_valid = jnp.concatenate([valid, extra_valid], 1)
     full, _ = model.apply({"params": params}, tokens, all_valid)
 
-    cache = init_cache(cfg, 3)
+    cache = init_cache(cfg, 3, slots=slots)
+    assert cache.k[0].shape[2] == cache.valid.shape[1] == (slots or cfg.max_len)
     logits, cache = model.apply({"params": params}, prompts, valid, cache=cache)
     stepped = [logits]
     for t in range(3):
@@ -55,6 +58,13 @@ def test_cached_decoding_matches_full_forward(positions):
     stepped = jnp.concatenate(stepped, 1)
     np.testing.assert_allclose(np.where(all_valid[..., None], stepped, 0),
                                np.where(all_valid[..., None], full, 0), atol=2e-4, rtol=2e-4)
+
+
+def test_cache_slots_outside_the_context_are_refused():
+    cfg, _ = _model()
+    for slots in (0, cfg.max_len + 1):
+        with pytest.raises(ValueError, match=f"slots={slots} is invalid"):
+            init_cache(cfg, 2, slots=slots)
 
 
 def test_left_padding_does_not_change_logits():

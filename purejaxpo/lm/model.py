@@ -193,16 +193,24 @@ class KVCache(NamedTuple):
     index: Array
 
 
-def init_cache(config: TransformerConfig, batch: int, dtype=None) -> KVCache:
-    """An empty cache for ``batch`` sequences of up to ``config.max_len`` tokens (in the
-    config's compute dtype unless ``dtype`` is given)."""
+def init_cache(config: TransformerConfig, batch: int, dtype=None,
+               slots: int | None = None) -> KVCache:
+    """An empty cache for ``batch`` sequences of up to ``slots`` tokens (default
+    ``config.max_len``; in the config's compute dtype unless ``dtype`` is given).
+
+    Slots only hold tokens; a token's position comes from the valid tokens before it, so a
+    cache of ``prompt + new tokens`` slots gives the same logits as one of ``max_len`` while
+    every decoding step reads and writes less (:func:`~purejaxpo.lm.sampling.generate`)."""
     dtype = config.dtype if dtype is None else dtype
-    shape = (batch, config.kv_heads, config.max_len, config.head_dim)
+    slots = config.max_len if slots is None else slots
+    if not 1 <= slots <= config.max_len:
+        raise ValueError(f"slots={slots} is invalid: must be in [1, max_len={config.max_len}]")
+    shape = (batch, config.kv_heads, slots, config.head_dim)
     layers = range(config.num_layers)
     return KVCache(
         k=tuple(jnp.zeros(shape, dtype) for _ in layers),
         v=tuple(jnp.zeros(shape, dtype) for _ in layers),
-        valid=jnp.zeros((batch, config.max_len), bool), index=jnp.zeros((), jnp.int32))
+        valid=jnp.zeros((batch, slots), bool), index=jnp.zeros((), jnp.int32))
 
 
 def positions_from_valid(valid: Array, start: Array | None = None) -> Array:
@@ -384,7 +392,7 @@ class Transformer(nn.Module):
         else:
             key_valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, valid, cache.index, 1)
             query_slot = cache.index + jnp.arange(length)
-            key_slot = jnp.arange(cfg.max_len)
+            key_slot = jnp.arange(cache.valid.shape[1])
             mask = (key_slot[None, :] <= query_slot[:, None])[None] & key_valid[:, None, :]
         # A pad query attends to nothing valid; let it see itself so softmax stays finite (its
         # output is never used).

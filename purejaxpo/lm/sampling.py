@@ -139,7 +139,8 @@ def generate(
                          f"batch of {batch} prompts")
     model = Transformer(config)
     distinct = batch // prompt_group
-    cache = init_cache(config, distinct)
+    # Only the slots this call fills: less to copy, write and attend to than max_len.
+    cache = init_cache(config, distinct, slots=prompt_len + max_new_tokens)
     logits, cache = model.apply({"params": params}, prompts[::prompt_group],
                                 prompt_valid[::prompt_group], cache=cache)
     # With left padding the last prompt slot is always a real token (if the prompt has any).
