@@ -259,6 +259,35 @@ def test_prompt_group_prefills_once_per_group_with_the_same_completions():
                  eos_id=EOS, pad_id=PAD, prompt_group=5)
 
 
+@pytest.mark.parametrize("new_tokens", [1, 4])
+@pytest.mark.parametrize("positions", ["rope", "learned"])
+def test_prompt_group_log_probs_match_the_full_pass(positions, new_tokens):
+    """``completion_log_probs(prompt_group=G)`` (each prompt run once per group, completions
+    through its cache) gives the log-probs, entropies (where the mask is true) and gradients
+    of the one full pass over ``[prompt, completion]``."""
+    cfg, params = _model(positions)
+    prompts, valid = _left_padded_prompts()
+    group = 4
+    prompts, valid = jnp.repeat(prompts, group, 0), jnp.repeat(valid, group, 0)
+    done = generate(jax.random.PRNGKey(1), params, cfg, prompts, valid,
+                    max_new_tokens=new_tokens, eos_id=EOS, pad_id=PAD, prompt_group=group)
+    assert new_tokens == 1 or not done.mask.all()  # some completions end early
+
+    def scored(p, g):
+        return completion_log_probs(p, cfg, prompts, valid, done.tokens, done.mask, 0.7,
+                                    with_entropy=True, prompt_group=g)
+
+    (lp1, ent1), (lpg, entg) = scored(params, 1), scored(params, group)
+    np.testing.assert_allclose(lpg, lp1, atol=1e-5)
+    np.testing.assert_allclose(np.where(done.mask, entg, 0), np.where(done.mask, ent1, 0),
+                               atol=1e-5)
+    grads = [jax.grad(lambda p: scored(p, g)[0].sum())(params) for g in (1, group)]
+    for a, b in zip(*map(jax.tree_util.tree_leaves, grads)):
+        np.testing.assert_allclose(b, a, atol=1e-4 * max(1.0, float(jnp.abs(a).max())))
+    with pytest.raises(ValueError, match="prompt_group=5"):
+        scored(params, 5)
+
+
 def test_generate_needs_at_least_one_new_token():
     cfg, params = _model()
     prompts, valid = _left_padded_prompts()

@@ -165,10 +165,16 @@ def make_grpo_step(config: LMGRPOConfig, model: TransformerConfig, task: Sequenc
     need_old = config.num_epochs > 1 or config.num_minibatches > 1
     estimator = config.estimator_spec
 
+    # With one minibatch, the update sees whole groups (shuffled as groups), so every pass
+    # over the batch runs each prompt once per group (completion_log_probs' prompt_group).
+    whole_groups = config.num_minibatches == 1
+    prompt_group = group if whole_groups else 1
+
     def log_probs(params, data, temperature, with_entropy=False):
         return completion_log_probs(params, model, data["prompts"], data["prompt_valid"],
                                     data["tokens"], data["mask"], temperature,
-                                    with_entropy=with_entropy, completion_valid=data["valid"])
+                                    with_entropy=with_entropy, completion_valid=data["valid"],
+                                    prompt_group=prompt_group)
 
     def step(state: LMState, hyperparams, ref_params=None):
         if config.use_reference and ref_params is None:
@@ -207,6 +213,8 @@ def make_grpo_step(config: LMGRPOConfig, model: TransformerConfig, task: Sequenc
                                           scale=config.advantage_scale)
 
         def loss_fn(params, mb):
+            if whole_groups:  # [prompts, G, ...] -> [prompts * G, ...], each group in a row
+                mb = jax.tree_util.tree_map(lambda x: x.reshape(-1, *x.shape[2:]), mb)
             log_prob, entropy = log_probs(params, mb, hp["temperature"], with_entropy=True)
             # One epoch of one minibatch: the sampling policy is the current one.
             old = mb["old_log_prob"] if need_old else jax.lax.stop_gradient(log_prob)
@@ -218,6 +226,9 @@ def make_grpo_step(config: LMGRPOConfig, model: TransformerConfig, task: Sequenc
             aux["loss"] = loss
             return loss, aux
 
+        if whole_groups:
+            data = jax.tree_util.tree_map(
+                lambda x: x.reshape(num_prompts, group, *x.shape[1:]), data)
         (params, opt_state), aux = run_epochs(
             shuffle_key, (state.params, state.opt_state), data,
             gradient_step(loss_fn, optimizer(hp)), num_epochs=config.num_epochs,

@@ -82,6 +82,33 @@ def _nucleus(logits: Array, top_p) -> Array:
     return jnp.where(logits < threshold, neg_inf, logits)
 
 
+def _check_prompt_group(prompt_group: int, batch: int) -> None:
+    if prompt_group < 1 or batch % prompt_group:
+        raise ValueError(f"prompt_group={prompt_group} is invalid: must be >= 1 and divide the "
+                         f"batch of {batch} prompts")
+
+
+def _prefill(model, params, config: TransformerConfig, prompts: Array, prompt_valid: Array,
+             prompt_group: int, slots: int):
+    """The prompts' pass into a fresh cache of ``slots`` slots (only the slots the caller
+    fills: less to copy, write and attend to than ``max_len``), once per group of
+    ``prompt_group`` rows holding the same prompt, then shared by the group's rows.
+
+    Returns ``(last_logits [B, V], cache)``: the logits after each prompt's last token (with
+    left padding the last slot is always a real token, if the prompt has any) and the cache.
+    """
+    cache = init_cache(config, prompts.shape[0] // prompt_group, slots=slots)
+    logits, cache = model.apply({"params": params}, prompts[::prompt_group],
+                                prompt_valid[::prompt_group], cache=cache)
+    last_logits = logits[:, -1]
+    if prompt_group > 1:  # every group's rows start from its one prefilled prompt
+        share = lambda x: jnp.repeat(x, prompt_group, axis=0)  # noqa: E731
+        cache = cache._replace(k=tuple(map(share, cache.k)), v=tuple(map(share, cache.v)),
+                               valid=share(cache.valid))
+        last_logits = share(last_logits)
+    return last_logits, cache
+
+
 def generate(
     key: Array,
     params,
@@ -134,22 +161,10 @@ def generate(
         raise ValueError(
             f"prompt length {prompt_len} + max_new_tokens {max_new_tokens} exceeds the model's "
             f"max_len {config.max_len}")
-    if prompt_group < 1 or batch % prompt_group:
-        raise ValueError(f"prompt_group={prompt_group} is invalid: must be >= 1 and divide the "
-                         f"batch of {batch} prompts")
+    _check_prompt_group(prompt_group, batch)
     model = Transformer(config)
-    distinct = batch // prompt_group
-    # Only the slots this call fills: less to copy, write and attend to than max_len.
-    cache = init_cache(config, distinct, slots=prompt_len + max_new_tokens)
-    logits, cache = model.apply({"params": params}, prompts[::prompt_group],
-                                prompt_valid[::prompt_group], cache=cache)
-    # With left padding the last prompt slot is always a real token (if the prompt has any).
-    last_logits = logits[:, -1]
-    if prompt_group > 1:  # every group's rows start from its one prefilled prompt
-        share = lambda x: jnp.repeat(x, prompt_group, axis=0)  # noqa: E731
-        cache = cache._replace(k=tuple(map(share, cache.k)), v=tuple(map(share, cache.v)),
-                               valid=share(cache.valid))
-        last_logits = share(last_logits)
+    last_logits, cache = _prefill(model, params, config, prompts, prompt_valid, prompt_group,
+                                  prompt_len + max_new_tokens)
 
     def choose(logits, step_key):
         if greedy:
@@ -273,10 +288,14 @@ def completion_log_probs(
     *,
     with_entropy: bool = False,
     completion_valid: Array | None = None,
+    prompt_group: int = 1,
 ):
     """Per-token log-probs (and optionally entropies) of completions given their prompts.
 
-    One teacher-forced pass over ``[prompt, completion]``.
+    One teacher-forced pass over ``[prompt, completion]``; with ``prompt_group=G`` the prompts
+    go through the model once per group (as in :func:`generate`) and the completions attend
+    to their group's prompt, the same log-probs (up to float rounding) and gradients for
+    ``G`` times less prompt work.
 
     Args:
       params, config: the policy.
@@ -286,17 +305,32 @@ def completion_log_probs(
       with_entropy: also return the entropy of each next-token distribution (static).
       completion_valid: ``[B, N]``, the completion tokens the model attends to, when more
         than ``completion_mask`` (tool results: read, never scored); default the mask.
+      prompt_group: ``G`` (static): the caller promises that every run of ``G`` consecutive
+        rows holds the same prompt (as :func:`generate`'s); 1 (the default) promises nothing.
 
     Returns:
       ``log_probs`` ``[B, N]`` (0 where the mask is false), or ``(log_probs, entropy)``.
     """
-    tokens = jnp.concatenate([prompts, completions], axis=1)
-    valid = jnp.concatenate(
-        [prompt_valid, completion_mask if completion_valid is None else completion_valid],
-        axis=1)
-    logits, _ = Transformer(config).apply({"params": params}, tokens, valid)
-    return log_probs_from_logits(logits[:, prompts.shape[1] - 1:-1], completions,
-                                 completion_mask, temperature, with_entropy=with_entropy)
+    completion_valid = completion_mask if completion_valid is None else completion_valid
+    model = Transformer(config)
+    if prompt_group == 1:
+        tokens = jnp.concatenate([prompts, completions], axis=1)
+        valid = jnp.concatenate([prompt_valid, completion_valid], axis=1)
+        logits, _ = model.apply({"params": params}, tokens, valid)
+        logits = logits[:, prompts.shape[1] - 1:-1]
+    else:
+        _check_prompt_group(prompt_group, prompts.shape[0])
+        last_logits, cache = _prefill(model, params, config, prompts, prompt_valid,
+                                      prompt_group, prompts.shape[1] + completions.shape[1])
+        # The completions in one cached pass: they attend to the shared prompt and causally
+        # to each other. The last completion token predicts nothing that is scored.
+        logits = last_logits[:, None]
+        if completions.shape[1] > 1:
+            rest, _ = model.apply({"params": params}, completions[:, :-1],
+                                  completion_valid[:, :-1], cache=cache)
+            logits = jnp.concatenate([logits, rest], axis=1)
+    return log_probs_from_logits(logits, completions, completion_mask, temperature,
+                                 with_entropy=with_entropy)
 
 
 def log_probs_from_logits(logits: Array, completions: Array, completion_mask: Array,
