@@ -174,3 +174,23 @@ def test_dpo_divergence_makes_preference_accuracy_nan():
     assert math.isnan(result.after.accuracy)
     summary = result.preference_summary()
     assert summary["pref_accuracy"] is None and summary["pref_accuracy_before"] == 0.5
+
+
+def test_run_loop_reuses_the_compiled_chunk_for_the_same_step():
+    """A second ``run_loop`` with the same step and chunk runs the program compiled by the
+    first (the step is traced once), and continues exactly as one longer run does."""
+    traces = []
+    inner = _quadratic_step()
+
+    def step(state, hyperparams):
+        traces.append(1)  # runs only while jax traces the step
+        return inner(state, hyperparams)
+
+    state, first, _ = run_loop(step, _state(), 4, HP, chunk=2)
+    assert len(traces) == 1
+    state, second, _ = run_loop(step, state, 4, HP, chunk=2)
+    assert len(traces) == 1
+    whole_state, whole, _ = run_loop(inner, _state(), 8, HP, chunk=2)
+    np.testing.assert_array_equal(np.concatenate([first["loss"], second["loss"]]),
+                                  whole["loss"])
+    np.testing.assert_array_equal(state.params["w"], whole_state.params["w"])

@@ -15,6 +15,7 @@ first diverged step is exact and costs no host synchronisation;
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any, Callable, Mapping, NamedTuple
@@ -190,6 +191,25 @@ def if_finite(params, score: Array) -> Array:
     return jnp.where(all_finite(params), score, jnp.nan)
 
 
+@functools.lru_cache(maxsize=8)
+def _chunk_runner(step: Callable, length: int) -> Callable:
+    """``jit`` of ``length`` checked steps of ``step`` in a ``lax.scan``, one per ``(step,
+    length)``: a later :func:`run_loop` with the same step reuses the compiled program (no
+    compile, and no first-call warm-up, about 0.3 s on a 2-core CPU for the GRPO benchmark's
+    step: XLA's CPU runtime sets a new program up on its first run)."""
+
+    def checked_step(state, hyperparams, *consts):
+        state, metrics = step(state, hyperparams, *consts)
+        flag = nonfinite(state.params, metrics.get("loss"))
+        return state, {**metrics, NONFINITE: flag}
+
+    def run(state, hyperparams, *consts):
+        return jax.lax.scan(lambda s, _: checked_step(s, hyperparams, *consts), state, None,
+                            length=length)
+
+    return jax.jit(run)
+
+
 def run_loop(
     step: Callable,
     state: LMState,
@@ -221,17 +241,10 @@ def run_loop(
     """
     compiled: dict[int, Callable] = {}
 
-    def checked_step(state, hyperparams, *consts):
-        state, metrics = step(state, hyperparams, *consts)
-        flag = nonfinite(state.params, metrics.get("loss"))
-        return state, {**metrics, NONFINITE: flag}
-
     def chunk_fn(length):
         if length not in compiled:
-            def run(state, hyperparams, *consts):
-                return jax.lax.scan(lambda s, _: checked_step(s, hyperparams, *consts), state,
-                                    None, length=length)
-            compiled[length] = jax.jit(run).lower(state, hyperparams, *consts).compile()
+            compiled[length] = _chunk_runner(step, length).lower(
+                state, hyperparams, *consts).compile()
         return compiled[length]
 
     history: list[dict[str, np.ndarray]] = []
