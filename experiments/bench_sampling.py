@@ -6,7 +6,8 @@ sequences of 8 prompt tokens, 5 new tokens (context 32, the GRPO benchmark's sha
 tokens (context 64); 64 distinct prompts, and GRPO's batch of 8 prompts x 8 completions
 (``prompt_group=8`` where the tree's ``generate`` has it: the prompt prefilled once per
 group). Every measurement is a fresh process (compile, then ``--calls`` timed calls,
-median per call); the two trees are interleaved (this one, the baseline, this one, ...) and the
+median per call; the calls' keys made before the timing since 2026-12-02, earlier results
+timed each key's construction too); the two trees are interleaved (this one, the baseline, this one, ...) and the
 table reports the median over ``--repeats`` processes and baseline / this (> 1: this is faster).
 
 The baseline is checked out with ``git worktree`` into a temporary directory and imported from
@@ -66,10 +67,13 @@ def worker(new_tokens: int, context: int, group: int, calls: int) -> dict:
     t0 = time.perf_counter()
     jax.block_until_ready(sample(jax.random.PRNGKey(2), params))
     compile_s = time.perf_counter() - t0
+    # The keys are made before the timing: building a key from an integer is a dispatch of its
+    # own (about 0.5 ms here), not sampling (a GRPO step splits its keys inside the program).
+    keys = jax.block_until_ready([jax.random.PRNGKey(3 + i) for i in range(calls)])
     times = []
-    for i in range(calls):
+    for key in keys:
         t0 = time.perf_counter()
-        jax.block_until_ready(sample(jax.random.PRNGKey(3 + i), params))
+        jax.block_until_ready(sample(key, params))
         times.append(time.perf_counter() - t0)
     return {"new_tokens": new_tokens, "context": context, "group": group,
             "prompt_group_used": shared, "compile_s": compile_s,
