@@ -45,7 +45,9 @@ class RLCell:
     """One environment cell: ``seeds`` runs of ``algo`` on ``env`` vmapped in one program.
 
     ``num_envs`` and ``total_timesteps`` (per run) override the preset's where given;
-    ``settings`` are further ``name=value`` config settings (as ``--set``).
+    ``settings`` are further ``name=value`` config settings (as ``--set``). The seeds are split
+    over ``cpu_devices`` JAX CPU devices where they divide evenly
+    (:func:`purejaxpo.devices.vmap_runs`; None: one device per core, as ``purejaxpo train``).
     """
 
     algo: str
@@ -54,6 +56,7 @@ class RLCell:
     num_envs: int | None = None
     total_timesteps: int | None = None
     settings: tuple[str, ...] = ()
+    cpu_devices: int | None = None
     kind: str = "rl"
 
     def label(self) -> str:
@@ -109,6 +112,9 @@ def _device_info() -> dict[str, Any]:
 
 def run_rl_cell(cell: RLCell) -> dict[str, Any]:
     """Runs one environment cell in this process (the worker's side)."""
+    from purejaxpo.devices import run_devices, use_cpu_cores, vmap_runs
+
+    use_cpu_cores(cell.cpu_devices)  # before JAX starts (importing gymnax starts it)
     import jax
     import numpy as np
 
@@ -121,14 +127,14 @@ def run_rl_cell(cell: RLCell) -> dict[str, Any]:
                            num_envs=cell.num_envs, total_timesteps=cell.total_timesteps)
     train = ALGORITHMS[cell.algo][1](config)
     keys = jax.random.split(jax.random.PRNGKey(0), cell.seeds)
-    out, compile_s, run_s = compile_and_run(jax.vmap(train), keys)
+    out, compile_s, run_s = compile_and_run(vmap_runs(train, cell.seeds), keys)
     finals = final_return(jax.device_get(out.metrics), warn=False)
     env_steps = cell.seeds * config.num_updates * config.batch_size
     return {"compile_s": compile_s, "run_s": run_s, "env_steps": env_steps,
             "throughput": env_steps / run_s, "unit": "env steps/s",
             "num_envs": config.num_envs, "total_timesteps": config.num_updates * config.batch_size,
             "final_return": float(np.nanmean(finals)) if np.any(np.isfinite(finals)) else None,
-            **_device_info()}
+            "split_over_devices": len(run_devices(cell.seeds)), **_device_info()}
 
 
 def run_lm_cell(cell: LMCell) -> dict[str, Any]:
@@ -210,7 +216,7 @@ def summarise(cell: Cell, repeats: list[dict]) -> dict[str, Any]:
         values = [r[name] for r in good if r.get(name) is not None]
         row[name] = statistics.median(values) if values else None
     for name in ("unit", "device_kind", "device_count", "platform", "jax", "params",
-                 "num_envs", "total_timesteps"):
+                 "num_envs", "total_timesteps", "split_over_devices"):
         if name in good[0]:
             row[name] = good[0][name]
     return row
@@ -259,13 +265,14 @@ def markdown(rows: Sequence[dict], *, title: str = "purejaxpo bench") -> str:
     rl = [r for r in rows if r["kind"] == "rl"]
     lm = [r for r in rows if r["kind"] == "lm"]
     if rl:
-        lines += ["| algo | env | seeds | envs per run | env steps per run | compile s | run s | "
-                  "env steps/s | final return (mean) | peak memory MiB |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| algo | env | seeds | devices | envs per run | env steps per run | compile s | "
+                  "run s | env steps/s | final return (mean) | peak memory MiB |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rl:
             mem = r.get("peak_memory_bytes")
             lines.append(
-                f"| {r['algo']} | {r['env']} | {r['seeds']} | {_fmt(r.get('num_envs'), 'd')} | "
+                f"| {r['algo']} | {r['env']} | {r['seeds']} | "
+                f"{_fmt(r.get('split_over_devices'), 'd')} | {_fmt(r.get('num_envs'), 'd')} | "
                 f"{_fmt(r.get('total_timesteps'), ',d')} | {_fmt(r.get('compile_s'), '.1f')} | "
                 f"{_fmt(r.get('run_s'), '.2f')} | {_fmt(r.get('throughput'), ',.0f')} | "
                 f"{_fmt(r.get('final_return'), '.1f')} | "
@@ -352,10 +359,12 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 def cells_from_args(args) -> list[Cell]:
     """The grid the flags ask for; ``ValueError`` naming the flag, before anything runs."""
     from purejaxpo.algos import ALGORITHMS
+    from purejaxpo.devices import parse_cpu_devices
     from purejaxpo.presets import from_settings
 
     cells: list[Cell] = []
     if args.rl:
+        cpu_devices = parse_cpu_devices(args.cpu_devices)
         seeds = _ints(args.seeds, "--seeds")
         num_envs = _ints(args.num_envs, "--num-envs") if args.num_envs else (None,)
         for algo in args.algos:
@@ -367,7 +376,8 @@ def cells_from_args(args) -> list[Cell]:
                     # Builds (validates) the config here: a bad env or setting fails now.
                     from_settings(algo, env, args.set, prefix="--set ", num_envs=n,
                                   total_timesteps=args.total_timesteps)
-                    cells += [RLCell(algo, env, s, n, args.total_timesteps, tuple(args.set or ()))
+                    cells += [RLCell(algo, env, s, n, args.total_timesteps, tuple(args.set or ()),
+                                     cpu_devices)
                               for s in seeds]
     if args.lm:
         batch = []
@@ -440,6 +450,9 @@ def add_cli_parser(sub) -> None:
                    help="env steps per run (default 100000)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="any config field of the environment cells (repeatable)")
+    p.add_argument("--cpu-devices", default="auto", metavar="N|auto",
+                   help="JAX CPU devices each environment cell splits its seeds over (default "
+                        "auto: one per core); no effect on a GPU or TPU")
     p.add_argument("--no-rl", dest="rl", action="store_false", help="no environment cells")
     p.add_argument("--no-lm", dest="lm", action="store_false", help="no language-model cells")
     p.add_argument("--lm-widths", default="64", help="LM widths, comma-separated (default 64)")

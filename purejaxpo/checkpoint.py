@@ -50,6 +50,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from purejaxpo.devices import run_devices, vmap_runs
+
 CONFIG_FILE = "config.json"
 FORMAT = 2
 """The on-disk format written: 2 keys each state leaf by its tree path; 1 (read only) by position."""
@@ -506,15 +508,23 @@ def run_seeds_with_checkpoints(algo: str, config, train, keys, *, seed: int, eve
                                on_chunk=None, timings: dict[str, float] | None = None):
     """:func:`run_with_checkpoints` for ``train`` vmapped over seeds, as ``train --seeds``.
 
+    The seeds are split over devices as ``train --seeds`` splits them
+    (:func:`purejaxpo.devices.vmap_runs`), so a checkpointed run gives the same results.
+
     ``keys`` ``[seeds, 2]`` are the seeds' keys, split from ``PRNGKey(seed)``; the checkpoint's
     metadata records the algorithm, config, seed count and ``seed``, so a resume with any
     other checks fails. Returns ``(state, metrics)`` like :func:`run_with_checkpoints`.
     """
     seeds = len(keys)
+
+    def run_fn(state, num_updates):
+        return vmap_runs(partial(train.run, num_updates=num_updates), seeds)(state)
+
     return run_with_checkpoints(
-        lambda: jax.vmap(train.init)(keys), batched_run(train.run), config.num_updates,
+        lambda: vmap_runs(train.init, seeds)(keys), run_fn, config.num_updates,
         every=every, directory=directory, resume=resume, on_chunk=on_chunk, timings=timings,
-        meta=describe(algo, config, batch_shape=[seeds], seeds=seeds, seed=seed))
+        meta=describe(algo, config, batch_shape=[seeds], seeds=seeds, seed=seed,
+                      split_over_devices=len(run_devices(seeds))))
 
 
 def evaluation_env(config, num_episodes: int, env_state=None):

@@ -22,6 +22,8 @@ import os
 import sys
 
 import purejaxpo  # noqa: F401  (before JAX starts: honours PUREJAXPO_XLA_SAFETY)
+from purejaxpo.devices import (add_cpu_devices_arg, parse_cpu_devices, run_devices,
+                               use_cpu_cores, vmap_runs)
 from purejaxpo.settings import device_description, write_json
 
 
@@ -64,7 +66,8 @@ def cmd_train(args) -> int:
         if args.seeds < 1:
             raise ValueError(f"--seeds={args.seeds} is invalid: must be an integer >= 1")
         check_checkpoint_args(args)
-    except ValueError as err:
+        use_cpu_cores(parse_cpu_devices(args.cpu_devices))  # before JAX's first operation
+    except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -79,14 +82,15 @@ def cmd_train(args) -> int:
     progress = ProgressBar(config.num_updates, f"{args.algo} {config.env}", args.progress)
     train = make_train(config, progress=progress if args.progress else None)
     keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
+    split = len(run_devices(args.seeds))
     print(
         f"purejaxpo {args.algo} on {config.env}: {args.seeds} seed(s) x {config.total_timesteps:,} "
         f"steps ({config.num_envs} envs x {config.num_steps} steps, {config.num_updates} updates), "
-        f"{device_description()}",
+        f"{device_description()}" + (f", seeds split over {split} devices" if split > 1 else ""),
         flush=True,
     )
     if args.checkpoint_dir is None:
-        result, compile_s, run_s = compile_and_run(jax.vmap(train), keys)
+        result, compile_s, run_s = compile_and_run(vmap_runs(train, args.seeds), keys)
         progress.close()
         metrics = jax.tree_util.tree_map(np.asarray, result.metrics)
         if args.log:
@@ -143,6 +147,7 @@ def cmd_train(args) -> int:
             "run_s": run_s,
             "steps_per_s": steps_per_s,
             "device": device_description(),
+            "split_over_devices": split,
             "config": config.to_dict(),
             "curves": {
                 "episode_return": np.asarray(metrics["episode_return"], np.float64).tolist(),
@@ -280,6 +285,7 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", metavar="PATH", help="write results and the full config here")
     train.add_argument("--no-progress", dest="progress", action="store_false",
                        help="no progress bar")
+    add_cpu_devices_arg(train)
     add_checkpoint_args(train, what="the whole training state (all seeds)",
                         every="updates between checkpoints (default: one at the end)")
     train.add_argument("--log", metavar="PATH",
@@ -317,7 +323,31 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+CPU_DEVICE_COMMANDS = ("train", "sweep")
+"""The commands that split their runs over devices (``--cpu-devices``)."""
+
+
+def _early_cpu_devices(argv) -> None:
+    """Sets the CPU device count of ``train`` and ``sweep`` before anything starts JAX.
+
+    Building the parser imports the environments, and gymnax makes arrays on import, which
+    starts JAX's CPU backend; the device count must be set before that. Errors are left to the
+    command (which calls :func:`~purejaxpo.devices.use_cpu_cores` again and reports them).
+    """
+    if not argv or argv[0] not in CPU_DEVICE_COMMANDS:
+        return
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--cpu-devices", default="auto")
+    known, _ = early.parse_known_args(argv[1:])
+    try:
+        use_cpu_cores(parse_cpu_devices(known.cpu_devices))
+    except (ValueError, RuntimeError):
+        pass
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    _early_cpu_devices(argv)
     args = make_parser().parse_args(argv)
     return args.func(args)
 

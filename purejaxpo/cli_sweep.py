@@ -17,6 +17,7 @@ import sys
 import typing
 from typing import Sequence
 
+from purejaxpo.devices import add_cpu_devices_arg, parse_cpu_devices, use_cpu_cores
 from purejaxpo.settings import device_description, field_types, parse_value, resolve_name, write_json
 from purejaxpo.sweep import Range, best, plan_sweep, run_plan, summary
 
@@ -118,6 +119,7 @@ def cmd_sweep(args) -> int:
     lm = args.algo.startswith("lm-")
     policy = pairs = None
     try:
+        use_cpu_cores(parse_cpu_devices(args.cpu_devices))  # before JAX's first operation
         for name in _RL_ONLY if lm else _LM_ONLY:
             if getattr(args, name) is not None:
                 raise ValueError(f"{_flag(name)}: only for "
@@ -148,7 +150,7 @@ def cmd_sweep(args) -> int:
 
             pairs = preference_data(base, base.make_task(), policy=(policy.params, policy.model),
                                     path=args.pairs).train
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -225,6 +227,7 @@ def add_cli_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="lm-*: training steps per run")
     p.add_argument("--pairs", metavar="FILE.jsonl", default=None,
                    help="lm-dpo: preference data (default: generated from the task)")
+    add_cpu_devices_arg(p)
     p.add_argument("--json", metavar="PATH", help="write every run and the timings here")
     p.add_argument("--csv", metavar="PATH", help="write the table (one row per run) here")
     p.set_defaults(func=cmd_sweep)

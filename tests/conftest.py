@@ -20,6 +20,14 @@ import purejaxpo  # noqa: F401,E402  (its XLA safety flag goes in before jax sta
 
 import pathlib  # noqa: E402
 
+import jax  # noqa: E402
+
+# The tests' own process keeps the device count its environment gives (one CPU device unless
+# XLA_FLAGS says otherwise): starting the backend here, before any test, means the CLI's
+# `--cpu-devices auto` (one device per core) never changes it for the tests that run after a
+# CLI test. Tests of several devices run in fresh processes (tests/*_subprocess.py).
+jax.devices()
+
 import pytest  # noqa: E402
 
 _SLOW = {line.strip() for line in (pathlib.Path(__file__).parent / "slow_tests.txt").read_text()

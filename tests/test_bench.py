@@ -26,6 +26,8 @@ def test_grid_from_flags():
     rl = [c for c in cells if isinstance(c, bench.RLCell)]
     lm = [c for c in cells if isinstance(c, bench.LMCell)]
     assert [(c.algo, c.seeds) for c in rl] == [("ppo", 1), ("ppo", 8), ("sac", 1), ("sac", 8)]
+    assert all(c.cpu_devices is None for c in rl)  # auto: one per core
+    assert bench.cells_from_args(_args("--no-lm", "--cpu-devices", "3"))[0].cpu_devices == 3
     assert len(lm) == 2 * 2 * 2
     assert {(c.prompts, c.group_size) for c in lm} == {(4, 2), (8, 8)}
     assert bench.cell_from_dict(json.loads(json.dumps(
@@ -42,6 +44,7 @@ def test_grid_from_flags():
     (["--lm-widths", "30"], "must be divisible by --lm-heads 4"),
     (["--no-rl", "--no-lm"], "nothing to run"),
     (["--repeats", "0"], "--repeats=0 is invalid"),
+    (["--cpu-devices", "0"], "--cpu-devices='0' is invalid"),
 ])
 def test_bad_flags_exit_2_before_anything_runs(argv, message, capsys, monkeypatch):
     monkeypatch.setattr(bench, "run_grid", lambda *a, **k: pytest.fail("ran"))
@@ -59,7 +62,8 @@ def test_medians_table_and_plot(tmp_path):
     cells = [bench.RLCell("ppo", "CartPole-v1", s) for s in (1, 16)]
     rows = [
         {**bench.summarise(cells[0], [_ok(3.0, 10.0), _ok(1.0, 30.0), _ok(2.0, 20.0)])},
-        {**bench.summarise(cells[1], [_ok(4.0, 100.0), {"ok": False, "error": "boom"}])},
+        {**bench.summarise(cells[1], [_ok(4.0, 100.0, split_over_devices=2),
+                                      {"ok": False, "error": "boom"}])},
     ]
     assert rows[0]["run_s"] == 2.0 and rows[0]["throughput"] == 20.0 and rows[0]["ok"] == 3
     assert rows[1]["ok"] == 1 and rows[1]["repeats"] == 2 and rows[1]["run_s"] == 4.0
@@ -68,7 +72,8 @@ def test_medians_table_and_plot(tmp_path):
     written = bench.write_outputs(rows, str(tmp_path / "b"))
     assert [Path(p).suffix for p in written] == [".json", ".md", ".png"]
     table = (tmp_path / "b.md").read_text()
-    assert "| ppo | CartPole-v1 | 16 | 4 | 1,000 | 1.0 | 4.00 | 100 |" in table
+    assert "| ppo | CartPole-v1 | 16 | 2 | 4 | 1,000 | 1.0 | 4.00 | 100 |" in table
+    assert "| ppo | CartPole-v1 | 1 | - | 4 | 1,000 | 1.0 | 2.00 | 20 |" in table
     assert json.loads((tmp_path / "b.json").read_text())["cells"][0]["seeds"] == 1
 
 

@@ -17,10 +17,10 @@ import purejaxpo  # noqa: F401  (before JAX starts: honours PUREJAXPO_XLA_SAFETY
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from purejaxpo.devices import AXIS as _AXIS
+from purejaxpo.devices import shard_runs
 from purejaxpo.sweep.plan import SweepPlan
 from purejaxpo.sweep.results import SweepResult
-
-_AXIS = "runs"
 
 
 def make_program(run: Callable, mesh: Mesh, chunk_size: int | None) -> Callable:
@@ -36,11 +36,7 @@ def make_program(run: Callable, mesh: Mesh, chunk_size: int | None) -> Callable:
             return jax.vmap(run)(keys, hps)
         return jax.lax.map(lambda xs: run(*xs), (keys, hps), batch_size=chunk_size)
 
-    spec = PartitionSpec(_AXIS)
-    # check_vma=False: the algorithms' scans start carries from constants (no per-device
-    # variance annotations), and every run is independent, so nothing crosses devices.
-    return jax.shard_map(local, mesh=mesh, in_specs=(spec, spec), out_specs=spec,
-                         check_vma=False)
+    return shard_runs(local, mesh.devices.flat)
 
 
 def _global_array(host: np.ndarray, sharding: NamedSharding) -> jax.Array:

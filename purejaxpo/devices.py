@@ -1,0 +1,169 @@
+"""Independent runs spread over devices, and one JAX CPU device per core.
+
+Why: on a CPU, JAX makes one device for the whole machine, and a program of many small runs
+(seeds, a sweep's settings) vmapped as one batch keeps only about one core busy. XLA:CPU runs a
+program's kernels one after another, handing only large ones to other threads, and an RL run's
+kernels are small (products of a few hundred rows by 64 columns). Measured on a 2-core CPU
+(jax 0.10.2): PPO on CartPole-v1, 16 seeds vmapped, about 11.5 s on one device and 5.3 s on
+two, each device running 8 of the seeds; throughput over seeds on one device stops growing at
+about 16 (``experiments/results/bench_scale.md``). A single run gains nothing (it is one
+program on one device) and loses nothing: its large products still use every core.
+
+So:
+
+* :func:`use_cpu_cores` asks JAX for one CPU device per core. It must run before JAX starts its
+  CPU backend (before the first array is made or function run); the ``purejaxpo train`` and
+  ``purejaxpo sweep`` commands call it (``--cpu-devices``). An explicit choice
+  (``XLA_FLAGS=--xla_force_host_platform_device_count=N`` or ``jax_num_cpu_devices``) is kept.
+* :func:`vmap_runs` is ``jax.vmap`` over a leading run axis, split evenly over devices with
+  ``jax.shard_map``: each device runs its share as one vmapped program, nothing crosses
+  devices. :func:`run_devices` says which devices a number of runs is split over.
+
+Results depend on the split only in the last bits: XLA compiles a vmap of 8 runs and one of 16
+to different kernels, whose float rounding differs (as a vmap of 8 seeds and one of 16 already
+did). A run's result is a function of its key, its config and the machine, which includes the
+number of devices the runs are split over; checkpointing, chunking and resuming with the same
+split keep it bitwise.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+AXIS = "runs"
+"""The mesh axis name of the run axis."""
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def _explicit_cpu_device_count() -> int | None:
+    import jax
+
+    value = jax.config.jax_num_cpu_devices
+    if value is not None and value >= 0:
+        return int(value)
+    for flag in os.environ.get("XLA_FLAGS", "").split():
+        if flag.startswith("--xla_force_host_platform_device_count="):
+            try:
+                return int(flag.split("=", 1)[1])
+            except ValueError:
+                return None
+    return None
+
+
+def use_cpu_cores(count: int | None = None) -> int:
+    """Asks JAX for ``count`` CPU devices (default: one per core, :func:`cpu_cores`).
+
+    Call it before JAX starts its CPU backend, i.e. before any JAX array is made or function
+    run (importing jax and purejaxpo is fine). With ``count=None`` an explicit earlier choice
+    (``XLA_FLAGS=--xla_force_host_platform_device_count=N`` or the ``jax_num_cpu_devices``
+    config) is kept, and a backend already started is left as it is.
+
+    Returns:
+      the number of CPU devices JAX has or will have.
+
+    Raises:
+      ValueError: ``count`` is not an integer >= 1.
+      RuntimeError: an explicit ``count`` differs from the devices of a CPU backend that has
+        already started.
+    """
+    import jax
+    from jax._src import xla_bridge
+
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                              or count < 1):
+        raise ValueError(f"count={count!r} is invalid: must be an integer >= 1 (or None: one "
+                         f"device per core)")
+    if xla_bridge.backends_are_initialized():
+        have = len(jax.devices("cpu"))
+        if count is not None and count != have:
+            raise RuntimeError(
+                f"use_cpu_cores(count={count}): JAX's CPU backend has already started with "
+                f"{have} device(s); call it before any JAX array is made or function run")
+        return have
+    if count is None:
+        explicit = _explicit_cpu_device_count()
+        if explicit is not None:
+            return explicit
+        count = cpu_cores()
+    jax.config.update("jax_num_cpu_devices", count)
+    return count
+
+
+def run_devices(num_runs: int, devices: Sequence[Any] | None = None) -> list:
+    """The devices ``num_runs`` independent runs are split over by :func:`vmap_runs`: the
+    first ``d`` of ``devices`` (default ``jax.local_devices()``), ``d`` the most that divides
+    ``num_runs`` evenly (16 runs on 3 devices: 2; 7 runs: 1)."""
+    import jax
+
+    if isinstance(num_runs, bool) or not isinstance(num_runs, int) or num_runs < 1:
+        raise ValueError(f"num_runs={num_runs!r} is invalid: must be an integer >= 1")
+    devices = list(jax.local_devices() if devices is None else devices)
+    if not devices:
+        raise ValueError("devices=[] is invalid: must hold at least one device")
+    count = max(d for d in range(1, len(devices) + 1) if num_runs % d == 0)
+    return devices[:count]
+
+
+def shard_runs(fn: Callable, devices: Sequence[Any]) -> Callable:
+    """``fn`` (whose arguments and outputs all have a leading run axis) run with that axis split
+    evenly over ``devices`` by ``jax.shard_map``: each device calls ``fn`` on its share."""
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, PartitionSpec
+
+    mesh = Mesh(np.array(list(devices)), (AXIS,))
+    # check_vma=False: the algorithms' scans start carries from constants (no per-device
+    # variance annotations), and every run is independent, so nothing crosses devices.
+    return jax.shard_map(fn, mesh=mesh, in_specs=PartitionSpec(AXIS),
+                         out_specs=PartitionSpec(AXIS), check_vma=False)
+
+
+def vmap_runs(fn: Callable, num_runs: int, devices: Sequence[Any] | None = None) -> Callable:
+    """``jax.vmap(fn)`` over ``num_runs`` runs, split evenly over devices (:func:`run_devices`).
+
+    Every positional argument of the returned function (each leaf of it) has the leading run
+    axis ``[num_runs, ...]``, and so do the outputs. On one device it is exactly
+    ``jax.vmap(fn)``; on several, each device runs ``num_runs / d`` of the runs as one vmapped
+    program (:func:`shard_runs`). Jit it (or its caller) as usual::
+
+        use_cpu_cores()                      # first, before JAX starts: one device per core
+        train = make_train(PPOConfig(env="CartPole-v1"))
+        keys = jax.random.split(jax.random.PRNGKey(0), 16)
+        result = jax.jit(vmap_runs(train, 16))(keys)   # 8 seeds per core on 2 cores
+    """
+    devices = run_devices(num_runs, devices)
+    import jax
+
+    batched = jax.vmap(fn)
+    if len(devices) == 1:
+        return batched
+    return shard_runs(batched, devices)
+
+
+def parse_cpu_devices(text: str) -> int | None:
+    """The ``--cpu-devices`` flag: ``auto`` (None: one per core) or an integer >= 1."""
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"--cpu-devices={text!r} is invalid: must be 'auto' or an integer >= 1")
+    return value
+
+
+def add_cpu_devices_arg(parser) -> None:
+    """Adds ``--cpu-devices`` to an ``argparse`` parser (read with :func:`parse_cpu_devices`)."""
+    parser.add_argument(
+        "--cpu-devices", default="auto", metavar="N|auto",
+        help="JAX CPU devices to split the runs over (default auto: one per core, unless "
+             "XLA_FLAGS sets a count); has no effect on a GPU or TPU")

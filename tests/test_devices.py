@@ -1,0 +1,77 @@
+"""Runs split over devices (purejaxpo.devices): which devices, the flags, and in a fresh process
+with 2 CPU devices (tests/devices_subprocess.py) that plain, chunked, checkpointed and resumed
+runs agree bitwise and one device agrees to float rounding."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+from purejaxpo import devices
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_run_devices_takes_the_most_that_divide_the_runs():
+    four = ["d0", "d1", "d2", "d3"]
+    assert devices.run_devices(16, four) == four
+    assert devices.run_devices(6, four) == ["d0", "d1", "d2"]
+    assert devices.run_devices(7, four) == ["d0"]
+    assert devices.run_devices(2, four) == ["d0", "d1"]
+    assert devices.run_devices(1) == jax.local_devices()[:1]
+    for bad in (0, -3, 2.0, True):
+        with pytest.raises(ValueError, match="num_runs=.* must be an integer >= 1"):
+            devices.run_devices(bad, four)
+    with pytest.raises(ValueError, match="devices=.* at least one device"):
+        devices.run_devices(4, [])
+
+
+def test_vmap_runs_on_one_device_is_plain_vmap():
+    fn = devices.vmap_runs(lambda x: x * 2.0, 3, devices=jax.devices()[:1])
+    assert fn(jax.numpy.arange(3.0)).tolist() == [0.0, 2.0, 4.0]
+
+
+def test_flags_and_counts():
+    assert devices.parse_cpu_devices("auto") is None
+    assert devices.parse_cpu_devices("3") == 3
+    for bad in ("0", "-1", "two", ""):
+        with pytest.raises(ValueError, match="--cpu-devices=.* 'auto' or an integer >= 1"):
+            devices.parse_cpu_devices(bad)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="count=.* must be an integer >= 1"):
+            devices.use_cpu_cores(bad)
+    have = len(jax.devices("cpu"))  # this process's backend has started: kept as it is
+    assert devices.use_cpu_cores() == have
+    assert devices.use_cpu_cores(have) == have
+    with pytest.raises(RuntimeError, match="already started"):
+        devices.use_cpu_cores(have + 1)
+    assert devices.cpu_cores() >= 1
+
+
+@pytest.mark.timeout(400)
+def test_two_cpu_devices_plain_chunked_resumed_agree(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    proc = subprocess.run([sys.executable, str(HERE / "devices_subprocess.py"), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=380)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    found = json.loads((tmp_path / "found.json").read_text())
+    assert found["cpu_devices"] == 2
+    assert found["auto_keeps_started_backend"] and found["late_count_refused"]
+    assert found["split_devices"] == 2 and found["one_devices"] == 1
+    # Split 2 + 2 or all 4 on one device: different kernels, the same runs up to rounding
+    # (here they differ, so the bitwise checks below can tell the two layouts apart).
+    assert 0 < found["one_device_diff"] < 1e-4
+    # Chunked with checkpoints, and resumed, the runs keep the split and its results bitwise.
+    assert found["chunked_diff"] == 0 and found["resumed_diff"] == 0
+    runs = {name: json.loads((tmp_path / f"{name}.json").read_text())
+            for name in ("plain", "chunked", "resumed")}
+    assert runs["plain"]["split_over_devices"] == 2
+    assert "seeds split over 2 devices" in proc.stdout
+    assert found["resumed_from"] > 0
+    for name in ("chunked", "resumed"):
+        assert runs[name]["curves"] == runs["plain"]["curves"], name
+        assert runs[name]["final_return"] == runs["plain"]["final_return"], name
