@@ -6,7 +6,8 @@ Default: PPO on CartPole-v1 (the CLI preset: 4 envs x 128 steps, 4 epochs x 4 mi
 [0.1, 0.3]: every run has the same static settings, so the sweep is one compilation.
 
 * **sweep**: :func:`purejaxpo.sweep.sweep`, every run in one ``jit(shard_map(vmap(train)))``
-  program (``--chunk-size`` to run them in chunks).
+  program (``--chunk-size`` to run them in chunks), split over one JAX CPU device per core
+  (``--cpu-devices``, as ``purejaxpo sweep``; see :mod:`purejaxpo.devices`).
 * **loop**: one ``jax.jit(train)`` compiled once for a single run, called once per run
   ``(key, hyperparams)`` in a Python loop, waiting for each result.
 
@@ -41,10 +42,7 @@ import purejaxpo  # noqa: F401
 
 import jax
 
-from purejaxpo.algos.ppo import make_train
-from purejaxpo.metrics import final_return
-from purejaxpo.presets import preset
-from purejaxpo.sweep import Range, plan_sweep, run_plan
+from purejaxpo.devices import parse_cpu_devices, use_cpu_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,8 +54,16 @@ def main(argv=None) -> int:
     parser.add_argument("--total-timesteps", type=int, default=500_000)
     parser.add_argument("--chunk-size", type=int, default=None)
     parser.add_argument("--skip-loop", action="store_true", help="time the sweep only")
+    parser.add_argument("--cpu-devices", default="auto",
+                        help="JAX CPU devices the sweep's runs are split over (default auto: one "
+                             "per core, as `purejaxpo sweep`); the loop's single runs use one")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "bench_sweep"))
     args = parser.parse_args(argv)
+    use_cpu_cores(parse_cpu_devices(args.cpu_devices))  # before JAX starts (gymnax starts it)
+    from purejaxpo.algos.ppo import make_train
+    from purejaxpo.metrics import final_return
+    from purejaxpo.presets import preset
+    from purejaxpo.sweep import Range, plan_sweep, run_plan
 
     base = preset("ppo", "CartPole-v1", total_timesteps=args.total_timesteps)
     plan = plan_sweep(jax.random.PRNGKey(0), "ppo", base,
