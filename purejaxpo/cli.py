@@ -66,7 +66,8 @@ def cmd_train(args) -> int:
         if args.seeds < 1:
             raise ValueError(f"--seeds={args.seeds} is invalid: must be an integer >= 1")
         check_checkpoint_args(args)
-        use_cpu_cores(parse_cpu_devices(args.cpu_devices))  # before JAX's first operation
+        # before JAX's first operation (main() did it already, unless run in-process late)
+        use_cpu_cores(parse_cpu_devices(args.cpu_devices), quiet=True)
     except (ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -340,7 +341,7 @@ def _early_cpu_devices(argv) -> None:
     early.add_argument("--cpu-devices", default="auto")
     known, _ = early.parse_known_args(argv[1:])
     try:
-        use_cpu_cores(parse_cpu_devices(known.cpu_devices))
+        use_cpu_cores(parse_cpu_devices(known.cpu_devices), quiet=True)
     except (ValueError, RuntimeError):
         pass
 

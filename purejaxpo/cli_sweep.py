@@ -119,7 +119,8 @@ def cmd_sweep(args) -> int:
     lm = args.algo.startswith("lm-")
     policy = pairs = None
     try:
-        use_cpu_cores(parse_cpu_devices(args.cpu_devices))  # before JAX's first operation
+        # before JAX's first operation (main() did it already, unless run in-process late)
+        use_cpu_cores(parse_cpu_devices(args.cpu_devices), quiet=True)
         for name in _RL_ONLY if lm else _LM_ONLY:
             if getattr(args, name) is not None:
                 raise ValueError(f"{_flag(name)}: only for "

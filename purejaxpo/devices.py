@@ -29,6 +29,7 @@ split keep it bitwise.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Callable, Sequence
 
 AXIS = "runs"
@@ -58,13 +59,15 @@ def _explicit_cpu_device_count() -> int | None:
     return None
 
 
-def use_cpu_cores(count: int | None = None) -> int:
+def use_cpu_cores(count: int | None = None, *, quiet: bool = False) -> int:
     """Asks JAX for ``count`` CPU devices (default: one per core, :func:`cpu_cores`).
 
     Call it before JAX starts its CPU backend, i.e. before any JAX array is made or function
-    run (importing jax and purejaxpo is fine). With ``count=None`` an explicit earlier choice
+    run (importing jax and purejaxpo is fine; importing gymnax or ``purejaxpo.algos`` is not:
+    gymnax makes arrays when imported). With ``count=None`` an explicit earlier choice
     (``XLA_FLAGS=--xla_force_host_platform_device_count=N`` or the ``jax_num_cpu_devices``
-    config) is kept, and a backend already started is left as it is.
+    config) is kept, and a backend already started is left as it is, with a ``UserWarning``
+    if it has fewer devices than cores (``quiet=True``: no warning).
 
     Returns:
       the number of CPU devices JAX has or will have.
@@ -87,6 +90,12 @@ def use_cpu_cores(count: int | None = None) -> int:
             raise RuntimeError(
                 f"use_cpu_cores(count={count}): JAX's CPU backend has already started with "
                 f"{have} device(s); call it before any JAX array is made or function run")
+        if (count is None and not quiet and have < cpu_cores()
+                and _explicit_cpu_device_count() is None):
+            warnings.warn(
+                f"use_cpu_cores() came after JAX's CPU backend started (something made an "
+                f"array or ran a function, or gymnax was imported): keeping {have} device(s) "
+                f"for {cpu_cores()} cores; call it first thing", UserWarning, stacklevel=2)
         return have
     if count is None:
         explicit = _explicit_cpu_device_count()
