@@ -42,7 +42,7 @@ import purejaxpo  # noqa: F401
 
 import jax
 
-from purejaxpo.devices import parse_cpu_devices, use_cpu_cores
+from purejaxpo.devices import parse_cpu_devices, use_cpu_cores, use_fused_loops
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,9 +57,13 @@ def main(argv=None) -> int:
     parser.add_argument("--cpu-devices", default="auto",
                         help="JAX CPU devices the sweep's runs are split over (default auto: one "
                              "per core, as `purejaxpo sweep`); the loop's single runs use one")
+    parser.add_argument("--no-fused-loops", dest="fused_loops", action="store_false",
+                        help="XLA:CPU's default loops (see purejaxpo.devices.use_fused_loops)")
     parser.add_argument("--out", default=str(ROOT / "experiments" / "results" / "bench_sweep"))
     args = parser.parse_args(argv)
-    use_cpu_cores(parse_cpu_devices(args.cpu_devices))  # before JAX starts (gymnax starts it)
+    if args.fused_loops:  # before JAX starts (gymnax starts it); both sides compile with it
+        use_fused_loops()
+    use_cpu_cores(parse_cpu_devices(args.cpu_devices))
     from purejaxpo.algos.ppo import make_train
     from purejaxpo.metrics import final_return
     from purejaxpo.presets import preset

@@ -20,8 +20,8 @@ only (the library is unchanged):
 
 Every variant is compiled as a scan of ``--updates`` updates from the same state; the programs
 are then called in turn ``--repeats`` times (interleaved, so a slow spell of the machine hits
-all of them) and the medians reported. ``--trace`` also runs the base program under
-``jax.profiler`` and lists its kernels by total time. Usage::
+all of them) and the medians reported. ``--trace`` also runs each program under
+``jax.profiler`` and lists its kernels by total time (``--top`` of them). Usage::
 
     .venv/bin/python experiments/ppo_update_ab.py
     .venv/bin/python experiments/ppo_update_ab.py --variants base,flat --repeats 25 --trace
@@ -204,7 +204,8 @@ def main() -> int:
     p.add_argument("--updates", type=int, default=50)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--seeds", type=int, default=1, help="seeds vmapped in each program")
-    p.add_argument("--trace", action="store_true", help="list the base program's kernels")
+    p.add_argument("--trace", action="store_true", help="list every variant's kernels by time")
+    p.add_argument("--top", type=int, default=15, help="kernels listed by --trace")
     args = p.parse_args()
 
     config = preset("ppo", "CartPole-v1")
@@ -238,10 +239,11 @@ def main() -> int:
         t = times[name]
         print(f"| {name} | {kernels:,} | {statistics.median(t):.2f} | {min(t):.2f} | "
               f"{max(t):.2f} |")
-    if args.trace and "base" in programs:
-        many, state, _ = programs["base"]
-        print(f"\nbase: kernels by total time in one call ({args.updates} updates, traced)")
-        for name, n, ms in trace_kernels(many, state, top=15):
+    for variant_name in programs if args.trace else ():
+        many, state, _ = programs[variant_name]
+        print(f"\n{variant_name}: kernels by total time in one call ({args.updates} updates, "
+              "traced)")
+        for name, n, ms in trace_kernels(many, state, top=args.top):
             print(f"  {ms:8.1f} ms  {n:7d} calls  {1000 * ms / n:7.1f} us each  {name}  "
                   f"{describe(many.as_text(), name)}")
     return 0

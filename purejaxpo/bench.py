@@ -47,7 +47,9 @@ class RLCell:
     ``num_envs`` and ``total_timesteps`` (per run) override the preset's where given;
     ``settings`` are further ``name=value`` config settings (as ``--set``). The seeds are split
     over ``cpu_devices`` JAX CPU devices where they divide evenly
-    (:func:`purejaxpo.devices.vmap_runs`; None: one device per core, as ``purejaxpo train``).
+    (:func:`purejaxpo.devices.vmap_runs`; None: one device per core, as ``purejaxpo train``),
+    and small loops compile to single kernels unless ``fused_loops`` is False
+    (:func:`purejaxpo.devices.use_fused_loops`, as ``purejaxpo train``).
     """
 
     algo: str
@@ -57,6 +59,7 @@ class RLCell:
     total_timesteps: int | None = None
     settings: tuple[str, ...] = ()
     cpu_devices: int | None = None
+    fused_loops: bool = True
     kind: str = "rl"
 
     def label(self) -> str:
@@ -112,9 +115,11 @@ def _device_info() -> dict[str, Any]:
 
 def run_rl_cell(cell: RLCell) -> dict[str, Any]:
     """Runs one environment cell in this process (the worker's side)."""
-    from purejaxpo.devices import run_devices, use_cpu_cores, vmap_runs
+    from purejaxpo.devices import run_devices, use_cpu_cores, use_fused_loops, vmap_runs
 
-    use_cpu_cores(cell.cpu_devices)  # before JAX starts (importing gymnax starts it)
+    if cell.fused_loops:  # before JAX starts (importing gymnax starts it)
+        use_fused_loops()
+    use_cpu_cores(cell.cpu_devices)
     import jax
     import numpy as np
 
@@ -377,7 +382,7 @@ def cells_from_args(args) -> list[Cell]:
                     from_settings(algo, env, args.set, prefix="--set ", num_envs=n,
                                   total_timesteps=args.total_timesteps)
                     cells += [RLCell(algo, env, s, n, args.total_timesteps, tuple(args.set or ()),
-                                     cpu_devices)
+                                     cpu_devices, args.fused_loops)
                               for s in seeds]
     if args.lm:
         batch = []
@@ -435,6 +440,8 @@ def cmd_bench(args) -> int:
 
 
 def add_cli_parser(sub) -> None:
+    from purejaxpo.devices import add_cpu_args
+
     p = sub.add_parser("bench", help="throughput of training programs (each cell in a fresh "
                        "process): env steps/s against parallel runs, LM tokens/s",
                        description=__doc__.split("\n\n")[0])
@@ -450,9 +457,7 @@ def add_cli_parser(sub) -> None:
                    help="env steps per run (default 100000)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="any config field of the environment cells (repeatable)")
-    p.add_argument("--cpu-devices", default="auto", metavar="N|auto",
-                   help="JAX CPU devices each environment cell splits its seeds over (default "
-                        "auto: one per core); no effect on a GPU or TPU")
+    add_cpu_args(p)  # --cpu-devices, --no-fused-loops: applied in each environment cell
     p.add_argument("--no-rl", dest="rl", action="store_false", help="no environment cells")
     p.add_argument("--no-lm", dest="lm", action="store_false", help="no language-model cells")
     p.add_argument("--lm-widths", default="64", help="LM widths, comma-separated (default 64)")

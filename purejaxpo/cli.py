@@ -22,8 +22,8 @@ import os
 import sys
 
 import purejaxpo  # noqa: F401  (before JAX starts: honours PUREJAXPO_XLA_SAFETY)
-from purejaxpo.devices import (add_cpu_devices_arg, parse_cpu_devices, run_devices,
-                               use_cpu_cores, vmap_runs)
+from purejaxpo.devices import (add_cpu_args, parse_cpu_devices, run_devices, use_cpu_cores,
+                               use_fused_loops, vmap_runs)
 from purejaxpo.settings import device_description, write_json
 
 
@@ -286,7 +286,7 @@ def make_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", metavar="PATH", help="write results and the full config here")
     train.add_argument("--no-progress", dest="progress", action="store_false",
                        help="no progress bar")
-    add_cpu_devices_arg(train)
+    add_cpu_args(train)
     add_checkpoint_args(train, what="the whole training state (all seeds)",
                         every="updates between checkpoints (default: one at the end)")
     train.add_argument("--log", metavar="PATH",
@@ -324,22 +324,28 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-CPU_DEVICE_COMMANDS = ("train", "sweep")
-"""The commands that split their runs over devices (``--cpu-devices``)."""
+CPU_SETTING_COMMANDS = ("train", "sweep")
+"""The commands that apply ``--cpu-devices`` and ``--no-fused-loops`` in their own process
+(``bench`` has them too, and applies them in each cell's process)."""
 
 
-def _early_cpu_devices(argv) -> None:
-    """Sets the CPU device count of ``train`` and ``sweep`` before anything starts JAX.
+def _early_cpu_settings(argv) -> None:
+    """Applies ``--cpu-devices`` and the fused loops (:mod:`purejaxpo.devices`) of ``train``
+    and ``sweep`` before anything starts JAX.
 
     Building the parser imports the environments, and gymnax makes arrays on import, which
-    starts JAX's CPU backend; the device count must be set before that. Errors are left to the
-    command (which calls :func:`~purejaxpo.devices.use_cpu_cores` again and reports them).
+    starts JAX's CPU backend; the device count and ``XLA_FLAGS`` must be set before that.
+    Errors are left to the command, which calls :func:`~purejaxpo.devices.use_cpu_cores` again
+    and reports them.
     """
-    if not argv or argv[0] not in CPU_DEVICE_COMMANDS:
+    if not argv or argv[0] not in CPU_SETTING_COMMANDS:
         return
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("--cpu-devices", default="auto")
+    early.add_argument("--no-fused-loops", dest="fused_loops", action="store_false")
     known, _ = early.parse_known_args(argv[1:])
+    if known.fused_loops:
+        use_fused_loops(quiet=True)
     try:
         use_cpu_cores(parse_cpu_devices(known.cpu_devices), quiet=True)
     except (ValueError, RuntimeError):
@@ -348,7 +354,7 @@ def _early_cpu_devices(argv) -> None:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    _early_cpu_devices(argv)
+    _early_cpu_settings(argv)
     args = make_parser().parse_args(argv)
     return args.func(args)
 

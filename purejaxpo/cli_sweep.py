@@ -17,7 +17,7 @@ import sys
 import typing
 from typing import Sequence
 
-from purejaxpo.devices import add_cpu_devices_arg, parse_cpu_devices, use_cpu_cores
+from purejaxpo.devices import add_cpu_args, parse_cpu_devices, use_cpu_cores
 from purejaxpo.settings import device_description, field_types, parse_value, resolve_name, write_json
 from purejaxpo.sweep import Range, best, plan_sweep, run_plan, summary
 
@@ -228,7 +228,7 @@ def add_cli_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=None, help="lm-*: training steps per run")
     p.add_argument("--pairs", metavar="FILE.jsonl", default=None,
                    help="lm-dpo: preference data (default: generated from the task)")
-    add_cpu_devices_arg(p)
+    add_cpu_args(p)
     p.add_argument("--json", metavar="PATH", help="write every run and the timings here")
     p.add_argument("--csv", metavar="PATH", help="write the table (one row per run) here")
     p.set_defaults(func=cmd_sweep)

@@ -106,6 +106,68 @@ def use_cpu_cores(count: int | None = None, *, quiet: bool = False) -> int:
     return count
 
 
+FUSED_LOOP_BYTES = 1 << 20
+"""Loops touching fewer bytes than this are compiled into one kernel by :func:`use_fused_loops`."""
+
+_THRESHOLD_OPTION = "xla_cpu_small_while_loop_byte_threshold"
+_YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type"
+_FUSED_LOOP_JAXLIBS = ((0, 10), (0, 11))
+"""jaxlib versions (major, minor) whose XLA knows both flags (an unknown flag aborts XLA)."""
+
+
+def fused_loop_flags(max_bytes: int = FUSED_LOOP_BYTES) -> list[str]:
+    """The ``XLA_FLAGS`` :func:`use_fused_loops` adds."""
+    return [f"--xla_backend_extra_options={_THRESHOLD_OPTION}={max_bytes}",
+            f"{_YNN_FLAG}=individual_dot"]
+
+
+def use_fused_loops(max_bytes: int = FUSED_LOOP_BYTES, *, quiet: bool = False) -> bool:
+    """Lets XLA:CPU compile each small loop (a rollout's ``scan``) into a single kernel.
+
+    A ``lax.scan`` on XLA:CPU normally runs as a loop of kernels dispatched one by one, and a
+    CartPole rollout step is about 60 tiny kernels (0.1-1 us each, far more than the step's
+    arithmetic). XLA has a pass that compiles a whole loop into one kernel instead, for loops
+    touching fewer bytes than a threshold (1 kB by default) and holding no library call. This
+    adds two ``XLA_FLAGS`` before JAX starts:
+
+    * ``--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=max_bytes``;
+    * ``--xla_cpu_experimental_ynn_fusion_type=individual_dot``: the YNNPACK library keeps the
+      matrix products but no longer takes the reductions, which would make the rollout a loop
+      with library calls (its dense layers over a few envs multiply and sum:
+      :func:`purejaxpo.networks.small_rows_dot`).
+
+    The flags change how programs are compiled, not what they compute, except that a
+    reduction compiled by XLA instead of YNNPACK may sum in another order (last-bit
+    differences). Nothing is changed if ``XLA_FLAGS`` already sets either flag (your choice
+    wins), if the installed jaxlib is not one whose XLA is known to have both (an unknown flag
+    aborts XLA), or if JAX has already started its backends (XLA reads the flags once; a
+    ``UserWarning`` says so unless ``quiet``). ``purejaxpo train``, ``sweep`` and ``bench``
+    call it (``--no-fused-loops`` turns it off).
+
+    Returns:
+      True if the flags were added by this call.
+    """
+    import jaxlib
+    from jax._src import xla_bridge
+
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ValueError(f"max_bytes={max_bytes!r} is invalid: must be an integer >= 1")
+    flags = os.environ.get("XLA_FLAGS", "")
+    if _THRESHOLD_OPTION in flags or _YNN_FLAG in flags:
+        return False
+    parts = jaxlib.__version__.split(".")
+    if tuple(int(p) for p in parts[:2] if p.isdigit()) not in _FUSED_LOOP_JAXLIBS:
+        return False
+    if xla_bridge.backends_are_initialized():
+        if not quiet:
+            warnings.warn("use_fused_loops() came after JAX started its backends: XLA_FLAGS "
+                          "are read once, so loops stay as they were; call it first thing",
+                          UserWarning, stacklevel=2)
+        return False
+    os.environ["XLA_FLAGS"] = " ".join([flags, *fused_loop_flags(max_bytes)]).strip()
+    return True
+
+
 def run_devices(num_runs: int, devices: Sequence[Any] | None = None) -> list:
     """The devices ``num_runs`` independent runs are split over by :func:`vmap_runs`: the
     first ``d`` of ``devices`` (default ``jax.local_devices()``), ``d`` the most that divides
@@ -170,9 +232,14 @@ def parse_cpu_devices(text: str) -> int | None:
     return value
 
 
-def add_cpu_devices_arg(parser) -> None:
-    """Adds ``--cpu-devices`` to an ``argparse`` parser (read with :func:`parse_cpu_devices`)."""
+def add_cpu_args(parser) -> None:
+    """Adds ``--cpu-devices`` (read with :func:`parse_cpu_devices`) and ``--no-fused-loops``
+    to an ``argparse`` parser."""
     parser.add_argument(
         "--cpu-devices", default="auto", metavar="N|auto",
         help="JAX CPU devices to split the runs over (default auto: one per core, unless "
              "XLA_FLAGS sets a count); has no effect on a GPU or TPU")
+    parser.add_argument(
+        "--no-fused-loops", dest="fused_loops", action="store_false",
+        help="keep XLA:CPU's default of one kernel per operation inside loops (default: small "
+             "loops such as a rollout compile to one kernel, see purejaxpo.devices)")

@@ -127,8 +127,35 @@ def orthogonal(scale: float = 1.0):
     return init
 
 
+SMALL_PRODUCT_ROWS = 8
+"""Dense layers over at most this many rows multiply and sum (:func:`small_rows_dot`)."""
+
+
+def small_rows_dot(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    """``dot_general`` of the dense layers: a broadcast multiply and a sum for an input of at
+    most :data:`SMALL_PRODUCT_ROWS` rows (a rollout step over a few envs), else a matrix product.
+
+    Why: XLA:CPU hands matrix products to a library (YNNPACK), and a loop containing a library
+    call runs as a loop of separately dispatched kernels, about 60 per CartPole rollout step
+    (0.1-1 us each, several times the step's arithmetic). A multiply and a sum is plain loop
+    code, so with :func:`purejaxpo.devices.use_fused_loops` XLA compiles a rollout's whole
+    ``scan`` into one kernel. The sum runs over the same terms in another order, so the layer's
+    outputs differ from a matrix product's in the last bits; the learning update (hundreds of
+    rows) still uses matrix products.
+    """
+    (contract_lhs, contract_rhs), (batch_lhs, batch_rhs) = dimension_numbers
+    rows = math.prod(lhs.shape[:-1])
+    if (rows <= SMALL_PRODUCT_ROWS and rhs.ndim == 2 and not batch_lhs and not batch_rhs
+            and tuple(contract_lhs) == (lhs.ndim - 1,) and tuple(contract_rhs) == (0,)):
+        out = jnp.sum(lhs[..., :, None] * rhs, axis=-2)
+        return out if preferred_element_type is None else out.astype(preferred_element_type)
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                               preferred_element_type=preferred_element_type)
+
+
 def _dense(size: int, scale: float) -> nn.Dense:
-    return nn.Dense(size, kernel_init=orthogonal(scale), bias_init=nn.initializers.zeros)
+    return nn.Dense(size, kernel_init=orthogonal(scale), bias_init=nn.initializers.zeros,
+                    dot_general=small_rows_dot)
 
 
 def dense_layers(x, sizes: Sequence[int], activation: str):

@@ -31,6 +31,8 @@ def main(out: str) -> None:
     from purejaxpo.algos.ppo import PPOConfig, make_train
 
     found["cpu_devices"] = len(jax.devices("cpu"))
+    found["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    found["late_fused_loops_refused"] = not devices.use_fused_loops(quiet=True)
     found["auto_keeps_started_backend"] = devices.use_cpu_cores() == 2
     try:
         devices.use_cpu_cores(3)
@@ -66,6 +68,18 @@ def main(out: str) -> None:
     found["one_device_diff"] = max_diff(split.params, one.params)
     found["chunked_diff"] = max_diff(split.params, chunked)
     found["resumed_diff"] = max_diff(split.params, resumed)
+
+    # The rollout's loop compiled as one kernel (a call XLA tags xla_cpu_small_call).
+    from purejaxpo.algos.base import build_env, build_policy
+    from purejaxpo.rollout import EnvCarry, collect
+
+    policy, venv = build_policy(config), build_env(config, 0.99)
+    params = policy.init(jax.random.PRNGKey(0))
+    obs, env_state = venv.reset(jax.random.PRNGKey(1))
+    carry = EnvCarry(env_state, obs, policy.initial_state(config.num_envs))
+    hlo = jax.jit(lambda k, p, c: collect(k, venv, policy, p, c, 32)).lower(
+        jax.random.PRNGKey(2), params, carry).compile().as_text()
+    found["rollout_fused"] = "xla_cpu_small_call" in hlo
     with open(f"{out}/found.json", "w") as f:
         json.dump(found, f)
 

@@ -1,6 +1,7 @@
-"""Runs split over devices (purejaxpo.devices): which devices, the flags, and in a fresh process
-with 2 CPU devices (tests/devices_subprocess.py) that plain, chunked, checkpointed and resumed
-runs agree bitwise and one device agrees to float rounding."""
+"""CPU settings (purejaxpo.devices): which devices runs split over, the flags, and in a fresh
+process with 2 CPU devices and fused loops (tests/devices_subprocess.py) that the rollout
+compiles to one kernel, that plain, chunked, checkpointed and resumed runs agree bitwise and
+that one device agrees to float rounding."""
 
 import json
 import os
@@ -55,6 +56,23 @@ def test_flags_and_counts():
     assert devices.cpu_cores() >= 1
 
 
+def test_fused_loops_respects_existing_flags_and_a_started_backend(monkeypatch):
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="max_bytes=.* must be an integer >= 1"):
+            devices.use_fused_loops(bad)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=individual_dot")
+    assert devices.use_fused_loops() is False  # the user's flag wins, nothing added
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
+    monkeypatch.setenv("XLA_FLAGS", "")
+    import jaxlib
+
+    if tuple(int(p) for p in jaxlib.__version__.split(".")[:2]) in devices._FUSED_LOOP_JAXLIBS:
+        with pytest.warns(UserWarning, match="came after JAX started"):  # started here
+            assert devices.use_fused_loops() is False
+    assert os.environ["XLA_FLAGS"] == ""
+    assert devices.use_fused_loops(quiet=True) is False
+
+
 @pytest.mark.timeout(400)
 def test_two_cpu_devices_plain_chunked_resumed_agree(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -63,6 +81,9 @@ def test_two_cpu_devices_plain_chunked_resumed_agree(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     found = json.loads((tmp_path / "found.json").read_text())
     assert found["cpu_devices"] == 2
+    # The CLI added the fused-loop flags before JAX started, and the rollout is one kernel.
+    assert all(flag in found["xla_flags"] for flag in devices.fused_loop_flags())
+    assert found["late_fused_loops_refused"] and found["rollout_fused"]
     assert found["auto_keeps_started_backend"] and found["late_count_refused"]
     assert found["split_devices"] == 2 and found["one_devices"] == 1
     # Split 2 + 2 or all 4 on one device: different kernels, the same runs up to rounding
