@@ -1,12 +1,14 @@
-"""Benchmark purejaxpo's PPO against rejax's PPO on CartPole-v1 with identical settings.
+"""Benchmark purejaxpo's PPO against rejax's PPO (and PureJaxRL's) on CartPole-v1 with identical
+settings.
 
-Settings (both sides): 4 envs x 128 steps per rollout, 4 epochs, 4 minibatches, lr 2.5e-4 with
+Settings (every side): 4 envs x 128 steps per rollout, 4 epochs, 4 minibatches, lr 2.5e-4 with
 linear annealing, gamma 0.99, GAE lambda 0.95, clip 0.2, entropy 0.01, value 0.5, max grad norm
 0.5, 64x64 tanh MLP, no observation/reward normalisation, 5e5 env steps by default.
 
-Each run is a fresh subprocess, the two implementations are interleaved (purejaxpo, rejax,
-purejaxpo, rejax, ...), and the table shows medians: compile time, run time after compilation,
-final return, env steps/s, and rejax_run_s / purejaxpo_run_s (> 1 means purejaxpo is faster).
+Each run is a fresh subprocess, the implementations are interleaved (purejaxpo, rejax[,
+purejaxrl], purejaxpo, rejax, ...), and the table shows medians: compile time, run time after
+compilation, final return, env steps/s, and rejax_run_s / purejaxpo_run_s (> 1 means purejaxpo is
+faster), with PureJaxRL also purejaxrl_run_s / purejaxpo_run_s and purejaxrl_run_s / rejax_run_s.
 
 * purejaxpo runs through its CLI in the main environment:
   ``python -m purejaxpo train ppo ... --json PATH``.
@@ -16,10 +18,20 @@ final return, env steps/s, and rejax_run_s / purejaxpo_run_s (> 1 means purejaxp
       python3 -m venv .venv-rejax
       .venv-rejax/bin/pip install -r experiments/requirements-rejax.txt
 
-Both sides get the same ``XLA_FLAGS`` (the caller's). ``--safe-scheduler`` adds
-``--xla_cpu_enable_concurrency_optimized_scheduler=false`` to both; neither needs it (purejaxpo's
-networks draw orthogonal weights without LAPACK QR, rejax's use lecun-normal init; see
-``purejaxpo/_xla_safety.py``), and it slows both.
+* PureJaxRL (``--purejaxrl-dir DIR``; skipped by default) is not on PyPI and its code is not part
+  of this repository: ``git clone https://github.com/luchris429/purejaxrl DIR``. Its
+  ``make_train`` runs through ``_purejaxrl_runner.py`` in the rejax environment
+  (``--purejaxrl-python``), which has what it needs (gymnax 0.0.9, flax, optax, distrax; its
+  ``wrappers.py`` also imports brax, which the runner replaces by a stand-in, as PPO never uses
+  it).
+
+All sides get the same ``XLA_FLAGS`` (the caller's). ``--safe-scheduler`` adds
+``--xla_cpu_enable_concurrency_optimized_scheduler=false`` to all; purejaxpo and rejax do not
+need it (purejaxpo's networks draw orthogonal weights without LAPACK QR, rejax's use lecun-normal
+init; see ``purejaxpo/_xla_safety.py``), and it slows both. PureJaxRL does need it with more than
+one seed: its orthogonal init is a batched LAPACK QR under ``vmap``, which hangs on jaxlib 0.10.x
+with 2 CPU threads, so ``_purejaxrl_runner.py`` adds the flag itself when ``--seeds`` > 1 (its
+runs record the ``XLA_FLAGS`` they used).
 
 Results go to ``experiments/results/ppo_vs_rejax.json`` and ``.md``. Run it on an otherwise idle
 machine: before each run the driver waits (up to ``--wait-idle`` seconds) for the CPUs to be idle,
@@ -30,6 +42,7 @@ Usage::
 
     .venv/bin/python experiments/bench_ppo_vs_rejax.py                 # 3 repeats each
     .venv/bin/python experiments/bench_ppo_vs_rejax.py --skip-purejaxpo --repeats 1
+    .venv/bin/python experiments/bench_ppo_vs_rejax.py --purejaxrl-dir /tmp/purejaxrl --seeds 16
 """
 
 from __future__ import annotations
@@ -51,6 +64,8 @@ from _bench_common import fmt, median  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = ROOT / "experiments" / "_rejax_runner.py"
+PUREJAXRL_RUNNER = ROOT / "experiments" / "_purejaxrl_runner.py"
+IMPLS = ("purejaxpo", "rejax", "purejaxrl")
 XLA_SAFE_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 # The benchmark's PPO settings, in purejaxpo's config names (passed as `--set key=value`).
@@ -91,7 +106,7 @@ REJAX_SETTINGS = {
 
 
 # --------------------------------------------------------------------------------------------
-# The two sides.
+# The sides.
 
 
 def _probe_versions(python: str, env: dict, side: str) -> dict:
@@ -161,6 +176,25 @@ def _run_rejax(args, env, seed: int, timeout: float) -> dict:
     )
 
 
+def _run_purejaxrl(args, env, seed: int, timeout: float) -> dict:
+    # _purejaxrl_runner.py runs PureJaxRL's make_train with the settings above (its docstring
+    # maps them); it adds the safe scheduler flag itself when seeds > 1.
+    cmd = [
+        args.purejaxrl_python, str(PUREJAXRL_RUNNER),
+        "--purejaxrl-dir", args.purejaxrl_dir,
+        "--total-timesteps", str(args.total_timesteps),
+        "--seeds", str(args.seeds),
+        "--seed", str(seed),
+    ]
+    child = bench.run_child_json_line(cmd, cwd=ROOT, env=env, timeout=timeout)
+    data = child["json"]
+    if data is None:
+        return _failed("purejaxrl", child)
+    return _succeeded(
+        "purejaxrl", child, data, data["final_return"], data.get("final_return_per_seed")
+    )
+
+
 def _succeeded(impl: str, child: dict, data: dict, final_return, per_seed) -> dict:
     return {
         "impl": impl, "cmd": child["cmd"], **bench.child_meta(child),
@@ -192,21 +226,38 @@ def _summarise(runs: list[dict], impl: str, env_steps_per_seed: int, seeds: int)
     ok = [r for r in mine if r.get("ok")]
     sps = [env_steps_per_seed * seeds / r["run_s"] for r in ok if r.get("run_s")]
     foreign = summary.pop("max_foreign_cpu")  # keeps it the last key
+    extra = {}
+    if impl == "purejaxrl":  # purejaxpo's definition of the final return, for comparison
+        extra["final_return_window"] = median([r["raw"].get("final_return_window") for r in ok])
     return {
         **summary,
         "final_return": median([r.get("final_return") for r in ok]),
+        **extra,
         "steps_per_s": median(sps),
         "max_foreign_cpu": foreign,
     }
 
 
-def _table(summary: dict, ratio) -> list[str]:
+def _ratios(summary: dict) -> dict:
+    """Run-time ratios between the sides that ran (None where one is missing): rejax over
+    purejaxpo always, the PureJaxRL ones only when PureJaxRL ran."""
+    def run_s(impl):
+        return (summary.get(impl) or {}).get("run_s")
+
+    out = {"rejax_over_purejaxpo": bench.ratio(run_s("rejax"), run_s("purejaxpo"))}
+    if "purejaxrl" in summary:
+        out["purejaxrl_over_purejaxpo"] = bench.ratio(run_s("purejaxrl"), run_s("purejaxpo"))
+        out["purejaxrl_over_rejax"] = bench.ratio(run_s("purejaxrl"), run_s("rejax"))
+    return out
+
+
+def _table(summary: dict, ratios: dict) -> list[str]:
     head = (
         "| impl | ok/runs | compile s (median) | run s (median) | run s (min-max) "
         "| final return (median) | env steps/s (median) |"
     )
     lines = [head, "|---|---|---|---|---|---|---|"]
-    for impl in ("purejaxpo", "rejax"):
+    for impl in IMPLS:
         s = summary.get(impl)
         if s is None:
             continue
@@ -216,27 +267,47 @@ def _table(summary: dict, ratio) -> list[str]:
             f"| {fmt(s['steps_per_s'], ',.0f')} |"
         )
     lines.append("")
+    ratio = ratios["rejax_over_purejaxpo"]
     lines.append(
         f"rejax_run_s / purejaxpo_run_s = {fmt(ratio, '.3f')}"
         + ("" if ratio is None else "  (> 1: purejaxpo is faster)")
     )
+    if "purejaxrl_over_purejaxpo" in ratios:
+        ratio = ratios["purejaxrl_over_purejaxpo"]
+        lines.append("")
+        lines.append(
+            f"purejaxrl_run_s / purejaxpo_run_s = {fmt(ratio, '.3f')}"
+            + ("" if ratio is None else "  (> 1: purejaxpo is faster)")
+        )
+        ratio = ratios["purejaxrl_over_rejax"]
+        lines.append("")
+        lines.append(
+            f"purejaxrl_run_s / rejax_run_s = {fmt(ratio, '.3f')}"
+            + ("" if ratio is None else "  (> 1: rejax is faster)")
+        )
     return lines
 
 
 def _parse_args(argv=None):
     p = argparse.ArgumentParser(
-        description="purejaxpo PPO vs rejax PPO on CartPole-v1 (interleaved, medians)."
+        description="purejaxpo PPO vs rejax PPO (and PureJaxRL's) on CartPole-v1 (interleaved, "
+                    "medians)."
     )
     p.add_argument("--repeats", type=int, default=3, help="runs per implementation (default 3)")
     p.add_argument("--total-timesteps", type=int, default=500_000)
     p.add_argument("--seeds", type=int, default=1, help="seeds per run, vmapped (default 1)")
     p.add_argument("--base-seed", type=int, default=0,
-                   help="repeat r uses seed base_seed + r * seeds (rejax; purejaxpo only if "
-                        "its CLI has --seed)")
+                   help="repeat r uses seed base_seed + r * seeds (rejax, PureJaxRL; purejaxpo "
+                        "only if its CLI has --seed)")
     p.add_argument("--skip-rejax", action="store_true")
     p.add_argument("--skip-purejaxpo", action="store_true")
     p.add_argument("--rejax-python", default=".venv-rejax/bin/python")
     p.add_argument("--purejaxpo-python", default=sys.executable)
+    p.add_argument("--purejaxrl-dir", default=None,
+                   help="a PureJaxRL checkout (git clone https://github.com/luchris429/purejaxrl "
+                        "DIR) to run as a third side; default: PureJaxRL is skipped")
+    p.add_argument("--purejaxrl-python", default=".venv-rejax/bin/python",
+                   help="interpreter for PureJaxRL (default: rejax's environment)")
     p.add_argument("--rejax-lr-schedule", choices=("linear", "constant"), default="linear",
                    help="linear (default) matches the benchmark; constant is stock rejax 0.1.3")
     p.add_argument("--rejax-grad-clip", choices=("elementwise", "global_norm"),
@@ -244,8 +315,9 @@ def _parse_args(argv=None):
                    help="rejax 0.1.3 clips each gradient element (default, stock); "
                         "global_norm uses optax.clip_by_global_norm per network")
     p.add_argument("--safe-scheduler", action="store_true",
-                   help=f"add {XLA_SAFE_FLAG} to XLA_FLAGS for both sides (off by default: "
-                        "neither side needs it, and it slows both)")
+                   help=f"add {XLA_SAFE_FLAG} to XLA_FLAGS for all sides (off by default: "
+                        "purejaxpo and rejax do not need it, and it slows both; PureJaxRL's "
+                        "runner adds it itself when --seeds > 1)")
     bench.add_run_options(p, wait_idle=120.0, name="ppo_vs_rejax",
                           results_dir=str(ROOT / "experiments" / "results"))
     return p.parse_args(argv)
@@ -253,11 +325,15 @@ def _parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = _parse_args(argv)
-    if args.skip_rejax and args.skip_purejaxpo:
-        print("nothing to run: both sides skipped", file=sys.stderr)
+    args.skip_purejaxrl = args.purejaxrl_dir is None
+    if args.skip_rejax and args.skip_purejaxpo and args.skip_purejaxrl:
+        print("nothing to run: all sides skipped", file=sys.stderr)
         return 2
     args.rejax_python = bench.resolve_python(args.rejax_python, ROOT)
     args.purejaxpo_python = bench.resolve_python(args.purejaxpo_python, ROOT)
+    args.purejaxrl_python = bench.resolve_python(args.purejaxrl_python, ROOT)
+    if args.purejaxrl_dir is not None:
+        args.purejaxrl_dir = str(Path(args.purejaxrl_dir).expanduser().resolve())
 
     env = dict(os.environ)
     if args.safe_scheduler and "xla_cpu_enable_concurrency_optimized_scheduler" not in env.get(
@@ -268,7 +344,7 @@ def main(argv=None) -> int:
     batch = NUM_ENVS * int(PPO_SETTINGS["num_steps"])
     env_steps_per_seed = (args.total_timesteps // batch) * batch
 
-    impls = [i for i in ("purejaxpo", "rejax") if not getattr(args, f"skip_{i}")]
+    impls = [i for i in IMPLS if not getattr(args, f"skip_{i}")]
     versions = {}
     pjp_seed_flag = pjp_no_progress = False
     if "purejaxpo" in impls:
@@ -286,13 +362,23 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         versions["rejax"] = _probe_versions(args.rejax_python, env, "rejax")
+    if "purejaxrl" in impls:
+        if not (Path(args.purejaxrl_dir) / "purejaxrl" / "ppo.py").is_file():
+            print(f"no purejaxrl/ppo.py in {args.purejaxrl_dir}; get it with: "
+                  f"git clone https://github.com/luchris429/purejaxrl {args.purejaxrl_dir}",
+                  file=sys.stderr)
+            return 2
+        if not Path(args.purejaxrl_python).exists():
+            print(f"PureJaxRL python not found: {args.purejaxrl_python}", file=sys.stderr)
+            return 2
+        versions["purejaxrl"] = _probe_versions(args.purejaxrl_python, env, "distrax")
 
     machine = bench.machine_info()
     print(f"machine: {machine['processor'] or '?'} ({machine['cpu_model']}), "
           f"{machine['cpu_count']} CPUs; XLA_FLAGS={env.get('XLA_FLAGS', '')!r}")
     for impl, v in versions.items():
         print(f"{impl} env: jax {v.get('jax')} / jaxlib {v.get('jaxlib')}, flax {v.get('flax')}, "
-              f"gymnax {v.get('gymnax')}" + (f", rejax {v.get('rejax')}" if impl == "rejax" else ""))
+              f"gymnax {v.get('gymnax')}" + _side_extra(impl, v))
 
     runs: list[dict] = []
     for r in range(args.repeats):
@@ -306,9 +392,11 @@ def main(argv=None) -> int:
                 res = _run_purejaxpo(
                     args, env, seed if pjp_seed_flag else None, pjp_no_progress, args.timeout
                 )
-            else:
+            elif impl == "rejax":
                 res = _run_rejax(args, env, seed, args.timeout)
-            res.update(repeat=r, seed=seed if (impl == "rejax" or pjp_seed_flag) else None,
+            else:
+                res = _run_purejaxrl(args, env, seed, args.timeout)
+            res.update(repeat=r, seed=seed if (impl != "purejaxpo" or pjp_seed_flag) else None,
                        busy_cores_before=busy)
             runs.append(res)
             if res.get("ok"):
@@ -319,12 +407,9 @@ def main(argv=None) -> int:
                 print(f"FAILED (rc={res['rc']}):\n{res.get('error', '')}", flush=True)
 
     summary = {i: _summarise(runs, i, env_steps_per_seed, args.seeds) for i in impls}
-    ratio = None
-    if summary.get("purejaxpo") and summary.get("rejax"):
-        a, b = summary["purejaxpo"]["run_s"], summary["rejax"]["run_s"]
-        ratio = b / a if a and b else None
+    ratios = _ratios(summary)
 
-    table = _table(summary, ratio)
+    table = _table(summary, ratios)
     print()
     print("\n".join(table))
 
@@ -342,13 +427,16 @@ def main(argv=None) -> int:
         "purejaxpo_no_progress": pjp_no_progress,
         "purejaxpo_seed_flag": pjp_seed_flag,
     }
+    if "purejaxrl" in impls:
+        settings["purejaxrl_dir"] = args.purejaxrl_dir
+        settings["purejaxrl_source"] = _purejaxrl_source(runs)
     results = {
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine,
         "versions": versions,
         "settings": settings,
         "summary": summary,
-        "ratio_rejax_over_purejaxpo_run_s": ratio,
+        **{f"ratio_{k}_run_s": v for k, v in ratios.items()},
         "runs": runs,
     }
     out_dir = Path(args.results_dir)
@@ -362,10 +450,28 @@ def main(argv=None) -> int:
     return 0 if all(r.get("ok") for r in runs) else 1
 
 
+def _side_extra(impl: str, v: dict) -> str:
+    """The version worth naming for a side besides jax, flax and gymnax."""
+    if impl == "rejax":
+        return f", rejax {v.get('rejax')}"
+    if impl == "purejaxrl":
+        return f", distrax {v.get('distrax')}"
+    return ""
+
+
+def _purejaxrl_source(runs: list[dict]) -> dict | None:
+    """Which PureJaxRL ran (checkout, git commit, file hashes), from its first successful run."""
+    for r in runs:
+        if r["impl"] == "purejaxrl" and r.get("ok"):
+            return {k: v for k, v in r["raw"].items() if k.startswith("purejaxrl_")}
+    return None
+
+
 def _markdown(results: dict, table: list[str]) -> str:
     m, s, v = results["machine"], results["settings"], results["versions"]
+    with_pjrl = "purejaxrl" in v
     lines = [
-        "# PPO on CartPole-v1: purejaxpo vs rejax",
+        "# PPO on CartPole-v1: purejaxpo vs rejax" + (" vs PureJaxRL" if with_pjrl else ""),
         "",
         f"Measured {results['timestamp']} by `experiments/bench_ppo_vs_rejax.py`: "
         f"{s['repeats']} interleaved runs per implementation, each in a fresh process; medians.",
@@ -374,15 +480,22 @@ def _markdown(results: dict, table: list[str]) -> str:
         "",
         *bench.machine_markdown(m),
     ]
-    for impl in ("purejaxpo", "rejax"):
+    for impl in IMPLS:
         if impl in v:
             x = v[impl]
-            extra = f", rejax {x.get('rejax')}" if impl == "rejax" else ""
             lines.append(
                 f"- {impl} side: jax {x.get('jax')}, jaxlib {x.get('jaxlib')}, "
-                f"flax {x.get('flax')}, optax {x.get('optax')}, gymnax {x.get('gymnax')}{extra}"
+                f"flax {x.get('flax')}, optax {x.get('optax')}, gymnax {x.get('gymnax')}"
+                + _side_extra(impl, x)
             )
-    lines.append(f"- `XLA_FLAGS` (both sides): `{s['xla_flags'] or '(unset)'}`")
+    lines.append(f"- `XLA_FLAGS` ({'all' if with_pjrl else 'both'} sides): "
+                 f"`{s['xla_flags'] or '(unset)'}`")
+    if with_pjrl:
+        flags = sorted({r["raw"].get("xla_flags", "") for r in results["runs"]
+                        if r["impl"] == "purejaxrl" and r.get("ok")})
+        lines.append("- `XLA_FLAGS` of the PureJaxRL runs (its runner adds the safe scheduler "
+                     "flag when seeds > 1): "
+                     + (", ".join(f"`{f or '(unset)'}`" for f in flags) or "n/a"))
     lines += [
         "",
         "## Settings",
@@ -401,6 +514,7 @@ def _markdown(results: dict, table: list[str]) -> str:
         "rejax's final return is the mean of its own 128 evaluation episodes at the end of "
         "training (stochastic policy; included in its run time).",
         "",
+        *(_purejaxrl_markdown(results) if with_pjrl else []),
         "## Results",
         "",
         *table,
@@ -419,6 +533,28 @@ def _markdown(results: dict, table: list[str]) -> str:
     lines.append("")
     lines.append(bench.foreign_cpu_note(m["cpu_count"]))
     return "\n".join(lines) + "\n"
+
+
+def _purejaxrl_markdown(results: dict) -> list[str]:
+    """The Settings paragraph on PureJaxRL: which code ran and what its final return is."""
+    src = results["settings"].get("purejaxrl_source") or {}
+    commit = src.get("purejaxrl_commit")
+    sha = src.get("purejaxrl_ppo_sha256")
+    window = (results["summary"].get("purejaxrl") or {}).get("final_return_window")
+    return [
+        "PureJaxRL: its own `make_train` from `purejaxrl/ppo.py` (checkout "
+        f"`{results['settings'].get('purejaxrl_dir')}`"
+        + (f", commit `{commit}`" if commit else "")
+        + (f", ppo.py sha256 `{sha[:12]}`" if sha else "")
+        + ") through `_purejaxrl_runner.py`, with the settings above (its own `__main__` "
+        "config, `DEBUG=False`); by its code: separate actor and critic MLPs in one module "
+        "with one optimiser (global-norm gradient clipping over both, Adam eps 1e-5), "
+        "orthogonal init. Its final return is the mean return of the "
+        "training episodes that finished in the last update's rollout (no evaluation; a seed "
+        "with none is left out); over the last 5% of the updates, as purejaxpo counts it, the "
+        f"median is {fmt(window, '.1f')}.",
+        "",
+    ]
 
 
 if __name__ == "__main__":
