@@ -140,6 +140,7 @@ def _run_purejaxpo(args, env, seed: int | None, no_progress: bool, timeout: floa
         cmd += ["--seed", str(seed)]
     if no_progress:  # its tqdm bar is fed by host callbacks: not for timing
         cmd += ["--no-progress"]
+    cmd += args.purejaxpo_arg or []
     child = bench.run_child_json(cmd, cwd=ROOT, env=env, timeout=timeout)
     data = child["json"]
     if data is None:
@@ -303,6 +304,9 @@ def _parse_args(argv=None):
     p.add_argument("--skip-purejaxpo", action="store_true")
     p.add_argument("--rejax-python", default=".venv-rejax/bin/python")
     p.add_argument("--purejaxpo-python", default=sys.executable)
+    p.add_argument("--purejaxpo-arg", action="append", metavar="ARG",
+                   help="extra argument for purejaxpo's `train` (repeatable), e.g. "
+                        "--purejaxpo-arg=--cpu-devices=1 --purejaxpo-arg=--no-fused-loops")
     p.add_argument("--purejaxrl-dir", default=None,
                    help="a PureJaxRL checkout (git clone https://github.com/luchris429/purejaxrl "
                         "DIR) to run as a third side; default: PureJaxRL is skipped")
@@ -422,6 +426,7 @@ def main(argv=None) -> int:
         "seeds": args.seeds,
         "repeats": args.repeats,
         "rejax_lr_schedule": args.rejax_lr_schedule,
+        "purejaxpo_args": args.purejaxpo_arg or [],
         "rejax_grad_clip": args.rejax_grad_clip,
         "xla_flags": env.get("XLA_FLAGS", ""),
         "purejaxpo_no_progress": pjp_no_progress,
@@ -507,6 +512,14 @@ def _markdown(results: dict, table: list[str]) -> str:
         f"max grad norm {s['max_grad_norm']}, MLP {s['hidden_sizes']} {s['activation']}; "
         f"{s['total_timesteps']} env steps requested ({s['env_steps_per_seed']} run per seed); "
         f"{s['seeds']} seed(s) per run{' (vmapped)' if s['seeds'] > 1 else ''}.",
+        "",
+        "purejaxpo: its `train` command, with "
+        + (f"the extra arguments `{' '.join(s['purejaxpo_args'])}`"
+           if s.get("purejaxpo_args") else "its defaults")
+        + " (by default the seeds are split over one JAX CPU device per core and small loops "
+        "compile to one kernel: `purejaxpo.devices`; `--cpu-devices 1 --no-fused-loops` is the "
+        "previous behaviour). rejax and PureJaxRL run their programs on JAX's default one CPU "
+        "device.",
         "",
         f"rejax: lr schedule `{s['rejax_lr_schedule']}` (rejax 0.1.3 has no annealing; "
         "`linear` is patched in by `_rejax_runner.py`), gradient clipping "
