@@ -153,10 +153,15 @@ def variant(name: str) -> None:
         rollout_module.prng = SLOW_PRNG
     elif name == "keysort":
         update_module.minibatch_permutation = jax.random.permutation
-    elif name == "tgrad":
+    elif name == "tgrad":  # products over a few rows (the rollout's) stay as the library's
+        def tgrad_dot(lhs, rhs, dims, *args, **kwargs):
+            if math.prod(lhs.shape[:-1]) <= networks.SMALL_PRODUCT_ROWS:
+                return networks.small_rows_dot(lhs, rhs, dims, *args, **kwargs)
+            return transposed_grad_dot(lhs, rhs)
+
         networks._dense = lambda size, scale: nn.Dense(
             size, kernel_init=networks.orthogonal(scale), bias_init=nn.initializers.zeros,
-            dot_general=lambda lhs, rhs, *_, **__: transposed_grad_dot(lhs, rhs))
+            dot_general=tgrad_dot)
     elif name == "flat":
         ppo_module.make_optimizer = lambda *a, **k: optax.flatten(make_optimizer(*a, **k))
     elif name in ("blockdiag", "batched"):
