@@ -15,6 +15,7 @@ only (the library is unchanged):
 * ``keysort``: the minibatch shuffles by ``jax.random.permutation`` (a sort of random keys
   with the indices as a second operand), as the library did before
   :func:`purejaxpo.update.minibatch_permutation` (a sort of single uint32 words);
+* ``nolearn``: no learning epochs (the rollout, values and advantages alone);
 * ``tgrad``: weight gradients as products of a transposed copy of the layer's input, the
   form XLA:CPU hands to YNNPACK (it leaves a product over the minibatch dimension to XLA).
 
@@ -130,8 +131,23 @@ transposed_grad_dot.defvjp(_tgd_fwd, _tgd_bwd)
 ORIGINAL_EVALUATE = Policy.evaluate  # taken once, before any variant replaces it
 ORIGINAL_DENSE = networks._dense
 ORIGINAL_PERMUTATION = update_module.minibatch_permutation
+ORIGINAL_RUN_EPOCHS = ppo_module.run_epochs
 ORIGINAL_ROLLOUT_PRNG = rollout_module.prng
 SLOW_PRNG = types.SimpleNamespace(fast_key=lambda key: key)
+
+
+def no_epochs(key, state, batch, step_fn, *, num_epochs, num_minibatches):
+    """``run_epochs`` without the epochs: zero metrics, the state unchanged (but made to
+    depend on the batch, so that the rollout, values and advantages are still computed)."""
+    del key
+    minibatch = jax.tree_util.tree_map(lambda x: x[: x.shape[0] // num_minibatches], batch)
+    _, metrics = jax.eval_shape(step_fn, state, minibatch)
+    zeros = jax.tree_util.tree_map(
+        lambda m: jnp.zeros((num_epochs, num_minibatches), m.dtype), metrics)
+    tie = sum(jnp.sum(x.astype(jnp.float32)) for x in jax.tree_util.tree_leaves(batch)) * 0.0
+    state = jax.tree_util.tree_map(
+        lambda x: x + tie.astype(x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, state)
+    return state, zeros
 
 
 def variant(name: str) -> None:
@@ -142,7 +158,10 @@ def variant(name: str) -> None:
     networks._dense = ORIGINAL_DENSE
     update_module.minibatch_permutation = ORIGINAL_PERMUTATION
     rollout_module.prng = ORIGINAL_ROLLOUT_PRNG
-    if name.startswith("narrow"):  # narrow[-S[-R]]: sides <= S (default 4), rows <= R (0)
+    ppo_module.run_epochs = ORIGINAL_RUN_EPOCHS
+    if name == "nolearn":
+        ppo_module.run_epochs = no_epochs
+    elif name.startswith("narrow"):  # narrow[-S[-R]]: sides <= S (default 4), rows <= R (0)
         parts = [int(v) for v in name.split("-")[1:]]
         side, rows = (parts + [4, 0][len(parts):])[:2]
         dot = small_dot(side, rows)

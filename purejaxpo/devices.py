@@ -1,4 +1,5 @@
-"""Independent runs spread over devices, and one JAX CPU device per core.
+"""CPU settings that make runs faster without changing what they compute: independent runs
+split over devices, one JAX CPU device per core, and small loops compiled to one kernel.
 
 Why: on a CPU, JAX makes one device for the whole machine, and a program of many small runs
 (seeds, a sweep's settings) vmapped as one batch keeps only about one core busy. XLA:CPU runs a
@@ -6,8 +7,8 @@ program's kernels one after another, handing only large ones to other threads, a
 kernels are small (products of a few hundred rows by 64 columns). Measured on a 2-core CPU
 (jax 0.10.2): PPO on CartPole-v1, 16 seeds vmapped, about 11.5 s on one device and 5.3 s on
 two, each device running 8 of the seeds; throughput over seeds on one device stops growing at
-about 16 (``experiments/results/bench_scale.md``). A single run gains nothing (it is one
-program on one device) and loses nothing: its large products still use every core.
+about 16 (``experiments/results/bench_scale.md``). A single run gains nothing from devices (it
+is one program on one device) and loses nothing: its large products still use every core.
 
 So:
 
@@ -18,12 +19,14 @@ So:
 * :func:`vmap_runs` is ``jax.vmap`` over a leading run axis, split evenly over devices with
   ``jax.shard_map``: each device runs its share as one vmapped program, nothing crosses
   devices. :func:`run_devices` says which devices a number of runs is split over.
+* :func:`use_fused_loops` lets XLA:CPU compile small loops (a rollout's ``scan``) into single
+  kernels, which helps a single run too (``--no-fused-loops`` in the commands).
 
-Results depend on the split only in the last bits: XLA compiles a vmap of 8 runs and one of 16
-to different kernels, whose float rounding differs (as a vmap of 8 seeds and one of 16 already
-did). A run's result is a function of its key, its config and the machine, which includes the
-number of devices the runs are split over; checkpointing, chunking and resuming with the same
-split keep it bitwise.
+Results depend on these settings only in the last bits: XLA compiles a vmap of 8 runs and one
+of 16 to different kernels, whose float rounding differs (as a vmap of 8 seeds and one of 16
+already did), and a fused loop sums in another order. A run's result is a function of its key,
+its config and the machine, which includes the number of devices the runs are split over and
+the flags; checkpointing, chunking and resuming with the same settings keep it bitwise.
 """
 
 from __future__ import annotations
