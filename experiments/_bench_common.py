@@ -309,3 +309,42 @@ def resolve_python(path: str, root: Path) -> str:
 if __name__ == "__main__":  # pragma: no cover - a quick look at what the helpers see
     print(json.dumps({**machine_info(), "busy_cores": busy_cores(1.0),
                       "executable": sys.executable}, indent=1))
+
+
+def runner_environment(packages) -> dict:
+    """A peer runner's versions, device and flags (jax imported lazily: the runners' own
+    environments), for its output line; ``packages`` are distributions to report."""
+    import jax
+    import jaxlib
+
+    return {
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        **dist_versions(tuple(packages)),
+        "device": str(jax.devices()[0]),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "python": sys.version.split()[0],
+    }
+
+
+def compile_and_run_seeds(train, seeds: int, seed: int):
+    """A peer's ``train(key)`` (vmapped over ``seeds`` keys split from ``PRNGKey(seed)`` when
+    ``seeds > 1``) compiled ahead of time, then run: ``(output, compile_s, run_s)``."""
+    import jax
+
+    # Creating the keys initialises the backend, so it is not counted as compile time.
+    if seeds > 1:
+        keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
+        train = jax.vmap(train)
+    else:
+        keys = jax.random.PRNGKey(seed)
+    jax.block_until_ready(keys)
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(train).lower(keys).compile()
+    compile_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(compiled(keys))
+    run_s = time.perf_counter() - t0
+    return out, compile_s, run_s

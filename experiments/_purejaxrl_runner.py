@@ -79,7 +79,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -164,44 +163,6 @@ def _source_fields(checkout: Path) -> dict:
     }
 
 
-def _environment_fields() -> dict:
-    """The versions, device and flags of this run, for the output line."""
-    import jax
-    import jaxlib
-
-    return {
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        **bench.dist_versions(("gymnax", "flax", "optax", "distrax", "chex")),
-        "device": str(jax.devices()[0]),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "python": sys.version.split()[0],
-    }
-
-
-def _compile_and_run(train, args):
-    """``train`` (vmapped over ``args.seeds`` keys when > 1) compiled ahead of time, then run:
-    ``(output, compile_s, run_s)``."""
-    import jax
-
-    # Creating the keys initialises the backend, so it is not counted as compile time.
-    if args.seeds > 1:
-        keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
-        train = jax.vmap(train)
-    else:
-        keys = jax.random.PRNGKey(args.seed)
-    jax.block_until_ready(keys)
-
-    t0 = time.perf_counter()
-    compiled = jax.jit(train).lower(keys).compile()
-    compile_s = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(compiled(keys))
-    run_s = time.perf_counter() - t0
-    return out, compile_s, run_s
-
-
 def _episode_means(info, last_updates: int):
     """Per seed, the mean return of the training episodes that finished in the last
     ``last_updates`` updates (NaN where none did): ``[seeds]`` float64. ``info`` is PureJaxRL's
@@ -261,7 +222,7 @@ def main(argv=None) -> int:
     train = make_train(config)  # adds NUM_UPDATES and MINIBATCH_SIZE to config
     assert config["NUM_UPDATES"] == num_updates, (config["NUM_UPDATES"], num_updates)
 
-    out, compile_s, run_s = _compile_and_run(train, args)
+    out, compile_s, run_s = bench.compile_and_run_seeds(train, args.seeds, args.seed)
 
     info = out["metrics"]
     if args.seeds == 1:
@@ -290,7 +251,7 @@ def main(argv=None) -> int:
         "seeds": args.seeds,
         "seed": args.seed,
         "steps_per_s": env_steps * args.seeds / run_s,
-        **_environment_fields(),
+        **bench.runner_environment(("gymnax", "flax", "optax", "distrax", "chex")),
         "scheduler_flag_added": flag_added,
         "brax_stub": brax_stub,
         **_source_fields(checkout),

@@ -105,9 +105,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import time
 
 import _bench_common as bench  # next to this file (never purejaxpo: see above)
 
@@ -195,44 +193,6 @@ def _make_ppo_class(lr_schedule: str, grad_clip: str):
     return BenchPPO
 
 
-def _environment_fields(args) -> dict:
-    """The versions, device and flags of this run, for the output line."""
-    import jax
-    import jaxlib
-
-    return {
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        **bench.dist_versions(("rejax", "gymnax", "flax", "optax")),
-        "device": str(jax.devices()[0]),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "python": sys.version.split()[0],
-    }
-
-
-def _compile_and_run(train, args):
-    """``train`` (vmapped over ``args.seeds`` keys when > 1) compiled ahead of time, then run:
-    ``(output, compile_s, run_s)``."""
-    import jax
-
-    # Creating the keys initialises the backend, so it is not counted as compile time.
-    if args.seeds > 1:
-        keys = jax.random.split(jax.random.PRNGKey(args.seed), args.seeds)
-        train = jax.vmap(train)
-    else:
-        keys = jax.random.PRNGKey(args.seed)
-    jax.block_until_ready(keys)
-
-    t0 = time.perf_counter()
-    compiled = jax.jit(train).lower(keys).compile()
-    compile_s = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(compiled(keys))
-    run_s = time.perf_counter() - t0
-    return out, compile_s, run_s
-
-
 def main(argv=None) -> int:
     args = _parse_args(argv)
     return _main_sac(args) if args.algo == "sac" else _main_ppo(args)
@@ -272,7 +232,8 @@ def _main_ppo(args) -> int:
         },
     )
 
-    (ts, evaluation), compile_s, run_s = _compile_and_run(algo.train, args)
+    (ts, evaluation), compile_s, run_s = bench.compile_and_run_seeds(
+        algo.train, args.seeds, args.seed)
 
     _, returns = evaluation  # (num_evals=1, 128) or (seeds, 1, 128)
     per_seed = np.asarray(returns)[..., -1, :].mean(axis=-1).reshape(-1)
@@ -291,7 +252,7 @@ def _main_ppo(args) -> int:
         "seeds": args.seeds,
         "seed": args.seed,
         "steps_per_s": env_steps * args.seeds / run_s,
-        **_environment_fields(args),
+        **bench.runner_environment(("rejax", "gymnax", "flax", "optax")),
         "lr_schedule": args.lr_schedule,
         "grad_clip": args.grad_clip,
     }
@@ -395,7 +356,8 @@ def _main_sac(args) -> int:
     )
     algo = algo.replace(eval_callback=lambda algo, ts, rng: ())  # no evaluation in run_s
 
-    (ts, _), compile_s, run_s = _compile_and_run(algo.train, args)
+    (ts, _), compile_s, run_s = bench.compile_and_run_seeds(
+        algo.train, args.seeds, args.seed)
 
     global_step = np.asarray(ts.global_step).reshape(-1)
     assert (global_step == env_steps).all(), (global_step, env_steps)
@@ -429,7 +391,7 @@ def _main_sac(args) -> int:
         "seeds": args.seeds,
         "seed": args.seed,
         "steps_per_s": env_steps * args.seeds / run_s,
-        **_environment_fields(args),
+        **bench.runner_environment(("rejax", "gymnax", "flax", "optax")),
     }
     print(json.dumps(out), flush=True)
     return 0
