@@ -44,6 +44,7 @@ import json
 import os
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
@@ -286,14 +287,34 @@ def save(manager, step: int, state, metrics: Mapping[str, Any], meta: Mapping[st
 
 
 def _restore(manager, step: int):
+    """``(state, history, meta)`` of checkpoint ``step``, each array where it was saved.
+
+    A checkpoint written with its arrays over other devices than this process has (e.g. by
+    ``purejaxpo train`` with its seeds split over 2 CPU devices, resumed in a process with one:
+    :mod:`purejaxpo.devices`) is restored onto this process's first device instead.
+    """
     import orbax.checkpoint as ocp
 
-    out = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(),
-        history=ocp.args.StandardRestore(),
-        meta=ocp.args.JsonRestore(),
-    ))
-    return out["state"], out["history"], out["meta"]
+    def restore(state_args, history_args):
+        out = manager.restore(step, args=ocp.args.Composite(
+            state=state_args, history=history_args, meta=ocp.args.JsonRestore()))
+        return out["state"], out["history"], out["meta"]
+
+    try:
+        return restore(ocp.args.StandardRestore(), ocp.args.StandardRestore())
+    except ValueError as err:
+        if "topology" not in str(err).lower():
+            raise
+    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+    def on_this_device(item: str):
+        path = os.path.join(str(manager.directory), str(step), item)
+        metadata = ocp.StandardCheckpointHandler().metadata(Path(path))
+        return ocp.args.StandardRestore(jax.tree_util.tree_map(
+            lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=here), dict(metadata),
+            is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype")))
+
+    return restore(on_this_device("state"), on_this_device("history"))
 
 
 class Checkpoint(NamedTuple):

@@ -99,3 +99,10 @@ def test_two_cpu_devices_plain_chunked_resumed_agree(tmp_path):
     for name in ("chunked", "resumed"):
         assert runs[name]["curves"] == runs["plain"]["curves"], name
         assert runs[name]["final_return"] == runs["plain"]["final_return"], name
+    # This process has one CPU device: the checkpoint of 2 is restored onto it.
+    from purejaxpo import checkpoint
+
+    loaded = checkpoint.load(str(tmp_path / "ck"))
+    assert loaded.meta["split_over_devices"] == 2 and loaded.step == 10
+    leaf = jax.tree_util.tree_leaves(loaded.state.params)[0]
+    assert leaf.shape[0] == 4 and len(leaf.sharding.device_set) == 1

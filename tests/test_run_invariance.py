@@ -24,8 +24,11 @@ from purejaxpo import checkpoint as ck
 from purejaxpo import cli
 from purejaxpo.algos import ALGORITHMS
 
+# 40 updates of 4 envs x 128 steps. The killed run is a fresh process: it gets the settings
+# of this (test) process, one CPU device and XLA's default loops, so that all three runs are
+# the same program (tests/test_devices.py checks the CLI's defaults the same way).
 ARGS = ["train", "ppo", "--env", "CartPole-v1", "--seeds", "2", "--total-timesteps", "20480",
-        "--no-progress"]  # 40 updates of 4 envs x 128 steps
+        "--no-progress", "--cpu-devices", "1", "--no-fused-loops"]
 
 
 def _run(tmp_path, name, *extra, progress=False):
