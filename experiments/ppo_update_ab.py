@@ -15,6 +15,8 @@ only (the library is unchanged):
 * ``keysort``: the minibatch shuffles by ``jax.random.permutation`` (a sort of random keys
   with the indices as a second operand), as the library did before
   :func:`purejaxpo.update.minibatch_permutation` (a sort of single uint32 words);
+* ``products``: every dense layer a matrix product, also over a rollout step's few rows
+  (``networks.SMALL_PRODUCT_ROWS = 0``), so no rollout compiles to one kernel;
 * ``nolearn``: no learning epochs (the rollout, values and advantages alone);
 * ``tgrad``: weight gradients as products of a transposed copy of the layer's input, the
   form XLA:CPU hands to YNNPACK (it leaves a product over the minibatch dimension to XLA).
@@ -132,6 +134,7 @@ ORIGINAL_EVALUATE = Policy.evaluate  # taken once, before any variant replaces i
 ORIGINAL_DENSE = networks._dense
 ORIGINAL_PERMUTATION = update_module.minibatch_permutation
 ORIGINAL_RUN_EPOCHS = ppo_module.run_epochs
+ORIGINAL_SMALL_ROWS = networks.SMALL_PRODUCT_ROWS
 ORIGINAL_ROLLOUT_PRNG = rollout_module.prng
 SLOW_PRNG = types.SimpleNamespace(fast_key=lambda key: key)
 
@@ -159,7 +162,10 @@ def variant(name: str) -> None:
     update_module.minibatch_permutation = ORIGINAL_PERMUTATION
     rollout_module.prng = ORIGINAL_ROLLOUT_PRNG
     ppo_module.run_epochs = ORIGINAL_RUN_EPOCHS
-    if name == "nolearn":
+    networks.SMALL_PRODUCT_ROWS = ORIGINAL_SMALL_ROWS
+    if name == "products":
+        networks.SMALL_PRODUCT_ROWS = 0
+    elif name == "nolearn":
         ppo_module.run_epochs = no_epochs
     elif name.startswith("narrow"):  # narrow[-S[-R]]: sides <= S (default 4), rows <= R (0)
         parts = [int(v) for v in name.split("-")[1:]]

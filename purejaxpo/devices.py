@@ -171,6 +171,29 @@ def use_fused_loops(max_bytes: int = FUSED_LOOP_BYTES, *, quiet: bool = False) -
     return True
 
 
+def fused_loops_active() -> bool:
+    """Whether this process's XLA compiles small loops to one kernel (:func:`use_fused_loops`'s
+    threshold is in ``XLA_FLAGS``) and JAX's default backend is the CPU."""
+    import jax
+
+    return _THRESHOLD_OPTION in os.environ.get("XLA_FLAGS", "") and jax.default_backend() == "cpu"
+
+
+def traced_with_runs(fn: Callable, runs: int) -> Callable:
+    """``fn`` traced with :func:`purejaxpo.networks.runs_per_program` ``runs`` when loops are
+    fused on a CPU (:func:`fused_loops_active`), so that a rollout over few envs and runs is
+    written for one kernel; ``fn`` unchanged otherwise."""
+    if not fused_loops_active():
+        return fn
+    from purejaxpo.networks import runs_per_program
+
+    def traced(*args):
+        with runs_per_program(runs):
+            return fn(*args)
+
+    return traced
+
+
 def run_devices(num_runs: int, devices: Sequence[Any] | None = None) -> list:
     """The devices ``num_runs`` independent runs are split over by :func:`vmap_runs`: the
     first ``d`` of ``devices`` (default ``jax.local_devices()``), ``d`` the most that divides
@@ -205,8 +228,9 @@ def vmap_runs(fn: Callable, num_runs: int, devices: Sequence[Any] | None = None)
 
     Every positional argument of the returned function (each leaf of it) has the leading run
     axis ``[num_runs, ...]``, and so do the outputs. On one device it is exactly
-    ``jax.vmap(fn)``; on several, each device runs ``num_runs / d`` of the runs as one vmapped
-    program (:func:`shard_runs`). Jit it (or its caller) as usual::
+    ``jax.vmap(fn)`` (traced with the run count, :func:`traced_with_runs`); on several, each
+    device runs ``num_runs / d`` of the runs as one vmapped program (:func:`shard_runs`). Jit
+    it (or its caller) as usual::
 
         use_cpu_cores()                      # first, before JAX starts: one device per core
         train = make_train(PPOConfig(env="CartPole-v1"))
@@ -216,7 +240,7 @@ def vmap_runs(fn: Callable, num_runs: int, devices: Sequence[Any] | None = None)
     devices = run_devices(num_runs, devices)
     import jax
 
-    batched = jax.vmap(fn)
+    batched = traced_with_runs(jax.vmap(fn), num_runs // len(devices))
     if len(devices) == 1:
         return batched
     return shard_runs(batched, devices)

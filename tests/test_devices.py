@@ -84,6 +84,7 @@ def test_two_cpu_devices_plain_chunked_resumed_agree(tmp_path):
     # The CLI added the fused-loop flags before JAX started, and the rollout is one kernel.
     assert all(flag in found["xla_flags"] for flag in devices.fused_loop_flags())
     assert found["late_fused_loops_refused"] and found["rollout_fused"]
+    assert not found["rollout_of_8_runs_fused"]
     assert found["auto_keeps_started_backend"] and found["late_count_refused"]
     assert found["split_devices"] == 2 and found["one_devices"] == 1
     # Split 2 + 2 or all 4 on one device: different kernels, the same runs up to rounding

@@ -89,17 +89,20 @@ def test_over_time_chunks_equal_one_pass(monkeypatch, chunk):
 
 
 @pytest.mark.parametrize("shape", [(1, 64), (4, 64), (8, 4), (2, 4, 64), (9, 64), (128, 64)])
-def test_small_rows_dot_equals_the_product(shape):
-    """Dense layers multiply and sum over at most SMALL_PRODUCT_ROWS rows (loop code XLA:CPU
-    can fuse a rollout into), a matrix product above; both give the product (float64 check)."""
-    from purejaxpo.networks import SMALL_PRODUCT_ROWS, small_rows_dot
+@pytest.mark.parametrize("runs", [None, 1, 2])
+def test_small_rows_dot_equals_the_product(shape, runs):
+    """Dense layers multiply and sum where rows x runs per program is at most
+    SMALL_PRODUCT_ROWS (loop code XLA:CPU can fuse a rollout into), a matrix product elsewhere
+    and whenever the runs per program are unknown; both give the product (float64 check)."""
+    from purejaxpo.networks import SMALL_PRODUCT_ROWS, runs_per_program, small_rows_dot
 
     x = jax.random.normal(jax.random.PRNGKey(0), shape)
     w = jax.random.normal(jax.random.PRNGKey(1), (shape[-1], 3))
     dims = (((x.ndim - 1,), (0,)), ((), ()))
-    out = jax.jit(lambda a, b: small_rows_dot(a, b, dims))(x, w)
+    with runs_per_program(runs):
+        out = jax.jit(lambda a, b: small_rows_dot(a, b, dims))(x, w)
+        jaxpr = str(jax.make_jaxpr(lambda a, b: small_rows_dot(a, b, dims))(x, w))
     want = np.asarray(x, np.float64) @ np.asarray(w, np.float64)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
-    jaxpr = str(jax.make_jaxpr(lambda a, b: small_rows_dot(a, b, dims))(x, w))
-    rows = int(np.prod(shape[:-1]))
-    assert ("dot_general" in jaxpr) == (rows > SMALL_PRODUCT_ROWS), jaxpr
+    small = runs is not None and int(np.prod(shape[:-1])) * runs <= SMALL_PRODUCT_ROWS
+    assert ("dot_general" in jaxpr) == (not small), jaxpr

@@ -18,7 +18,7 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from purejaxpo.devices import AXIS as _AXIS
-from purejaxpo.devices import shard_runs
+from purejaxpo.devices import shard_runs, traced_with_runs
 from purejaxpo.sweep.plan import SweepPlan
 from purejaxpo.sweep.results import SweepResult
 
@@ -33,8 +33,10 @@ def make_program(run: Callable, mesh: Mesh, chunk_size: int | None) -> Callable:
 
     def local(keys, hps):
         if chunk_size is None or chunk_size >= keys.shape[0]:
-            return jax.vmap(run)(keys, hps)
-        return jax.lax.map(lambda xs: run(*xs), (keys, hps), batch_size=chunk_size)
+            return traced_with_runs(jax.vmap(run), keys.shape[0])(keys, hps)
+        return traced_with_runs(
+            lambda k, h: jax.lax.map(lambda xs: run(*xs), (k, h), batch_size=chunk_size),
+            chunk_size)(keys, hps)
 
     return shard_runs(local, mesh.devices.flat)
 
