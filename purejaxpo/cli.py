@@ -8,7 +8,9 @@
     purejaxpo plot out.json --out curves.png
     purejaxpo envs
 
-``train`` runs every seed in one ``jax.jit(jax.vmap(train))`` program, prints each seed's
+``train`` runs every seed in one ``jax.jit(jax.vmap(train))`` program (on a CPU split over
+one device per core, :mod:`purejaxpo.devices`; ``--cpu-devices``, ``--no-fused-loops``),
+prints each seed's
 final return (mean return of the episodes completed in the last 5% of its env steps), the
 compile and run times and the env steps per second, and with ``--json`` writes them with every
 setting used.
