@@ -348,3 +348,15 @@ def compile_and_run_seeds(train, seeds: int, seed: int):
     out = jax.block_until_ready(compiled(keys))
     run_s = time.perf_counter() - t0
     return out, compile_s, run_s
+
+
+def run_fields(args, env_steps: int, run_s: float) -> dict:
+    """The size fields every peer runner's output line has: steps requested and run per seed,
+    seeds, base seed, and env steps per second over all seeds."""
+    return {
+        "total_timesteps": args.total_timesteps,
+        "env_steps_per_seed": env_steps,
+        "seeds": args.seeds,
+        "seed": args.seed,
+        "steps_per_s": env_steps * args.seeds / run_s,
+    }

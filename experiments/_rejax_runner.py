@@ -246,12 +246,8 @@ def _main_ppo(args) -> int:
         "run_s": run_s,
         "final_return": float(per_seed.mean()),
         "final_return_per_seed": [float(r) for r in per_seed],
-        "total_timesteps": args.total_timesteps,
-        "env_steps_per_seed": env_steps,
+        **bench.run_fields(args, env_steps, run_s),
         "num_updates": num_updates,
-        "seeds": args.seeds,
-        "seed": args.seed,
-        "steps_per_s": env_steps * args.seeds / run_s,
         **bench.runner_environment(("rejax", "gymnax", "flax", "optax")),
         "lr_schedule": args.lr_schedule,
         "grad_clip": args.grad_clip,
@@ -384,13 +380,9 @@ def _main_sac(args) -> int:
         "eval_return": float(eval_per_seed.mean()),
         "eval_return_per_seed": [float(r) for r in eval_per_seed],
         "eval_episodes": args.eval_episodes,
-        "total_timesteps": args.total_timesteps,
-        "env_steps_per_seed": env_steps,
+        **bench.run_fields(args, env_steps, run_s),
         # iterations i = 1..I learn where i * num_envs > fill_buffer
         "gradient_steps_per_seed": iterations - args.fill_buffer // args.num_envs,
-        "seeds": args.seeds,
-        "seed": args.seed,
-        "steps_per_s": env_steps * args.seeds / run_s,
         **bench.runner_environment(("rejax", "gymnax", "flax", "optax")),
     }
     print(json.dumps(out), flush=True)
