@@ -18,8 +18,10 @@ only (the library is unchanged):
 * ``products``: every dense layer a matrix product, also over a rollout step's few rows
   (``networks.SMALL_PRODUCT_ROWS = 0``), so no rollout compiles to one kernel;
 * ``nolearn``: no learning epochs (the rollout, values and advantages alone);
-* ``tgrad``: weight gradients as products of a transposed copy of the layer's input, the
-  form XLA:CPU hands to YNNPACK (it leaves a product over the minibatch dimension to XLA).
+* ``plaingrad``: weight gradients as autodiff gives them (a ``dot_general`` over the minibatch
+  rows, which XLA:CPU runs in its own loops) instead of :func:`purejaxpo.networks.dense_product`'s
+  products of a transposed copy (the library's since 2026-12-02; ``tgrad`` before, as a
+  custom VJP).
 
 Every variant is compiled as a scan of ``--updates`` updates from the same state; the programs
 are then called in turn ``--repeats`` times (interleaved, so a slow spell of the machine hits
@@ -61,6 +63,7 @@ import purejaxpo.algos.ppo as ppo_module  # noqa: E402
 import purejaxpo.rollout as rollout_module  # noqa: E402
 import purejaxpo.networks as networks  # noqa: E402
 import purejaxpo.update as update_module  # noqa: E402
+from purejaxpo.devices import fused_loops_active  # noqa: E402
 from purejaxpo.networks import ACTIVATIONS, Policy  # noqa: E402
 from purejaxpo.presets import preset  # noqa: E402
 from purejaxpo.update import make_optimizer  # noqa: E402
@@ -109,27 +112,6 @@ def small_dot(max_side: int, max_rows: int):
     return dot
 
 
-@jax.custom_vjp
-def transposed_grad_dot(lhs, rhs):
-    """``lhs [..., K] @ rhs [K, N]`` whose weight gradient multiplies a transposed copy of
-    ``lhs`` (kept from being folded back into the product by an optimisation barrier), so it
-    is a plain ``[K, M] @ [M, N]`` product, the form XLA:CPU hands to YNNPACK."""
-    return lhs @ rhs
-
-
-def _tgd_fwd(lhs, rhs):
-    return lhs @ rhs, (lhs, rhs)
-
-
-def _tgd_bwd(res, g):
-    lhs, rhs = res
-    flat, g_flat = lhs.reshape(-1, lhs.shape[-1]), g.reshape(-1, g.shape[-1])
-    return g @ rhs.T, jax.lax.optimization_barrier(flat.T) @ g_flat
-
-
-transposed_grad_dot.defvjp(_tgd_fwd, _tgd_bwd)
-
-
 ORIGINAL_EVALUATE = Policy.evaluate  # taken once, before any variant replaces it
 ORIGINAL_DENSE = networks._dense
 ORIGINAL_PERMUTATION = update_module.minibatch_permutation
@@ -155,7 +137,7 @@ def no_epochs(key, state, batch, step_fn, *, num_epochs, num_minibatches):
 
 def variant(name: str) -> None:
     """Installs variant ``name`` in this process (for the next ``make_train``); ``base`` puts
-    the library's own pieces back, whatever was installed before."""
+    the library's own pieces back, whatever was installed before; ``a+b``: both."""
     ppo_module.make_optimizer = make_optimizer
     Policy.evaluate = ORIGINAL_EVALUATE
     networks._dense = ORIGINAL_DENSE
@@ -163,6 +145,12 @@ def variant(name: str) -> None:
     rollout_module.prng = ORIGINAL_ROLLOUT_PRNG
     ppo_module.run_epochs = ORIGINAL_RUN_EPOCHS
     networks.SMALL_PRODUCT_ROWS = ORIGINAL_SMALL_ROWS
+    networks.TRANSPOSED_WEIGHT_GRADIENTS = True
+    for part in name.split("+"):
+        _install(part)
+
+
+def _install(name: str) -> None:
     if name == "products":
         networks.SMALL_PRODUCT_ROWS = 0
     elif name == "nolearn":
@@ -178,15 +166,8 @@ def variant(name: str) -> None:
         rollout_module.prng = SLOW_PRNG
     elif name == "keysort":
         update_module.minibatch_permutation = jax.random.permutation
-    elif name == "tgrad":  # products over a few rows (the rollout's) stay as the library's
-        def tgrad_dot(lhs, rhs, dims, *args, **kwargs):
-            if math.prod(lhs.shape[:-1]) <= networks.SMALL_PRODUCT_ROWS:
-                return networks.small_rows_dot(lhs, rhs, dims, *args, **kwargs)
-            return transposed_grad_dot(lhs, rhs)
-
-        networks._dense = lambda size, scale: nn.Dense(
-            size, kernel_init=networks.orthogonal(scale), bias_init=nn.initializers.zeros,
-            dot_general=tgrad_dot)
+    elif name == "plaingrad":
+        networks.TRANSPOSED_WEIGHT_GRADIENTS = False
     elif name == "flat":
         ppo_module.make_optimizer = lambda *a, **k: optax.flatten(make_optimizer(*a, **k))
     elif name in ("blockdiag", "batched"):
@@ -228,9 +209,24 @@ def trace_kernels(program, state, top: int) -> list[tuple[str, int, float]]:
     return [(k, calls[k], ms) for k, ms in total.most_common(top)]
 
 
+def build(train, args):
+    """``(program of --updates updates, its state, kernels run per update)`` of ``train``."""
+    if args.seeds == 1:
+        state = jax.jit(train.init)(jax.random.PRNGKey(0))
+        many = jax.jit(lambda s: train.run(s, args.updates)).lower(state).compile()
+        one = jax.jit(lambda s: train.run(s, 1)).lower(state).compile()
+    else:  # seeds vmapped in one program, as `purejaxpo train --seeds`
+        keys = jax.random.split(jax.random.PRNGKey(0), args.seeds)
+        state = jax.jit(jax.vmap(train.init))(keys)
+        many = jax.jit(jax.vmap(lambda s: train.run(s, args.updates))).lower(state).compile()
+        one = jax.jit(jax.vmap(lambda s: train.run(s, 1))).lower(state).compile()
+    jax.block_until_ready(many(state))
+    return many, state, executed_kernels(one.as_text())
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--variants", default="base,keysort,flat,blockdiag,batched,narrow,tgrad")
+    p.add_argument("--variants", default="base,keysort,flat,blockdiag,batched,narrow,plaingrad")
     p.add_argument("--updates", type=int, default=50)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--seeds", type=int, default=1, help="seeds vmapped in each program")
@@ -243,18 +239,9 @@ def main() -> int:
     for name in args.variants.split(","):
         variant(name)
         train = ppo_module.make_train(config)
-        if args.seeds == 1:
-            state = jax.jit(train.init)(jax.random.PRNGKey(0))
-            many = jax.jit(lambda s, t=train: t.run(s, args.updates)).lower(state).compile()
-            one = jax.jit(lambda s, t=train: t.run(s, 1)).lower(state).compile()
-        else:  # seeds vmapped in one program, as `purejaxpo train --seeds`
-            keys = jax.random.split(jax.random.PRNGKey(0), args.seeds)
-            state = jax.jit(jax.vmap(train.init))(keys)
-            many = jax.jit(jax.vmap(lambda s, t=train: t.run(s, args.updates))).lower(
-                state).compile()
-            one = jax.jit(jax.vmap(lambda s, t=train: t.run(s, 1))).lower(state).compile()
-        jax.block_until_ready(many(state))
-        programs[name] = (many, state, executed_kernels(one.as_text()))
+        # as `purejaxpo train` traces its runs (`devices.vmap_runs`)
+        with networks.runs_per_program(args.seeds if fused_loops_active() else None):
+            programs[name] = build(train, args)
     variant("base")
 
     times = {name: [] for name in programs}

@@ -73,6 +73,33 @@ def test_fused_loops_respects_existing_flags_and_a_started_backend(monkeypatch):
     assert devices.use_fused_loops(quiet=True) is False
 
 
+def test_wide_vectors_only_with_avx512_and_never_over_a_users_width(tmp_path, monkeypatch):
+    with_avx512, without = tmp_path / "with", tmp_path / "without"
+    with_avx512.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma avx512f avx512bw\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma avx512_bf16x\n")
+    assert devices.cpu_has_avx512(str(with_avx512))
+    assert not devices.cpu_has_avx512(str(without))
+    assert not devices.cpu_has_avx512(str(tmp_path / "missing"))
+    assert devices.fused_loop_flags(wide_vectors=True)[-1] == "--xla_cpu_prefer_vector_width=512"
+    assert not any("vector_width" in f for f in devices.fused_loop_flags(wide_vectors=False))
+    # a user's width is kept: use_fused_loops asks for no width of its own then
+    asked = []
+    monkeypatch.setattr(devices, "fused_loop_flags",
+                        lambda max_bytes, wide_vectors=None: asked.append(wide_vectors) or [])
+    monkeypatch.setattr("jax._src.xla_bridge.backends_are_initialized", lambda: False)
+    monkeypatch.setattr(devices, "_FUSED_LOOP_JAXLIBS", ((0, 0),))  # no jaxlib: nothing added
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")
+    assert devices.use_fused_loops() is False and asked == []
+    import jaxlib
+
+    version = tuple(int(p) for p in jaxlib.__version__.split(".")[:2])
+    monkeypatch.setattr(devices, "_FUSED_LOOP_JAXLIBS", (version,))
+    assert devices.use_fused_loops() is True and asked == [False]
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_prefer_vector_width=256"
+    monkeypatch.setenv("XLA_FLAGS", "")
+    assert devices.use_fused_loops() is True and asked == [False, None]
+
+
 @pytest.mark.timeout(400)
 def test_two_cpu_devices_plain_chunked_resumed_agree(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

@@ -88,6 +88,61 @@ def test_over_time_chunks_equal_one_pass(monkeypatch, chunk):
     np.testing.assert_allclose(next_values, policy.value(params, final_obs), rtol=1e-5, atol=1e-6)
 
 
+class DenseProductTest(chex.TestCase):
+    """``dense_product``: ``x @ w`` whose weight gradient multiplies a transposed copy of
+    ``x``; its value, gradients, forward-mode and second derivatives (TRPO's ``jvp`` of a
+    ``grad``) against float64 NumPy, with and without ``jit``, and under ``vmap``."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(((128, 64), 2), ((3, 5, 4), 64), ((7,), 1))
+    def test_derivatives_match_float64(self, x_shape, n):
+        from purejaxpo.networks import dense_product
+
+        x = jax.random.normal(jax.random.PRNGKey(0), x_shape)
+        w = jax.random.normal(jax.random.PRNGKey(1), (x_shape[-1], n)) * 0.3
+        dx = jax.random.normal(jax.random.PRNGKey(2), x_shape)
+        dw = jax.random.normal(jax.random.PRNGKey(3), w.shape)
+        loss = lambda a, b: jnp.sum(jnp.tanh(dense_product(a, b)) ** 2)  # noqa: E731
+        value = self.variant(dense_product)(x, w)
+        grads = self.variant(jax.grad(loss, (0, 1)))(x, w)
+        _, tangent = self.variant(lambda a, b: jax.jvp(dense_product, (a, b), (dx, dw)))(x, w)
+        _, hvp = self.variant(lambda a, b: jax.jvp(jax.grad(loss, 1), (a, b), (dx, dw)))(x, w)
+
+        x64, w64, dx64, dw64 = (np.asarray(v, np.float64) for v in (x, w, dx, dw))
+        xr, dxr = x64.reshape(-1, x64.shape[-1]), dx64.reshape(-1, x64.shape[-1])
+
+        def ref_grads(xr, w64):  # d/dy sum(tanh(y)^2) = 2 tanh(y) (1 - tanh(y)^2)
+            t = np.tanh(xr @ w64)
+            g = 2 * t * (1 - t ** 2)
+            return g @ w64.T, xr.T @ g
+
+        gx, gw = ref_grads(xr, w64)
+        eps = 1e-6  # the second derivative by central differences of the float64 gradient
+        hw = (ref_grads(xr + eps * dxr, w64 + eps * dw64)[1]
+              - ref_grads(xr - eps * dxr, w64 - eps * dw64)[1]) / (2 * eps)
+        tol = dict(rtol=2e-5, atol=2e-5)
+        np.testing.assert_allclose(value, (xr @ w64).reshape(value.shape), **tol)
+        np.testing.assert_allclose(grads[0], gx.reshape(x_shape), **tol)
+        np.testing.assert_allclose(grads[1], gw, **tol)
+        np.testing.assert_allclose(tangent, (dxr @ w64 + xr @ dw64).reshape(value.shape), **tol)
+        np.testing.assert_allclose(hvp, hw, rtol=1e-4, atol=1e-4)
+
+    def test_vmapped_gradient_and_the_transposed_product(self):
+        from purejaxpo.networks import dense_product
+
+        x = jax.random.normal(jax.random.PRNGKey(0), (3, 128, 64))
+        w = jax.random.normal(jax.random.PRNGKey(1), (3, 64, 2))
+        grad = jax.vmap(jax.grad(lambda a, b: jnp.sum(dense_product(a, b) ** 2), 1))(x, w)
+        want = [2 * np.asarray(x[i], np.float64).T @ (np.asarray(x[i], np.float64)
+                                                      @ np.asarray(w[i], np.float64))
+                for i in range(3)]
+        np.testing.assert_allclose(grad, np.stack(want), rtol=2e-5, atol=2e-4)
+        # the weight gradient is a product of the materialised transposed copy [K, M]
+        hlo = jax.jit(jax.grad(lambda b: jnp.sum(dense_product(x[0], b) ** 2))).lower(
+            w[0]).compile().as_text()
+        assert "f32[64,128]" in hlo, hlo
+
+
 @pytest.mark.parametrize("shape", [(1, 64), (4, 64), (8, 4), (2, 4, 64), (9, 64), (128, 64)])
 @pytest.mark.parametrize("runs", [None, 1, 2])
 def test_small_rows_dot_equals_the_product(shape, runs):
