@@ -50,6 +50,11 @@ def worker(new_tokens: int, context: int, group: int, calls: int) -> dict:
     import numpy as np
 
     import purejaxpo
+    from purejaxpo import devices
+
+    # The `purejaxpo lm` commands' CPU setting, where the tree has it (c0ef9de has not): export
+    # XLA_FLAGS=--xla_cpu_prefer_vector_width=512 to give both trees the same vectors.
+    wide = hasattr(devices, "use_wide_vectors") and devices.use_wide_vectors()
     from purejaxpo.lm.model import TransformerConfig, init_params
     from purejaxpo.lm.sampling import generate
 
@@ -76,7 +81,8 @@ def worker(new_tokens: int, context: int, group: int, calls: int) -> dict:
         jax.block_until_ready(sample(key, params))
         times.append(time.perf_counter() - t0)
     return {"new_tokens": new_tokens, "context": context, "group": group,
-            "prompt_group_used": shared, "compile_s": compile_s,
+            "prompt_group_used": shared, "wide_vectors_added": bool(wide),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""), "compile_s": compile_s,
             "median_ms": 1e3 * float(np.median(times)), "min_ms": 1e3 * min(times),
             "purejaxpo": str(Path(purejaxpo.__file__).parent), "jax": jax.__version__}
 
@@ -96,6 +102,7 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", default="c0ef9de", help="git revision to compare against")
     p.add_argument("--repeats", type=int, default=5, help="processes per tree and shape")
     p.add_argument("--calls", type=int, default=30, help="timed calls per process")
+    p.add_argument("--suffix", default="", help="appended to the results' file names")
     p.add_argument("--worker", nargs=3, type=int, metavar=("NEW_TOKENS", "CONTEXT", "GROUP"),
                    help=argparse.SUPPRESS)
     p.add_argument("--json", help=argparse.SUPPRESS)
@@ -139,7 +146,10 @@ def main(argv=None) -> int:
               "repeats": args.repeats, "calls": args.calls, "batch": BATCH, "prompt": PROMPT,
               "rows": rows, "runs": runs}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"sampling_speed_{here}.json").write_text(json.dumps(result, indent=1))
+    added = any(m.get("wide_vectors_added") for k, ms in runs.items() if k.startswith("this")
+                for m in ms)
+    stem = f"sampling_speed_{here}{args.suffix}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=1))
     lines = [
         f"# Sampling speed: {here} against {rev}",
         "",
@@ -148,6 +158,10 @@ def main(argv=None) -> int:
         f"{args.calls} calls in each fresh process, then the median over {args.repeats} "
         "interleaved processes per tree (range over processes). "
         "Written by `experiments/bench_sampling.py`.",
+        "",
+        f"`XLA_FLAGS` given to both trees: `{os.environ.get('XLA_FLAGS') or '(unset)'}`; "
+        f"this tree added `--xla_cpu_prefer_vector_width=512` itself (as its `lm` commands "
+        f"do): {'yes' if added else 'no'}.",
         "",
         f"| new tokens | context | prompts x completions | {rev} ms | {here} ms | speedup |",
         "|---:|---:|---|---:|---:|---:|",
@@ -158,7 +172,7 @@ def main(argv=None) -> int:
             f"| {r['baseline_ms']:.1f} "
             f"({r['baseline_range'][0]:.1f}-{r['baseline_range'][1]:.1f}) | {r['this_ms']:.1f} "
             f"({r['this_range'][0]:.1f}-{r['this_range'][1]:.1f}) | {r['speedup']:.2f}x |")
-    (RESULTS / f"sampling_speed_{here}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

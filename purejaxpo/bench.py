@@ -144,6 +144,9 @@ def run_rl_cell(cell: RLCell) -> dict[str, Any]:
 
 def run_lm_cell(cell: LMCell) -> dict[str, Any]:
     """Runs one language-model cell in this process (the worker's side)."""
+    from purejaxpo.devices import use_wide_vectors
+
+    use_wide_vectors(quiet=True)  # as the `purejaxpo lm` commands
     import jax
     import numpy as np
 

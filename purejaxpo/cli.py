@@ -25,7 +25,7 @@ import sys
 
 import purejaxpo  # noqa: F401  (before JAX starts: honours PUREJAXPO_XLA_SAFETY)
 from purejaxpo.devices import (add_cpu_args, parse_cpu_devices, run_devices, use_cpu_cores,
-                               use_fused_loops, vmap_runs)
+                               use_fused_loops, use_wide_vectors, vmap_runs)
 from purejaxpo.settings import device_description, write_json
 
 
@@ -333,13 +333,15 @@ CPU_SETTING_COMMANDS = ("train", "sweep")
 
 def _early_cpu_settings(argv) -> None:
     """Applies ``--cpu-devices`` and the fused loops (:mod:`purejaxpo.devices`) of ``train``
-    and ``sweep`` before anything starts JAX.
+    and ``sweep``, and the vector width of the ``lm`` commands, before anything starts JAX.
 
     Building the parser imports the environments, and gymnax makes arrays on import, which
     starts JAX's CPU backend; the device count and ``XLA_FLAGS`` must be set before that.
     Errors are left to the command, which calls :func:`~purejaxpo.devices.use_cpu_cores` again
     and reports them.
     """
+    if argv and argv[0] == "lm":  # no loop settings (they slow sampling); the vector width
+        use_wide_vectors(quiet=True)
     if not argv or argv[0] not in CPU_SETTING_COMMANDS:
         return
     early = argparse.ArgumentParser(add_help=False)

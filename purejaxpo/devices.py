@@ -194,6 +194,37 @@ def use_fused_loops(max_bytes: int = FUSED_LOOP_BYTES, *, quiet: bool = False) -
     return True
 
 
+def use_wide_vectors(*, quiet: bool = False) -> bool:
+    """Lets XLA:CPU's own kernels use 512-bit vectors on a CPU with AVX-512, alone (without
+    :func:`use_fused_loops`' loop settings, which slow a transformer's sampling: the library
+    then takes no elementwise work with its products).
+
+    Adds ``--xla_cpu_prefer_vector_width=512`` to ``XLA_FLAGS`` before JAX starts, where
+    :func:`cpu_has_avx512` and the installed jaxlib is one whose XLA is known to have the flag,
+    unless ``XLA_FLAGS`` sets a width already (yours wins: ``=256`` is XLA's default) or JAX
+    has started its backends (a ``UserWarning`` unless ``quiet``). The ``purejaxpo lm``
+    commands call it. Kernels may round differently (last bits), not compute otherwise.
+
+    Returns:
+      True if the flag was added by this call.
+    """
+    import jaxlib
+    from jax._src import xla_bridge
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    parts = jaxlib.__version__.split(".")
+    if (_VECTOR_FLAG in flags or not cpu_has_avx512()
+            or tuple(int(p) for p in parts[:2] if p.isdigit()) not in _FUSED_LOOP_JAXLIBS):
+        return False
+    if xla_bridge.backends_are_initialized():
+        if not quiet:
+            warnings.warn("use_wide_vectors() came after JAX started its backends: XLA_FLAGS "
+                          "are read once; call it first thing", UserWarning, stacklevel=2)
+        return False
+    os.environ["XLA_FLAGS"] = f"{flags} {_VECTOR_FLAG}=512".strip()
+    return True
+
+
 def fused_loops_active() -> bool:
     """Whether this process's XLA compiles small loops to one kernel (:func:`use_fused_loops`'s
     threshold is in ``XLA_FLAGS``) and JAX's default backend is the CPU."""

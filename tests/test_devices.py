@@ -100,6 +100,44 @@ def test_wide_vectors_only_with_avx512_and_never_over_a_users_width(tmp_path, mo
     assert devices.use_fused_loops() is True and asked == [False, None]
 
 
+def test_use_wide_vectors_alone(monkeypatch):
+    import jaxlib
+
+    version = tuple(int(p) for p in jaxlib.__version__.split(".")[:2])
+    monkeypatch.setattr(devices, "_FUSED_LOOP_JAXLIBS", (version,))
+    monkeypatch.setattr(devices, "cpu_has_avx512", lambda: True)
+    monkeypatch.setattr("jax._src.xla_bridge.backends_are_initialized", lambda: False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    assert devices.use_wide_vectors() is True
+    assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=2 "
+                                       "--xla_cpu_prefer_vector_width=512")
+    assert devices.use_wide_vectors() is False  # set already: nothing added twice
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")
+    assert devices.use_wide_vectors() is False  # the user's width wins
+    monkeypatch.setenv("XLA_FLAGS", "")
+    monkeypatch.setattr(devices, "cpu_has_avx512", lambda: False)
+    assert devices.use_wide_vectors() is False and os.environ["XLA_FLAGS"] == ""
+    monkeypatch.setattr(devices, "cpu_has_avx512", lambda: True)
+    monkeypatch.setattr("jax._src.xla_bridge.backends_are_initialized", lambda: True)
+    with pytest.warns(UserWarning, match="came after JAX started"):
+        assert devices.use_wide_vectors() is False
+    assert devices.use_wide_vectors(quiet=True) is False and os.environ["XLA_FLAGS"] == ""
+
+
+def test_the_lm_commands_ask_for_wide_vectors_only(monkeypatch):
+    from purejaxpo import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "use_wide_vectors", lambda quiet: calls.append("wide"))
+    monkeypatch.setattr(cli, "use_fused_loops", lambda quiet: calls.append("loops"))
+    monkeypatch.setattr(cli, "use_cpu_cores", lambda count, quiet: calls.append("cores"))
+    cli._early_cpu_settings(["lm", "generate", "--checkpoint", "x"])
+    assert calls == ["wide"]
+    calls.clear()
+    cli._early_cpu_settings(["train", "ppo"])
+    assert calls == ["loops", "cores"]
+
+
 @pytest.mark.timeout(400)
 def test_two_cpu_devices_plain_chunked_resumed_agree(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

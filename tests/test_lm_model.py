@@ -145,6 +145,52 @@ def test_sampling_stops_at_eos_and_masks_the_rest():
     assert (mask.sum(1) < 8).any() and (mask.sum(1) == 8).any()
 
 
+@pytest.mark.parametrize("setting", ["float", "traced", "bf16", "tools"])
+def test_noise_drawn_before_decoding_gives_the_tokens_of_per_step_draws(setting, monkeypatch):
+    """generate draws every step's Gumbel noise before its loop when it is small: the same
+    tokens as jax.random.categorical with each step's key (the noise drawn per step), with a
+    Python or a traced temperature and top-p, bf16 logits, and with tools."""
+    from purejaxpo.lm import sampling
+
+    cfg, params = _model()
+    if setting == "bf16":
+        params = jax.tree_util.tree_map(lambda x: x.astype(jnp.bfloat16), params)
+    prompts = jnp.tile(jnp.array([[3, 4, 5], [0, 6, 7]], jnp.int32), (16, 1))
+    valid = prompts > 0
+    tools = None
+    if setting == "tools":
+        from purejaxpo.lm.tools import ToolUse, calculator
+
+        tool = calculator((3, 4, 5, 6), 7, 8, 9, max_call_tokens=4, max_result_tokens=3)
+        tools = ToolUse(tool, call_open=10, call_close=1, result_close=5, error=6)
+
+    def sample(temperature, top_p):
+        return generate(jax.random.PRNGKey(5), params, cfg, prompts, valid, max_new_tokens=7,
+                        eos_id=EOS, pad_id=PAD, temperature=temperature, top_p=top_p,
+                        tools=tools)
+
+    if setting == "traced":
+        run = jax.jit(sample)
+        args = (jnp.float32(1.7), jnp.float32(0.9))
+    else:
+        run, args = jax.jit(lambda: sample(1.7, 1.0)), ()
+    drawn = []
+    step_noise = sampling._step_noise
+    monkeypatch.setattr(sampling, "_step_noise",
+                        lambda *a: drawn.append(step_noise(*a)) or drawn[-1])
+    before = run(*args)
+    assert drawn and drawn[0] is not None and drawn[0].shape == (7, 32, cfg.vocab_size)
+    monkeypatch.setattr(sampling, "PRECOMPUTED_NOISE_ELEMENTS", 0)
+    jax.clear_caches()
+    per_step = jax.jit(sample)(*args) if setting == "traced" else jax.jit(
+        lambda: sample(1.7, 1.0))()
+    assert drawn[-1] is None
+    for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(per_step),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert len(np.unique(np.asarray(before.tokens))) > 3
+
+
 def test_sampling_follows_the_tempered_distribution():
     """First sampled token frequencies match softmax(logits / T)."""
     cfg, params = _model()

@@ -231,18 +231,25 @@ def test_probe_best_action_and_exact_q(algo, probe="ProbeContinuousActionObsRewa
     config = config_cls(env=probe, total_timesteps=3000, num_envs=4, num_steps=1,
                         learning_starts=200, buffer_size=3000, minibatch_size=64,
                         hidden_sizes=(32, 32), learning_rate=3e-3, gamma=0.5)
-    result = jax.jit(make_train(config))(jax.random.PRNGKey(0))
+    # 4 seeds in one program: the median over seeds must be close, every seed near (one run
+    # alone sits 0.0-0.1 from the best action, and where in that range moves with float
+    # rounding, e.g. how a weight gradient's product is ordered).
+    result = jax.jit(jax.vmap(make_train(config)))(jax.random.split(jax.random.PRNGKey(0), 4))
     policy = build_policy(config)
     obs = jnp.array([[-1.0], [1.0]]) if "Obs" in probe else jnp.array([[0.0], [0.0]])
     best = (0.5 * obs[:, 0]) if "Obs" in probe else jnp.full(2, 0.5)
-    mode = policy.env_action(policy.distribution(result.params, obs).mode())[:, 0]
-    np.testing.assert_allclose(mode, best, atol=0.1)
+    mode = jax.vmap(lambda p: policy.env_action(policy.distribution(p, obs).mode())[:, 0])(
+        result.params)
+    np.testing.assert_allclose(np.median(mode, axis=0), best, atol=0.05)
+    np.testing.assert_allclose(mode, np.broadcast_to(best, mode.shape), atol=0.15)
     # Q of a one-step episode is its reward: at actions around the best one.
     for shift in (-0.5, 0.0, 0.5):
         env_a = best + shift
         a = (env_a / 2.0)[:, None]  # actor units: the bounds are [-2, 2]
-        q = np.asarray(policy.q_values(result.params["q"], obs, a))
-        np.testing.assert_allclose(q, np.broadcast_to(-(shift ** 2), q.shape), atol=0.1)
+        q = np.asarray(jax.vmap(lambda p: policy.q_values(p, obs, a))(result.params["q"]))
+        np.testing.assert_allclose(np.median(q, axis=0),
+                                   np.broadcast_to(-(shift ** 2), q.shape[1:]), atol=0.05)
+        np.testing.assert_allclose(q, np.broadcast_to(-(shift ** 2), q.shape), atol=0.15)
 
 
 # Learning Pendulum from the presets (RL Zoo: SAC -157 +/- 89 at 2e4 steps); shorter here.
