@@ -155,7 +155,7 @@ def runs_per_program(runs: int | None):
 def small_rows_dot(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
     """``dot_general`` of the dense layers: a broadcast multiply and a sum for a small input
     (a rollout step over a few envs, in a program of few runs: :func:`runs_per_program`), else
-    a matrix product.
+    a matrix product (:func:`dense_product`, whose weight gradient is a row-major product).
 
     Why: XLA:CPU hands matrix products to a library (YNNPACK), and a loop containing a library
     call runs as a loop of separately dispatched kernels, about 60 per CartPole rollout step
