@@ -171,26 +171,33 @@ def use_fused_loops(max_bytes: int = FUSED_LOOP_BYTES, *, quiet: bool = False) -
     Returns:
       True if the flags were added by this call.
     """
-    import jaxlib
-    from jax._src import xla_bridge
-
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
         raise ValueError(f"max_bytes={max_bytes!r} is invalid: must be an integer >= 1")
     flags = os.environ.get("XLA_FLAGS", "")
     if _THRESHOLD_OPTION in flags or _YNN_FLAG in flags:
         return False
+    keep_width = _VECTOR_FLAG in flags  # the user's vector width wins
+    return _add_xla_flags(lambda: fused_loop_flags(max_bytes, False if keep_width else None),
+                          "use_fused_loops() came after JAX started its backends: XLA_FLAGS "
+                          "are read once, so loops stay as they were; call it first thing",
+                          quiet)
+
+
+def _add_xla_flags(flags: Callable[[], list[str]], late: str, quiet: bool) -> bool:
+    """Appends ``flags()`` to ``XLA_FLAGS`` if the installed jaxlib's XLA is known to have them
+    (:data:`_FUSED_LOOP_JAXLIBS`: an unknown flag aborts XLA) and JAX's backends have not
+    started (else warns ``late`` unless ``quiet``); True if added."""
+    import jaxlib
+    from jax._src import xla_bridge
+
     parts = jaxlib.__version__.split(".")
     if tuple(int(p) for p in parts[:2] if p.isdigit()) not in _FUSED_LOOP_JAXLIBS:
         return False
     if xla_bridge.backends_are_initialized():
         if not quiet:
-            warnings.warn("use_fused_loops() came after JAX started its backends: XLA_FLAGS "
-                          "are read once, so loops stay as they were; call it first thing",
-                          UserWarning, stacklevel=2)
+            warnings.warn(late, UserWarning, stacklevel=3)
         return False
-    keep_width = _VECTOR_FLAG in flags  # the user's vector width wins
-    added = fused_loop_flags(max_bytes, wide_vectors=False if keep_width else None)
-    os.environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *flags()]).strip()
     return True
 
 
@@ -208,21 +215,11 @@ def use_wide_vectors(*, quiet: bool = False) -> bool:
     Returns:
       True if the flag was added by this call.
     """
-    import jaxlib
-    from jax._src import xla_bridge
-
-    flags = os.environ.get("XLA_FLAGS", "")
-    parts = jaxlib.__version__.split(".")
-    if (_VECTOR_FLAG in flags or not cpu_has_avx512()
-            or tuple(int(p) for p in parts[:2] if p.isdigit()) not in _FUSED_LOOP_JAXLIBS):
+    if _VECTOR_FLAG in os.environ.get("XLA_FLAGS", "") or not cpu_has_avx512():
         return False
-    if xla_bridge.backends_are_initialized():
-        if not quiet:
-            warnings.warn("use_wide_vectors() came after JAX started its backends: XLA_FLAGS "
-                          "are read once; call it first thing", UserWarning, stacklevel=2)
-        return False
-    os.environ["XLA_FLAGS"] = f"{flags} {_VECTOR_FLAG}=512".strip()
-    return True
+    return _add_xla_flags(lambda: [f"{_VECTOR_FLAG}=512"],
+                          "use_wide_vectors() came after JAX started its backends: XLA_FLAGS "
+                          "are read once; call it first thing", quiet)
 
 
 def fused_loops_active() -> bool:

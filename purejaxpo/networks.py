@@ -170,16 +170,16 @@ def small_rows_dot(lhs, rhs, dimension_numbers, precision=None, preferred_elemen
     of rows) always uses products.
     """
     (contract_lhs, contract_rhs), (batch_lhs, batch_rhs) = dimension_numbers
+    # a dense layer's product: x [..., K] @ w [K, N]
+    dense = (rhs.ndim == 2 and not batch_lhs and not batch_rhs
+             and tuple(contract_lhs) == (lhs.ndim - 1,) and tuple(contract_rhs) == (0,))
     runs = _RUNS_PER_PROGRAM.get()
     rows = math.prod(lhs.shape[:-1]) * (runs or 0)
-    if (runs is not None and rows <= SMALL_PRODUCT_ROWS and rhs.ndim == 2 and not batch_lhs
-            and not batch_rhs and tuple(contract_lhs) == (lhs.ndim - 1,)
-            and tuple(contract_rhs) == (0,)):
+    if dense and runs is not None and rows <= SMALL_PRODUCT_ROWS:
         out = jnp.sum(lhs[..., :, None] * rhs, axis=-2)
         return out if preferred_element_type is None else out.astype(preferred_element_type)
-    if (TRANSPOSED_WEIGHT_GRADIENTS and rhs.ndim == 2 and not batch_lhs and not batch_rhs
-            and tuple(contract_lhs) == (lhs.ndim - 1,) and tuple(contract_rhs) == (0,)
-            and precision is None and preferred_element_type is None):
+    if (dense and TRANSPOSED_WEIGHT_GRADIENTS and precision is None
+            and preferred_element_type is None):
         return dense_product(lhs, rhs)
     return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                                preferred_element_type=preferred_element_type)
