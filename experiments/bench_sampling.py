@@ -14,6 +14,9 @@ The baseline is checked out with ``git worktree`` into a temporary directory and
 there (``PYTHONPATH``), in the same virtual environment::
 
     .venv/bin/python experiments/bench_sampling.py --baseline c0ef9de --repeats 5
+    .venv/bin/python experiments/bench_sampling.py --shapes 5x8 --repeats 15 --suffix _5x8
+
+(``--shapes 5x8``: only the GRPO benchmark's shape, more processes for the same minutes.)
 
 Writes ``experiments/results/lm/sampling_speed_<this commit>.{json,md}``.
 """
@@ -103,10 +106,18 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5, help="processes per tree and shape")
     p.add_argument("--calls", type=int, default=30, help="timed calls per process")
     p.add_argument("--suffix", default="", help="appended to the results' file names")
+    p.add_argument("--shapes", default=",".join(f"{n}x{g}" for n, _, g in SHAPES),
+                   help="comma-separated NEW_TOKENSxGROUP of the shapes to time (default all: "
+                        "%(default)s); 5x8 is the GRPO benchmark's")
     p.add_argument("--worker", nargs=3, type=int, metavar=("NEW_TOKENS", "CONTEXT", "GROUP"),
                    help=argparse.SUPPRESS)
     p.add_argument("--json", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    known = {f"{n}x{g}": (n, ctx, g) for n, ctx, g in SHAPES}
+    unknown = sorted(set(args.shapes.split(",")) - set(known))
+    if unknown:
+        p.error(f"--shapes: unknown {unknown}; known: {sorted(known)}")
+    shapes = [known[name] for name in known if name in args.shapes.split(",")]
     if args.worker:
         Path(args.json).write_text(json.dumps(worker(*args.worker, args.calls)))
         return 0
@@ -122,7 +133,7 @@ def main(argv=None) -> int:
                        capture_output=True, check=True)
         try:
             for r in range(args.repeats):
-                for n, ctx, g in SHAPES:
+                for n, ctx, g in shapes:
                     for name, tree in (("this", ROOT), ("baseline", base)):
                         m = _measure(tree, n, ctx, g, args.calls)
                         runs.setdefault(f"{name} {n} {g}", []).append(m)
@@ -133,7 +144,7 @@ def main(argv=None) -> int:
                            capture_output=True)
 
     rows = []
-    for n, ctx, g in SHAPES:
+    for n, ctx, g in shapes:
         ours = [m["median_ms"] for m in runs[f"this {n} {g}"]]
         then = [m["median_ms"] for m in runs[f"baseline {n} {g}"]]
         rows.append({"new_tokens": n, "context": ctx, "group": g,
