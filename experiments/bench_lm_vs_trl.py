@@ -16,7 +16,10 @@ completions of at most 5 tokens (4 reversed digits + EOS).
 
 purejaxpo runs a compiled ``lax.scan`` of ``--steps`` steps (its normal training mode) after a
 warm-up compile; TRL runs ``--warmup`` untimed steps, then times each step with a callback.
-Every measurement is a fresh subprocess; the sides are interleaved (purejaxpo, TRL, purejaxpo,
+purejaxpo's worker sets XLA's CPU vector width as the ``purejaxpo lm`` commands do
+(``devices.use_wide_vectors``: 512 bits where the CPU has AVX-512; since 2026-12-02, the run
+``lm_vs_trl_c5_32_wide_1202g``; earlier results ran at XLA's default width). Every measurement
+is a fresh subprocess; the sides are interleaved (purejaxpo, TRL, purejaxpo,
 TRL, ...) and the table reports medians and the ratio purejaxpo / TRL (> 1: purejaxpo faster).
 
 TRL runs in its own environment (CPU PyTorch)::
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from datetime import datetime, timezone
@@ -166,6 +170,7 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--only", choices=["purejaxpo", "trl"])
+    p.add_argument("--suffix", default="", help="appended to the results' file names")
     p.add_argument("--json", help="(worker) write the measurement here")
     p.add_argument("--completion-length", type=int, default=5,
                    help="(worker) GRPO's completion length")
@@ -175,9 +180,14 @@ def main() -> int:
     args = p.parse_args()
 
     if args.worker:
+        # As the `purejaxpo lm` commands do (cli._early_cpu_settings), where the tree has it.
+        from purejaxpo import devices
+
+        wide = devices.use_wide_vectors(quiet=True)
         out = (_purejaxpo_grpo(args.beta, args.steps, args.completion_length)
                if args.worker == "grpo"
                else _purejaxpo_dpo(args.steps, bool(args.precompute)))
+        out.update(wide_vectors_added=bool(wide), xla_flags=os.environ.get("XLA_FLAGS", ""))
         with open(args.json, "w") as f:
             json.dump(out, f)
         return 0
@@ -232,6 +242,7 @@ def main() -> int:
     suffix = "" if args.only is None else f"_{args.only}"
     if lengths != [5]:
         suffix += "_c" + "_".join(map(str, lengths))
+    suffix += args.suffix
     (RESULTS / f"lm_vs_trl{suffix}.json").write_text(json.dumps(result, indent=1))
     lines = [f"Machine: {result['cpu']}; {args.repeats} interleaved runs each, medians.", "",
              "| case | unit | purejaxpo | TRL | ratio | purejaxpo s/step | TRL s/step |",
