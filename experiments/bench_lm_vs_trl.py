@@ -180,7 +180,7 @@ def main() -> int:
     args = p.parse_args()
 
     if args.worker:
-        # As the `purejaxpo lm` commands do (cli._early_cpu_settings), where the tree has it.
+        # As the `purejaxpo lm` commands do (cli._early_cpu_settings).
         from purejaxpo import devices
 
         wide = devices.use_wide_vectors(quiet=True)
