@@ -36,6 +36,7 @@ import dataclasses
 import math
 from typing import Any, Callable, ClassVar, Mapping
 
+import jax
 import jax.numpy as jnp
 
 from purejaxpo import losses
@@ -329,6 +330,11 @@ class LMGRPOConfig(LMTrainConfig):
         With ``reinforce_pp`` their tokens also leave the batch normalisation.
       rewards: ``(name, weight)`` pairs; names are the task's reward functions (``correct``,
         ``format``, ``digits``) or ones passed to the trainer.
+      compact_tail: from the middle of the completions on, decode and score only the rows
+        still going, in chunks (:class:`~purejaxpo.lm.sampling.Tail`; completions of 8 tokens
+        or more, without tools): the same tokens and gradients for less work when completions
+        end early (static). None (default): on where JAX runs on the CPU, whose step time grows
+        with its rows; on an accelerator a decoding step of fewer rows costs about the same.
     """
 
     loss: str = "grpo"
@@ -353,6 +359,7 @@ class LMGRPOConfig(LMTrainConfig):
     advantage_scale: str | None = None
     filter_zero_spread: bool | None = None
     rewards: tuple[tuple[str, float], ...] = (("correct", 1.0), ("digits", 0.5))
+    compact_tail: bool | None = None
 
     SWEEPABLE: ClassVar[tuple[str, ...]] = (
         "learning_rate", "max_grad_norm", "clip_eps", "clip_eps_high", "beta", "temperature",
@@ -402,6 +409,9 @@ class LMGRPOConfig(LMTrainConfig):
         if self.advantage_scale not in ADVANTAGE_SCALES:
             _fail("advantage_scale", self.advantage_scale, f"must be one of {ADVANTAGE_SCALES}")
         check_bool("filter_zero_spread", self.filter_zero_spread)
+        if self.compact_tail is not None and not isinstance(self.compact_tail, bool):
+            _fail("compact_tail", self.compact_tail,
+                  "must be true, false or None (on where JAX runs on the CPU)")
         if not self.rewards:
             _fail("rewards", self.rewards, "needs at least one (name, weight) pair")
         # Names are checked by the trainer, which also knows the user's own reward functions.
@@ -414,6 +424,13 @@ class LMGRPOConfig(LMTrainConfig):
     @property
     def completion_len(self) -> int:
         return self.max_new_tokens or self.make_task().answer_len
+
+    @property
+    def uses_compact_tail(self) -> bool:
+        """``compact_tail`` resolved: None means on where JAX's default backend is the CPU."""
+        if self.compact_tail is None:
+            return jax.default_backend() == "cpu"
+        return self.compact_tail
 
     @property
     def use_kl(self) -> bool:

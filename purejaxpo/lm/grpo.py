@@ -58,7 +58,7 @@ from purejaxpo.lm.common import (
 from purejaxpo.lm.config import LMGRPOConfig
 from purejaxpo.lm.model import TransformerConfig
 from purejaxpo.lm.objectives import grpo_loss
-from purejaxpo.lm.sampling import completion_log_probs, generate
+from purejaxpo.lm.sampling import completion_log_probs, generate, live_tail
 from purejaxpo.losses import masked_mean
 from purejaxpo.update import gradient_step, run_epochs
 
@@ -105,6 +105,10 @@ def make_sampler(config, model: TransformerConfig, task: SequenceTask,
     tok = task.tokenizer
     num_prompts, group = config.prompts_per_step, config.group_size
     num_new = config.completion_len
+    # Decoding's tail from half the batch (a quarter measured no faster: a step is one
+    # token per row).
+    tail = (live_tail(num_prompts * group, num_new, parts=2)
+            if config.uses_compact_tail and task.tool_use is None else None)
     if task.prompt_len + num_new > model.max_len:
         raise ValueError(
             f"max_new_tokens={num_new} is invalid: prompt ({task.prompt_len}) + completion must "
@@ -116,7 +120,8 @@ def make_sampler(config, model: TransformerConfig, task: SequenceTask,
             sample_key, params, model, batch.prompts, batch.prompt_valid,
             max_new_tokens=num_new, eos_id=tok.eos_id, pad_id=tok.pad_id,
             temperature=hp["temperature"], top_k=config.top_k, top_p=hp["top_p"],
-            tools=task.tool_use, prompt_group=group)  # batch: each prompt `group` times
+            tools=task.tool_use, prompt_group=group,  # batch: each prompt `group` times
+            tail=tail)
         metrics = {}
         total = jnp.zeros((num_prompts * group,), jnp.float32)
         exact = None
@@ -171,10 +176,13 @@ def make_grpo_step(config: LMGRPOConfig, model: TransformerConfig, task: Sequenc
     prompt_group = group if whole_groups else 1
 
     def log_probs(params, data, temperature, with_entropy=False):
+        # The scoring pass's tail from a quarter of the rows (each row is many tokens).
+        tail = (live_tail(data["tokens"].shape[0], data["tokens"].shape[1] - 1, parts=4)
+                if config.uses_compact_tail else None)
         return completion_log_probs(params, model, data["prompts"], data["prompt_valid"],
                                     data["tokens"], data["mask"], temperature,
                                     with_entropy=with_entropy, completion_valid=data["valid"],
-                                    prompt_group=prompt_group)
+                                    prompt_group=prompt_group, tail=tail)
 
     def step(state: LMState, hyperparams, ref_params=None):
         if config.use_reference and ref_params is None:

@@ -55,6 +55,9 @@ def trainer_program(config: LMTrainConfig, init=None, *, pairs=None, extra_rewar
       extra_rewards: extra reward functions for ``lm-grpo`` / ``lm-ppo`` (e.g. a reward
         model's), by name.
     """
+    if isinstance(config, LMGRPOConfig) and config.compact_tail is None:
+        # Runs are vmapped, where the tail's switch would run every branch (sampling.Tail).
+        config = config.replace(compact_tail=False)
     task = config.make_task()
     if isinstance(config, LMSFTConfig):
         if init is not None:
