@@ -330,11 +330,12 @@ class LMGRPOConfig(LMTrainConfig):
         With ``reinforce_pp`` their tokens also leave the batch normalisation.
       rewards: ``(name, weight)`` pairs; names are the task's reward functions (``correct``,
         ``format``, ``digits``) or ones passed to the trainer.
-      compact_tail: from the middle of the completions on, decode and score only the rows
-        still going, in chunks (:class:`~purejaxpo.lm.sampling.Tail`; completions of 8 tokens
-        or more, without tools): the same tokens and gradients for less work when completions
-        end early (static). None (default): on where JAX runs on the CPU, whose step time grows
-        with its rows; on an accelerator a decoding step of fewer rows costs about the same.
+      compact_tail: from the middle of the completions on, decode only the rows still going
+        (:class:`~purejaxpo.lm.sampling.Tail`; completions of 8 tokens or more, without
+        tools): the same completions for less work when they end early (static). None
+        (default): on where JAX runs on the CPU, whose decoding step time grows with its
+        rows (on an accelerator a step of fewer rows costs about the same), and off in sweeps
+        (vmapped runs would run every branch).
     """
 
     loss: str = "grpo"

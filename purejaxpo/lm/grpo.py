@@ -105,9 +105,7 @@ def make_sampler(config, model: TransformerConfig, task: SequenceTask,
     tok = task.tokenizer
     num_prompts, group = config.prompts_per_step, config.group_size
     num_new = config.completion_len
-    # Decoding's tail from half the batch (a quarter measured no faster: a step is one
-    # token per row).
-    tail = (live_tail(num_prompts * group, num_new, parts=2)
+    tail = (live_tail(num_prompts * group, num_new)
             if config.uses_compact_tail and task.tool_use is None else None)
     if task.prompt_len + num_new > model.max_len:
         raise ValueError(
@@ -176,13 +174,10 @@ def make_grpo_step(config: LMGRPOConfig, model: TransformerConfig, task: Sequenc
     prompt_group = group if whole_groups else 1
 
     def log_probs(params, data, temperature, with_entropy=False):
-        # The scoring pass's tail from a quarter of the rows (each row is many tokens).
-        tail = (live_tail(data["tokens"].shape[0], data["tokens"].shape[1] - 1, parts=4)
-                if config.uses_compact_tail else None)
         return completion_log_probs(params, model, data["prompts"], data["prompt_valid"],
                                     data["tokens"], data["mask"], temperature,
                                     with_entropy=with_entropy, completion_valid=data["valid"],
-                                    prompt_group=prompt_group, tail=tail)
+                                    prompt_group=prompt_group)
 
     def step(state: LMState, hyperparams, ref_params=None):
         if config.use_reference and ref_params is None:

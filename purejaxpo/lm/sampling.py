@@ -48,33 +48,34 @@ class Completions(NamedTuple):
 
 
 class Tail(NamedTuple):
-    """Where decoding (or scoring) goes on for the unfinished rows only (static).
+    """Where :func:`generate` goes on decoding only the unfinished rows (static).
 
-    After the first ``start`` completion tokens, :func:`generate` decodes only the rows whose
-    completion is still going, and :func:`completion_log_probs` scores the rest only in the
-    rows with a scored token there. The rows run as one batch of ``R`` rows, the first of
-    ``0, rows, 2 rows, 4 rows, ..., B`` that holds them all (one ``lax.switch`` over those
-    static sizes: at most twice the live rows, the whole batch when more than half are live).
-    The tokens and log-probs are the same as without (each row keeps its own noise and attends
-    to the same keys; float rounding may differ), for less work when completions end early:
-    from an untrained 15-token policy, 64 completions of up to 32 tokens average 14, and about
-    a third are still going at token 16.
+    The first ``start`` tokens are decoded for every row, attending to the cache slots filled
+    so far (the prompt and ``start`` tokens); then the cache grows to its full length and
+    only the rows not yet finished are decoded, as one batch of ``R`` rows, the first of ``0,
+    rows, 2 rows, 4 rows, ..., B`` that holds them all (one ``lax.switch`` over those static
+    sizes: at most twice the live rows, the whole batch when more than half are live). The
+    tokens are the same as without (each row keeps its own noise and attends to the same
+    keys), for less work when completions end early: from an untrained 15-token policy, 64
+    completions of up to 32 tokens average 14 tokens, and about a third are still going at
+    token 16.
 
     Under ``vmap`` (a sweep) the switch runs every size's branch (a batched index selects
-    among all of them), so vmapped runs should go without a tail (the sweeps do).
+    among all of them), so vmapped runs should decode without a tail (the sweeps do).
     """
 
     start: int
     rows: int
 
 
-def live_tail(batch: int, new_tokens: int, parts: int) -> Tail | None:
-    """The :class:`Tail` purejaxpo's trainers use: from the middle of ``new_tokens`` on, in
-    batches of at least ``batch / parts`` rows; None for fewer than 8 tokens (a tail of a
-    few steps saves less than its gathers cost) or a batch smaller than ``parts``."""
-    if new_tokens < 8 or batch < parts:
+def live_tail(batch: int, new_tokens: int) -> Tail | None:
+    """The :class:`Tail` purejaxpo's trainers use: from the middle of ``new_tokens`` on, at
+    least half the batch at a time (a quarter measured no faster: a step is one token per
+    row); None for fewer than 8 tokens (a tail of a few steps saves less than its gathers
+    cost) or a batch of one."""
+    if new_tokens < 8 or batch < 2:
         return None
-    return Tail(start=new_tokens // 2, rows=batch // parts)
+    return Tail(start=new_tokens // 2, rows=batch // 2)
 
 
 def _check_tail(tail: Tail | None, batch: int, steps: int) -> None:
@@ -90,6 +91,16 @@ def _check_tail(tail: Tail | None, batch: int, steps: int) -> None:
                          f"batch)")
 
 
+def _grow(cache, slots: int):
+    """``cache`` with empty slots appended up to ``slots``."""
+    more = slots - cache.valid.shape[1]
+    if more <= 0:
+        return cache
+    pad = lambda x: jnp.pad(x, [(0, 0), (0, 0), (0, more), (0, 0)])  # noqa: E731
+    return cache._replace(k=tuple(map(pad, cache.k)), v=tuple(map(pad, cache.v)),
+                          valid=jnp.pad(cache.valid, [(0, 0), (0, more)]))
+
+
 def _over_live_rows(live: Array, smallest: int, fn, data, outs):
     """``fn(rows, data) -> tree of [R, ...]`` for the rows where ``live`` ``[B]`` is true,
     written into ``outs`` (a tree of ``[B, ...]``, kept in the other rows).
@@ -97,10 +108,7 @@ def _over_live_rows(live: Array, smallest: int, fn, data, outs):
     ``R`` is the first of ``0, smallest, 2 smallest, ..., B`` that holds every live row (one
     ``lax.switch`` over the static sizes). ``fn`` gets ``rows`` ``[R]`` (live rows first; the
     padding repeats row ``B - 1`` and is dropped) and ``data`` (a tree of ``[B, ...]``)
-    gathered at them; for ``R = B``, ``rows=None`` and ``data`` as it is. Each branch is
-    rematerialised (``jax.checkpoint``): under a gradient a switch's branches return the
-    union of every branch's residuals, zeros in all but one; with remat they keep only their
-    inputs, common to all, and the backward pass recomputes the one branch that ran."""
+    gathered at them; for ``R = B``, ``rows=None`` and ``data`` as it is."""
     batch = live.shape[0]
     sizes = [0]
     while sizes[-1] < batch:
@@ -118,7 +126,7 @@ def _over_live_rows(live: Array, smallest: int, fn, data, outs):
             new = fn(safe, jax.tree_util.tree_map(lambda x: x[safe], data))
             return jax.tree_util.tree_map(lambda o, n: o.at[rows].set(n, mode="drop"),
                                           outs, new)
-        return jax.checkpoint(run)
+        return run
 
     which = jnp.searchsorted(jnp.asarray(sizes), jnp.sum(live, dtype=jnp.int32))
     return jax.lax.switch(which, [branch(size) for size in sizes])
@@ -246,8 +254,10 @@ def generate(
     if tail is not None and tools is not None:
         raise ValueError(f"tail={tail} is invalid with tools: tool calls decode every row")
     model = Transformer(config)
+    # With a tail, the steps before it attend to (and write) only the slots they fill.
+    head_slots = prompt_len + (max_new_tokens if tail is None else tail.start)
     last_logits, cache = _prefill(model, params, config, prompts, prompt_valid, prompt_group,
-                                  prompt_len + max_new_tokens)
+                                  head_slots)
 
     def scale(logits):
         return filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
@@ -307,6 +317,7 @@ def generate(
         return Completions(tokens=tokens, mask=mask)
     (cache, logits, done), (head, head_mask) = jax.lax.scan(
         decoder(), (cache, last_logits, done), draws[:tail.start])
+    cache = _grow(cache, prompt_len + max_new_tokens)
     rest = max_new_tokens - tail.start
     tokens, mask = _over_live_rows(
         ~done, tail.rows,
@@ -427,7 +438,6 @@ def completion_log_probs(
     with_entropy: bool = False,
     completion_valid: Array | None = None,
     prompt_group: int = 1,
-    tail: Tail | None = None,
 ):
     """Per-token log-probs (and optionally entropies) of completions given their prompts.
 
@@ -446,51 +456,30 @@ def completion_log_probs(
         than ``completion_mask`` (tool results: read, never scored); default the mask.
       prompt_group: ``G`` (static): the caller promises that every run of ``G`` consecutive
         rows holds the same prompt (as :func:`generate`'s); 1 (the default) promises nothing.
-      tail: a :class:`Tail` (static): the completion tokens after the first ``tail.start + 1``
-        are scored only in the rows with a masked-in token among them (the same log-probs and
-        gradients; the entropy there is 0 in the other rows). None: every row to the end.
 
     Returns:
       ``log_probs`` ``[B, N]`` (0 where the mask is false), or ``(log_probs, entropy)``.
     """
     completion_valid = completion_mask if completion_valid is None else completion_valid
     model = Transformer(config)
-    batch, n = completions.shape
-    score = lambda logits, c, m: log_probs_from_logits(  # noqa: E731
-        logits, c, m, temperature, with_entropy=with_entropy)
-    if prompt_group == 1 and tail is None:
+    if prompt_group == 1:
         tokens = jnp.concatenate([prompts, completions], axis=1)
         valid = jnp.concatenate([prompt_valid, completion_valid], axis=1)
         logits, _ = model.apply({"params": params}, tokens, valid)
-        return score(logits[:, prompts.shape[1] - 1:-1], completions, completion_mask)
-    _check_prompt_group(prompt_group, batch)
-    _check_tail(tail, batch, n - 1)
-    last_logits, cache = _prefill(model, params, config, prompts, prompt_valid, prompt_group,
-                                  prompts.shape[1] + n)
-    # The completions in cached passes: they attend to the shared prompt and causally to each
-    # other. The last completion token predicts nothing that is scored.
-    head = n - 1 if tail is None else tail.start  # completion tokens fed for every row
-    logits = last_logits[:, None]
-    if head:
-        rest, cache = model.apply({"params": params}, completions[:, :head],
-                                  completion_valid[:, :head], cache=cache)
-        logits = jnp.concatenate([logits, rest], axis=1)
-    scored = score(logits, completions[:, :head + 1], completion_mask[:, :head + 1])
-    if tail is None:
-        return scored
-
-    def tail_rows(_, data):
-        rows_cache, tokens, valid, mask = data
-        logits, _ = model.apply({"params": params}, tokens[:, :-1], valid[:, :-1],
-                                cache=rows_cache._replace(index=cache.index))
-        return score(logits, tokens[:, 1:], mask)
-
-    live = jnp.any(completion_mask[:, head + 1:], axis=1)
-    zeros = jax.tree_util.tree_map(lambda x: jnp.zeros((batch, n - head - 1), x.dtype), scored)
-    data = (cache._replace(index=None),  # the index is every row's
-            completions[:, head:], completion_valid[:, head:], completion_mask[:, head + 1:])
-    rest = _over_live_rows(live, tail.rows, tail_rows, data, zeros)
-    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b], axis=1), scored, rest)
+        logits = logits[:, prompts.shape[1] - 1:-1]
+    else:
+        _check_prompt_group(prompt_group, prompts.shape[0])
+        last_logits, cache = _prefill(model, params, config, prompts, prompt_valid,
+                                      prompt_group, prompts.shape[1] + completions.shape[1])
+        # The completions in one cached pass: they attend to the shared prompt and causally
+        # to each other. The last completion token predicts nothing that is scored.
+        logits = last_logits[:, None]
+        if completions.shape[1] > 1:
+            rest, _ = model.apply({"params": params}, completions[:, :-1],
+                                  completion_valid[:, :-1], cache=cache)
+            logits = jnp.concatenate([logits, rest], axis=1)
+    return log_probs_from_logits(logits, completions, completion_mask, temperature,
+                                 with_entropy=with_entropy)
 
 
 def log_probs_from_logits(logits: Array, completions: Array, completion_mask: Array,
