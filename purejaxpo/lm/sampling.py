@@ -7,6 +7,9 @@ A completion stops at its first EOS: the EOS itself is part of the completion (`
 and every later position holds ``pad_id`` with ``mask`` false, so a completion is the tokens
 where ``mask`` is true.
 
+With a :class:`Tail`, :func:`generate` decodes the tokens after ``tail.start`` only for the
+rows not yet finished (the same tokens, less work when completions end early).
+
 Log-probs for a loss must come from the same distribution the tokens were sampled from, so
 :func:`completion_log_probs` divides logits by the same ``temperature`` as :func:`generate`.
 (Top-k/top-p truncation is a sampling device and is not applied to the log-probs, as in TRL.)
