@@ -27,9 +27,11 @@ def _model():
 
 def _prompts():
     key = jax.random.PRNGKey(2)
-    prompts = jnp.repeat(jax.random.randint(key, (B // GROUP, 5), 1, V), GROUP, axis=0)
+    prompts = jax.random.randint(key, (B // GROUP, 5), 1, V)
     valid = jnp.ones_like(prompts, bool).at[1::2, 0].set(False)  # some left padding
-    return jnp.where(valid, prompts, PAD), valid
+    # Each prompt GROUP times in a row, as prompt_group promises.
+    return (jnp.repeat(jnp.where(valid, prompts, PAD), GROUP, axis=0),
+            jnp.repeat(valid, GROUP, axis=0))
 
 
 def _live_after(mask, start):
