@@ -334,8 +334,9 @@ class LMGRPOConfig(LMTrainConfig):
         (:class:`~purejaxpo.lm.sampling.Tail`; completions of 8 tokens or more, without
         tools): the same completions for less work when they end early (static). None
         (default): on where JAX runs on the CPU, whose decoding step time grows with its
-        rows (on an accelerator a step of fewer rows costs about the same), and off in sweeps
-        (vmapped runs would run every branch).
+        rows (measured there); off on accelerators, where it is unmeasured and a small model's
+        decoding step grows little with its rows; off in sweeps (vmapped runs would run every
+        branch of its switch).
     """
 
     loss: str = "grpo"

@@ -57,7 +57,8 @@ class Tail(NamedTuple):
     so far (the prompt and ``start`` tokens); then the cache grows to its full length and
     only the rows not yet finished are decoded, as one batch of ``R`` rows, the first of ``0,
     rows, 2 rows, 4 rows, ..., B`` that holds them all (one ``lax.switch`` over those static
-    sizes: at most twice the live rows, the whole batch when more than half are live). The
+    sizes: once more than ``rows`` are live, at most twice as many; the whole batch when more
+    than half are). The
     tokens are the same as without (each row keeps its own noise and attends to the same
     keys), for less work when completions end early: from an untrained 15-token policy, 64
     completions of up to 32 tokens average 14 tokens, and about a third are still going at
