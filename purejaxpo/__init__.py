@@ -1,10 +1,10 @@
-"""purejaxpo: the policy-optimization family as pure, jit-compiled, vmappable JAX functions."""
+"""purejaxpo: the policy-optimization family as pure, jit-compiled, vmappable JAX functions.
 
-from purejaxpo import _xla_safety
+Importing it changes nothing in the process (no environment variable, no JAX setting); on a
+CPU, :func:`purejaxpo.backends.cpu.enable` at the top of a script turns the CPU speed-ups on.
+"""
 
-_xla_safety.apply()  # opt-in (PUREJAXPO_XLA_SAFETY=1); must run before JAX starts a backend
-
-from purejaxpo import advantages, losses  # noqa: E402
+from purejaxpo import advantages, losses
 
 __version__ = "0.1.0"
 __all__ = ["advantages", "losses", "__version__"]

@@ -49,7 +49,7 @@ class RLCell:
     over ``cpu_devices`` JAX CPU devices where they divide evenly
     (:func:`purejaxpo.devices.vmap_runs`; None: one device per core, as ``purejaxpo train``),
     and small loops compile to single kernels unless ``fused_loops`` is False
-    (:func:`purejaxpo.devices.use_fused_loops`, as ``purejaxpo train``).
+    (:func:`purejaxpo.backends.cpu.enable`, as ``purejaxpo train``).
     """
 
     algo: str
@@ -115,11 +115,12 @@ def _device_info() -> dict[str, Any]:
 
 def run_rl_cell(cell: RLCell) -> dict[str, Any]:
     """Runs one environment cell in this process (the worker's side)."""
-    from purejaxpo.devices import run_devices, use_cpu_cores, use_fused_loops, vmap_runs
+    from purejaxpo.backends import cpu
+    from purejaxpo.devices import run_devices, vmap_runs
 
-    if cell.fused_loops:  # before JAX starts (importing gymnax starts it)
-        use_fused_loops()
-    use_cpu_cores(cell.cpu_devices)
+    # before JAX starts (importing gymnax starts it); as ``purejaxpo train``
+    cpu.enable(fused_loops=cell.fused_loops, wide_vectors=cell.fused_loops,
+               cpu_devices="auto" if cell.cpu_devices is None else cell.cpu_devices)
     import jax
     import numpy as np
 
@@ -144,9 +145,9 @@ def run_rl_cell(cell: RLCell) -> dict[str, Any]:
 
 def run_lm_cell(cell: LMCell) -> dict[str, Any]:
     """Runs one language-model cell in this process (the worker's side)."""
-    from purejaxpo.devices import use_wide_vectors
+    from purejaxpo.backends import cpu
 
-    use_wide_vectors(quiet=True)  # as the `purejaxpo lm` commands
+    cpu.enable(fused_loops=False, cpu_devices=None, quiet=True)  # as the `purejaxpo lm` commands
     import jax
     import numpy as np
 
@@ -367,7 +368,7 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 def cells_from_args(args) -> list[Cell]:
     """The grid the flags ask for; ``ValueError`` naming the flag, before anything runs."""
     from purejaxpo.algos import ALGORITHMS
-    from purejaxpo.devices import parse_cpu_devices
+    from purejaxpo.backends.cpu import parse_cpu_devices
     from purejaxpo.presets import from_settings
 
     cells: list[Cell] = []
@@ -443,7 +444,7 @@ def cmd_bench(args) -> int:
 
 
 def add_cli_parser(sub) -> None:
-    from purejaxpo.devices import add_cpu_args
+    from purejaxpo.backends.cpu import add_cpu_args
 
     p = sub.add_parser("bench", help="throughput of training programs (each cell in a fresh "
                        "process): env steps/s against parallel runs, LM tokens/s",

@@ -12,7 +12,7 @@ from typing import Any
 # pool 2, dense 64, ReLU) shared by actor and critic, with gymnax-blines' rollout (64 envs x 128
 # steps, 4 epochs of 8 minibatches) and lr 2e-3. Breakout-MinAtar at 2e6 steps, 2 seeds (2-core
 # CPU, 2026-11-30): lr 2e-3 20.3 (15.7, 24.8), lr 5e-3 16.6 (7.5, 25.7); lr 5e-4 (gymnax-blines')
-# 3.5. 1e7 env steps per run, as the anchors (experiments/minatar.py has the table).
+# 3.5. 1e7 env steps per run, as the anchors (benchmarks/minatar.py has the table).
 MINATAR = {
     "total_timesteps": 10_000_000,
     "num_envs": 64,
@@ -37,7 +37,7 @@ MINATAR_GAMES = ("Breakout-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar",
 # Breakout: two 64-unit layers of each head's own above the shared torso, as in Pgx's network.
 # Without them both seeds' policies collapsed (entropy near 0.1) onto a plateau of 17-19 from
 # about 2.6e6 steps (18.21 at 1e7); with them the entropy stayed about 0.5 and 2 seeds reached
-# 26.13 and 47.30 at 2.5e6 (lr 1.8e-3 constant; experiments/results/minatar/tuning_probes.md).
+# 26.13 and 47.30 at 2.5e6 (lr 1.8e-3 constant; benchmarks/results/minatar_tuning_probes.md).
 MINATAR_BREAKOUT = {**MINATAR, "head_sizes": (64, 64)}
 
 # brax's published PPO settings, scaled to 32 envs on a CPU (the brax entries below start here).
@@ -96,7 +96,7 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
         "gru_size": 64,
     },
     # A2C, REINFORCE and environment GRPO: their defaults were tuned on these envs (see the
-    # config classes and experiments/learning_curves.py).
+    # config classes and benchmarks/learning_curves.py).
     ("a2c", "CartPole-v1"): {},
     ("a2c", "Acrobot-v1"): {},
     ("reinforce", "CartPole-v1"): {"total_timesteps": 1_000_000},
@@ -137,7 +137,7 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     # the running return std, GAE 0.95, gamma 0.97, lr 3e-4, clip 0.3, entropy 1e-2, 4
     # epochs) scaled from 2048-4096 envs on an accelerator to 32-64 envs on a 2-core CPU.
     # What each reaches on this project's 2-core AMD EPYC CPU (jax 0.10.2, shared with another
-    # job), measured by experiments/physics.py (results/physics/physics.md); "return" is the
+    # job), measured by benchmarks/physics.py (results/physics.md); "return" is the
     # mean final_return over seeds.
     # inverted_pendulum: every one of 4 seeds at 1000 (the maximum) from about 1e5 steps;
     # 4 seeds x 1e6 steps: 35 s compile + 80 s run.

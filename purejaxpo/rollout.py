@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purejaxpo import prng
+from purejaxpo import backends
 from purejaxpo.networks import reset_memory
 
 
@@ -139,8 +139,8 @@ def collect(key, venv, policy, params, carry: EnvCarry, num_steps: int):
         done = jnp.logical_or(terminated, truncated)
         return EnvCarry(env_state, obs, reset_memory(agent_state, done)), transition
 
-    # Keys of the fused hash (purejaxpo.prng): the same numbers, fewer kernels per step on a CPU.
-    new_carry, traj = jax.lax.scan(step, carry, jax.random.split(prng.fast_key(key), num_steps))
+    keys = jax.random.split(backends.active().loop_key(key), num_steps)
+    new_carry, traj = jax.lax.scan(step, carry, keys)
     return new_carry, traj._replace(agent_state=carry.agent_state)
 
 

@@ -2,8 +2,8 @@
 small output helpers every command shares.
 
 This module depends on nothing else of purejaxpo, so the library (sweeps, presets) and every
-command-line module (``purejaxpo.cli``, ``purejaxpo.cli_sweep``, ``purejaxpo.lm.cli``) can
-import it without forming an import circle. Errors are ``ValueError`` naming the setting.
+command-line module (the package ``purejaxpo.cli``) can import it without forming an import
+circle. Errors are ``ValueError`` naming the setting.
 """
 
 from __future__ import annotations

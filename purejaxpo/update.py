@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from purejaxpo import backends
+
 
 def linear_schedule(learning_rate, total_steps: int, steps_per_decay: int = 1, anneal: bool = True):
     """Learning rate decaying linearly from ``learning_rate`` to 0 over ``total_steps`` decays.
@@ -45,43 +47,13 @@ def make_optimizer(schedule, max_grad_norm, *, eps: float = 1e-5,
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), opt)
 
 
-PACKED_SHUFFLE_MAX = 1 << 16
-"""The largest ``N`` :func:`minibatch_permutation` shuffles with packed words (above: keys)."""
-
-
-def minibatch_permutation(key, n: int) -> jax.Array:
-    """A random permutation of ``range(n)`` (int32 ``[n]``; ``n`` static), for minibatches.
-
-    ``jax.random.permutation`` sorts random keys with the indices as a second operand, which
-    XLA:CPU runs about 3.5x slower than a sort of one operand (about 165 us against 47 us for
-    512 indices on a 2-core CPU, and it does not amortise over vmapped seeds: 2.8 ms against
-    0.63 ms for 16); in a small PPO update that was about a tenth of the update's time. Here a
-    round sorts single uint32 words whose low ``b = ceil(log2 n)`` bits hold a position and
-    whose high ``32 - b`` bits are random, then reads the positions back in sorted order.
-
-    The order is uniform except for a pair whose random parts tie in every round, which keeps
-    its index order. Rounds (each shuffling the last) are added until together they hold at
-    least ``2 b`` random bits, so the expected number of such pairs, ``n (n - 1) / 2 /
-    2**bits``, stays below 1/2 whatever ``n`` (0.016 for ``n = 512``: one round of 23 bits).
-    Above :data:`PACKED_SHUFFLE_MAX` indices it is ``jax.random.permutation``.
-    """
-    if n > PACKED_SHUFFLE_MAX:
-        return jax.random.permutation(key, n)
-    b = max(1, (n - 1).bit_length())
-    rounds = -(-2 * b // (32 - b))  # ceil: (32 - b) * rounds >= 2 b
-    positions = jnp.arange(n, dtype=jnp.uint32)
-    mask = jnp.uint32((1 << b) - 1)
-    perm = jnp.arange(n, dtype=jnp.int32)
-    for round_key in jax.random.split(key, rounds):
-        words = (jax.random.bits(round_key, (n,), jnp.uint32) << b) | positions
-        perm = perm[(jnp.sort(words) & mask).astype(jnp.int32)]
-    return perm
-
-
 def shuffled_minibatches(key, batch, num_minibatches: int):
-    """Shuffles a batch of ``[N, ...]`` leaves and splits it into ``[M, N // M, ...]``."""
+    """Shuffles a batch of ``[N, ...]`` leaves and splits it into ``[M, N // M, ...]``.
+
+    The order is ``jax.random.permutation(key, N)``, or the active backend's ``permutation``
+    (:mod:`purejaxpo.backends`; the CPU backend's is faster and not exactly uniform)."""
     n = jax.tree_util.tree_leaves(batch)[0].shape[0]
-    perm = minibatch_permutation(key, n)
+    perm = backends.active().permutation(key, n)  # jax.random.permutation by default
     return jax.tree_util.tree_map(
         lambda x: x[perm].reshape(num_minibatches, n // num_minibatches, *x.shape[1:]), batch
     )

@@ -18,8 +18,6 @@ os.environ.setdefault(
 
 import purejaxpo  # noqa: F401,E402  (its XLA safety flag goes in before jax starts)
 
-import pathlib  # noqa: E402
-
 import jax  # noqa: E402
 
 # The tests' own process keeps the device count its environment gives (one CPU device unless
@@ -27,16 +25,3 @@ import jax  # noqa: E402
 # `--cpu-devices auto` (one device per core) never changes it for the tests that run after a
 # CLI test. Tests of several devices run in fresh processes (tests/*_subprocess.py).
 jax.devices()
-
-import pytest  # noqa: E402
-
-_SLOW = {line.strip() for line in (pathlib.Path(__file__).parent / "slow_tests.txt").read_text()
-         .splitlines() if line.strip() and not line.startswith("#")}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Marks the tests listed in ``tests/slow_tests.txt`` slow (before ``-m`` selects)."""
-    for item in items:
-        if item.nodeid in _SLOW:
-            item.add_marker(pytest.mark.slow)

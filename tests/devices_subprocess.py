@@ -27,15 +27,17 @@ def main(out: str) -> None:
     assert cli.main(["train", "ppo", *ARGS, "--json", f"{out}/plain.json"]) == 0
     import jax
 
-    from purejaxpo import checkpoint, devices
+    from purejaxpo import backends, checkpoint, devices
+    from purejaxpo.backends import cpu
     from purejaxpo.algos.ppo import PPOConfig, make_train
 
     found["cpu_devices"] = len(jax.devices("cpu"))
     found["xla_flags"] = os.environ.get("XLA_FLAGS", "")
-    found["late_fused_loops_refused"] = not devices.use_fused_loops(quiet=True)
-    found["auto_keeps_started_backend"] = devices.use_cpu_cores() == 2
+    found["cpu_backend_active"] = backends.active() is cpu.BACKEND
+    found["late_fused_loops_refused"] = not cpu.use_fused_loops(quiet=True)
+    found["auto_keeps_started_backend"] = cpu.use_cpu_cores() == 2
     try:
-        devices.use_cpu_cores(3)
+        cpu.use_cpu_cores(3)
         found["late_count_refused"] = False
     except RuntimeError as err:
         found["late_count_refused"] = "already started with 2 device(s)" in str(err)
@@ -79,7 +81,7 @@ def main(out: str) -> None:
     carry = EnvCarry(env_state, obs, policy.initial_state(config.num_envs))
 
     def rollout_hlo(runs):  # one run's rollout, traced as in a program of `runs` runs
-        fn = devices.traced_with_runs(lambda k, p, c: collect(k, venv, policy, p, c, 32), runs)
+        fn = backends.active().trace_runs(lambda k, p, c: collect(k, venv, policy, p, c, 32), runs)
         return jax.jit(fn).lower(jax.random.PRNGKey(2), params, carry).compile().as_text()
 
     found["rollout_fused"] = "xla_cpu_small_call" in rollout_hlo(1)

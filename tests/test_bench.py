@@ -1,5 +1,5 @@
 """``purejaxpo bench`` (grid, medians, table, plot, fresh processes) and
-``experiments/gpu_suite.sh`` at its tiny CPU scale."""
+``benchmarks/gpu_suite.sh`` at its tiny CPU scale."""
 
 import json
 import os
@@ -89,7 +89,7 @@ def test_a_failing_cell_is_reported_not_raised():
 def test_gpu_suite_tiny_scale_on_the_cpu(tmp_path, sections):
     env = {**os.environ, "GPU_SUITE_SCALE": "tiny", "GPU_SUITE_OUT": str(tmp_path),
            "PYTHON": sys.executable, "GPU_SUITE_ONLY": sections}
-    proc = subprocess.run(["bash", str(ROOT / "experiments" / "gpu_suite.sh")], env=env,
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_suite.sh")], env=env,
                           capture_output=True, text=True, timeout=850)
     assert proc.returncode == 0, proc.stderr[-3000:]
     suite = (tmp_path / "suite.md").read_text()
@@ -101,16 +101,16 @@ def test_gpu_suite_tiny_scale_on_the_cpu(tmp_path, sections):
 
 
 def test_profile_counts_each_loop_body_once_per_trip():
-    # experiments/profile_steps.py's `kernels run per update`: a loop's body counts once per
+    # benchmarks/profile_steps.py's `kernels run per update`: a loop's body counts once per
     # trip, so the count grows linearly in the trip count, by the body's kernels each trip.
     import jax
     import jax.numpy as jnp
 
-    sys.path.insert(0, str(ROOT / "experiments"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         from profile_steps import executed_kernels
     finally:
-        sys.path.remove(str(ROOT / "experiments"))
+        sys.path.remove(str(ROOT / "benchmarks"))
 
     def kernels(trips):
         def f(x):
@@ -126,16 +126,16 @@ def test_profile_counts_each_loop_body_once_per_trip():
 
 @pytest.mark.timeout(600)
 def test_a_checkpointed_experiment_run_continues_where_it_stopped(tmp_path):
-    """``learning_curves.run_one(checkpoint_dir=...)`` (what ``experiments/minatar.py
+    """``learning_curves.run_one(checkpoint_dir=...)`` (what ``benchmarks/minatar.py
     --checkpoint-dir`` uses for runs longer than a session): a run whose last checkpoint is
     lost continues from the one before and ends with the curves of an unbroken run."""
     import shutil
 
-    sys.path.insert(0, str(ROOT / "experiments"))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         from learning_curves import run_one
     finally:
-        sys.path.remove(str(ROOT / "experiments"))
+        sys.path.remove(str(ROOT / "benchmarks"))
     steps = 6 * 512  # 6 updates of the CartPole preset (4 envs x 128 steps)
     whole = run_one("ppo", "CartPole-v1", 2, steps)
     ck = tmp_path / "ck"

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from purejaxpo import checkpoint as ck
+from purejaxpo.checkpoint import evaluation
 from purejaxpo import cli
 from purejaxpo.algos import ALGORITHMS
 
@@ -32,6 +33,7 @@ def _leaves_equal(a, b):
     return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])
 def test_resume_from_checkpoint_is_bitwise_identical(algo, tmp_path):
     config_cls, make_train = ALGORITHMS[algo]
@@ -105,6 +107,7 @@ CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_save_resumes_from_last_complete_checkpoint(tmp_path):
     d = str(tmp_path / "ckpt")
     proc = subprocess.Popen([sys.executable, "-c", CHILD, d], stdout=subprocess.PIPE,
@@ -148,6 +151,7 @@ def test_sigkill_mid_save_resumes_from_last_complete_checkpoint(tmp_path):
     assert _leaves_equal(state, latest.state)
 
 
+@pytest.mark.slow
 def test_cli_checkpoint_log_resume_and_eval(tmp_path, capsys):
     d = tmp_path / "ck"
     log = tmp_path / "log.csv"
@@ -270,6 +274,7 @@ def test_freeze_fixes_normaliser_statistics_wherever_they_sit():
         NormalizeReward(EpisodeStatistics(VecEnv(env, params, 2)), 0.9).freeze(state.inner)
 
 
+@pytest.mark.slow
 def test_greedy_policy_acts_with_the_mode():
     from purejaxpo.algos.base import build_policy
     from purejaxpo.rollout import Greedy
@@ -294,6 +299,7 @@ def test_greedy_policy_acts_with_the_mode():
     np.testing.assert_array_equal(action, policy.head_distribution(params, h).mode())
 
 
+@pytest.mark.slow
 def test_evaluate_plays_one_raw_episode_per_env_with_frozen_statistics():
     config, state = _trained("a2c")  # CartPole, observations and rewards normalised
     env_state = state.env.env_state
@@ -323,6 +329,6 @@ def test_first_episodes_of_a_rollout():
     running = jnp.array([[1, 1, 1], [2, 2, 2], [1, 3, 3], [2, 4, 1]], jnp.float32)
     zeros = jnp.zeros((4, 3))
     traj = Transition(zeros, zeros, zeros, zeros, zeros, zeros, zeros, done, running, zeros)
-    returns, finished = ck._first_episodes(traj)
+    returns, finished = evaluation.first_episodes(traj)
     np.testing.assert_array_equal(finished, [True, False, True])
     np.testing.assert_array_equal(returns, [2, 4, 3])  # env 1 never ended: every step counts

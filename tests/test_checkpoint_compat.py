@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from purejaxpo import checkpoint as ck
+from purejaxpo.checkpoint import store
 from purejaxpo.algos import ALGORITHMS
 
 TINY = dict(total_timesteps=1024, num_envs=4, num_steps=32, num_minibatches=2, num_epochs=1,
@@ -31,8 +32,8 @@ def _program(**overrides):
 
 
 def _raw(directory, step):
-    with ck._manager(directory, read_only=True) as manager:
-        return ck._restore(manager, step)
+    with store.open_manager(directory, read_only=True) as manager:
+        return store.restore(manager, step)
 
 
 def _save_old_format(directory, step, state, metrics, meta):
@@ -40,7 +41,7 @@ def _save_old_format(directory, step, state, metrics, meta):
     import orbax.checkpoint as ocp
 
     flat = {f"leaf_{i:05d}": leaf for i, leaf in enumerate(jax.tree_util.tree_leaves(state))}
-    with ck._manager(directory) as manager:
+    with store.open_manager(directory) as manager:
         manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(flat),
             history=ocp.args.StandardSave({k: np.asarray(v) for k, v in metrics.items()}),
@@ -67,6 +68,7 @@ def test_leaf_paths_name_dict_keys_fields_and_indices():
         ck.flatten_state({"a": [jnp.zeros(1)], "a/0": jnp.zeros(1)})
 
 
+@pytest.mark.slow
 def test_checkpoint_stores_each_leaf_under_its_tree_path(tmp_path):
     config, init, run = _program()
     d = str(tmp_path / "ck")
@@ -86,6 +88,7 @@ def test_checkpoint_stores_each_leaf_under_its_tree_path(tmp_path):
     np.testing.assert_array_equal(np.asarray(flat["update"]), [2, 2])
 
 
+@pytest.mark.slow
 def test_old_positional_checkpoint_loads_and_resumes_exactly(tmp_path):
     config, init, run = _program()
     n = config.num_updates  # 8
@@ -130,6 +133,7 @@ def test_old_positional_checkpoint_that_does_not_fit_is_refused(tmp_path):
                                 meta=ck.describe("ppo", config, batch_shape=[2]), resume=True)
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_network_is_refused_naming_the_leaf(tmp_path):
     config, init, run = _program()
     other_config, other_init, other_run = _program(hidden_sizes=(32, 32))

@@ -44,6 +44,7 @@ def test_metrics_per_update_and_vmap_over_seeds_compiles_once(algo):
     assert not np.allclose(result.metrics["total_loss"][0], result.metrics["total_loss"][1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo", sorted(TINY))
 def test_vmap_over_swept_hyperparameter_matches_single_runs(algo):
     config, train = _make(algo)
@@ -87,6 +88,7 @@ def test_grpo_groups_start_from_one_state():
     assert not np.allclose(groups[0, 0], groups[1, 0])  # different across groups
 
 
+@pytest.mark.slow
 def test_grpo_zero_spread_groups_leave_policy_unchanged():
     """CartPole episodes outlast a 6-step horizon: every group's returns tie, so no gradient."""
     config, train = _make("grpo", num_steps=6, num_minibatches=1, beta=0.0)
@@ -136,6 +138,7 @@ def test_reinforce_learns_cartpole():
     assert finals.mean() >= 400, finals
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_grpo_learns_cartpole():
     finals = _finals("grpo", 2, total_timesteps=1_000_000)

@@ -7,6 +7,7 @@ import pytest
 from purejaxpo import cli
 
 
+@pytest.mark.slow
 def test_train_writes_json_contract(tmp_path, capsys):
     out = tmp_path / "run" / "result.json"
     code = cli.main([

@@ -13,6 +13,7 @@ import jax
 import pytest
 
 from purejaxpo import devices
+from purejaxpo.backends import cpu
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,105 +38,109 @@ def test_vmap_runs_on_one_device_is_plain_vmap():
 
 
 def test_flags_and_counts():
-    assert devices.parse_cpu_devices("auto") is None
-    assert devices.parse_cpu_devices("3") == 3
+    assert cpu.parse_cpu_devices("auto") is None
+    assert cpu.parse_cpu_devices("3") == 3
     for bad in ("0", "-1", "two", ""):
         with pytest.raises(ValueError, match="--cpu-devices=.* 'auto' or an integer >= 1"):
-            devices.parse_cpu_devices(bad)
+            cpu.parse_cpu_devices(bad)
     for bad in (0, 1.5, True):
         with pytest.raises(ValueError, match="count=.* must be an integer >= 1"):
-            devices.use_cpu_cores(bad)
+            cpu.use_cpu_cores(bad)
     have = len(jax.devices("cpu"))  # this process's backend has started: kept as it is
-    if have < devices.cpu_cores() and devices._explicit_cpu_device_count() is None:
+    if have < cpu.cpu_cores() and cpu._explicit_cpu_device_count() is None:
         with pytest.warns(UserWarning, match="came after JAX's CPU backend started"):
-            assert devices.use_cpu_cores() == have
-    assert devices.use_cpu_cores(quiet=True) == have
-    assert devices.use_cpu_cores(have) == have
+            assert cpu.use_cpu_cores() == have
+    assert cpu.use_cpu_cores(quiet=True) == have
+    assert cpu.use_cpu_cores(have) == have
     with pytest.raises(RuntimeError, match="already started"):
-        devices.use_cpu_cores(have + 1)
-    assert devices.cpu_cores() >= 1
+        cpu.use_cpu_cores(have + 1)
+    assert cpu.cpu_cores() >= 1
 
 
 def test_fused_loops_respects_existing_flags_and_a_started_backend(monkeypatch):
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="max_bytes=.* must be an integer >= 1"):
-            devices.use_fused_loops(bad)
+            cpu.use_fused_loops(bad)
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=individual_dot")
-    assert devices.use_fused_loops() is False  # the user's flag wins, nothing added
+    assert cpu.use_fused_loops() is False  # the user's flag wins, nothing added
     assert os.environ["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=individual_dot"
     monkeypatch.setenv("XLA_FLAGS", "")
     import jaxlib
 
-    if tuple(int(p) for p in jaxlib.__version__.split(".")[:2]) in devices._FUSED_LOOP_JAXLIBS:
+    if tuple(int(p) for p in jaxlib.__version__.split(".")[:2]) in cpu._FUSED_LOOP_JAXLIBS:
         with pytest.warns(UserWarning, match="came after JAX started"):  # started here
-            assert devices.use_fused_loops() is False
+            assert cpu.use_fused_loops() is False
     assert os.environ["XLA_FLAGS"] == ""
-    assert devices.use_fused_loops(quiet=True) is False
+    assert cpu.use_fused_loops(quiet=True) is False
 
 
 def test_wide_vectors_only_with_avx512_and_never_over_a_users_width(tmp_path, monkeypatch):
     with_avx512, without = tmp_path / "with", tmp_path / "without"
     with_avx512.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma avx512f avx512bw\n")
     without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma avx512_bf16x\n")
-    assert devices.cpu_has_avx512(str(with_avx512))
-    assert not devices.cpu_has_avx512(str(without))
-    assert not devices.cpu_has_avx512(str(tmp_path / "missing"))
-    assert devices.fused_loop_flags(wide_vectors=True)[-1] == "--xla_cpu_prefer_vector_width=512"
-    assert not any("vector_width" in f for f in devices.fused_loop_flags(wide_vectors=False))
+    assert cpu.cpu_has_avx512(str(with_avx512))
+    assert not cpu.cpu_has_avx512(str(without))
+    assert not cpu.cpu_has_avx512(str(tmp_path / "missing"))
+    assert cpu.fused_loop_flags(wide_vectors=True)[-1] == "--xla_cpu_prefer_vector_width=512"
+    assert not any("vector_width" in f for f in cpu.fused_loop_flags(wide_vectors=False))
     # a user's width is kept: use_fused_loops asks for no width of its own then
     asked = []
-    monkeypatch.setattr(devices, "fused_loop_flags",
+    monkeypatch.setattr(cpu, "fused_loop_flags",
                         lambda max_bytes, wide_vectors=None: asked.append(wide_vectors) or [])
     monkeypatch.setattr("jax._src.xla_bridge.backends_are_initialized", lambda: False)
-    monkeypatch.setattr(devices, "_FUSED_LOOP_JAXLIBS", ((0, 0),))  # no jaxlib: nothing added
+    monkeypatch.setattr(cpu, "_FUSED_LOOP_JAXLIBS", ((0, 0),))  # no jaxlib: nothing added
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")
-    assert devices.use_fused_loops() is False and asked == []
+    assert cpu.use_fused_loops() is False and asked == []
     import jaxlib
 
     version = tuple(int(p) for p in jaxlib.__version__.split(".")[:2])
-    monkeypatch.setattr(devices, "_FUSED_LOOP_JAXLIBS", (version,))
-    assert devices.use_fused_loops() is True and asked == [False]
+    monkeypatch.setattr(cpu, "_FUSED_LOOP_JAXLIBS", (version,))
+    assert cpu.use_fused_loops() is True and asked == [False]
     assert os.environ["XLA_FLAGS"] == "--xla_cpu_prefer_vector_width=256"
     monkeypatch.setenv("XLA_FLAGS", "")
-    assert devices.use_fused_loops() is True and asked == [False, None]
+    assert cpu.use_fused_loops() is True and asked == [False, None]
 
 
 def test_use_wide_vectors_alone(monkeypatch):
     import jaxlib
 
     version = tuple(int(p) for p in jaxlib.__version__.split(".")[:2])
-    monkeypatch.setattr(devices, "_FUSED_LOOP_JAXLIBS", (version,))
-    monkeypatch.setattr(devices, "cpu_has_avx512", lambda: True)
+    monkeypatch.setattr(cpu, "_FUSED_LOOP_JAXLIBS", (version,))
+    monkeypatch.setattr(cpu, "cpu_has_avx512", lambda: True)
     monkeypatch.setattr("jax._src.xla_bridge.backends_are_initialized", lambda: False)
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    assert devices.use_wide_vectors() is True
+    assert cpu.use_wide_vectors() is True
     assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=2 "
                                        "--xla_cpu_prefer_vector_width=512")
-    assert devices.use_wide_vectors() is False  # set already: nothing added twice
+    assert cpu.use_wide_vectors() is False  # set already: nothing added twice
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_prefer_vector_width=256")
-    assert devices.use_wide_vectors() is False  # the user's width wins
+    assert cpu.use_wide_vectors() is False  # the user's width wins
     monkeypatch.setenv("XLA_FLAGS", "")
-    monkeypatch.setattr(devices, "cpu_has_avx512", lambda: False)
-    assert devices.use_wide_vectors() is False and os.environ["XLA_FLAGS"] == ""
-    monkeypatch.setattr(devices, "cpu_has_avx512", lambda: True)
+    monkeypatch.setattr(cpu, "cpu_has_avx512", lambda: False)
+    assert cpu.use_wide_vectors() is False and os.environ["XLA_FLAGS"] == ""
+    monkeypatch.setattr(cpu, "cpu_has_avx512", lambda: True)
     monkeypatch.setattr("jax._src.xla_bridge.backends_are_initialized", lambda: True)
     with pytest.warns(UserWarning, match="came after JAX started"):
-        assert devices.use_wide_vectors() is False
-    assert devices.use_wide_vectors(quiet=True) is False and os.environ["XLA_FLAGS"] == ""
+        assert cpu.use_wide_vectors() is False
+    assert cpu.use_wide_vectors(quiet=True) is False and os.environ["XLA_FLAGS"] == ""
 
 
-def test_the_lm_commands_ask_for_wide_vectors_only(monkeypatch):
+def test_the_commands_enable_the_cpu_backend_with_their_settings(monkeypatch):
     from purejaxpo import cli
 
     calls = []
-    monkeypatch.setattr(cli, "use_wide_vectors", lambda quiet: calls.append("wide"))
-    monkeypatch.setattr(cli, "use_fused_loops", lambda quiet: calls.append("loops"))
-    monkeypatch.setattr(cli, "use_cpu_cores", lambda count, quiet: calls.append("cores"))
+    monkeypatch.setattr(cpu, "enable", lambda **kw: calls.append(kw))
     cli._early_cpu_settings(["lm", "generate", "--checkpoint", "x"])
-    assert calls == ["wide"]
+    assert calls == [dict(fused_loops=False, wide_vectors=True, cpu_devices=None, quiet=True)]
     calls.clear()
     cli._early_cpu_settings(["train", "ppo"])
-    assert calls == ["loops", "cores"]
+    assert calls == [dict(fused_loops=True, wide_vectors=True, cpu_devices="auto", quiet=True)]
+    calls.clear()
+    cli._early_cpu_settings(["sweep", "ppo", "--no-fused-loops", "--cpu-devices", "1"])
+    assert calls == [dict(fused_loops=False, wide_vectors=False, cpu_devices=1, quiet=True)]
+    calls.clear()
+    cli._early_cpu_settings(["plot", "x.json"])
+    assert calls == []
 
 
 @pytest.mark.timeout(400)
@@ -147,7 +152,8 @@ def test_two_cpu_devices_plain_chunked_resumed_agree(tmp_path):
     found = json.loads((tmp_path / "found.json").read_text())
     assert found["cpu_devices"] == 2
     # The CLI added the fused-loop flags before JAX started, and the rollout is one kernel.
-    assert all(flag in found["xla_flags"] for flag in devices.fused_loop_flags())
+    assert all(flag in found["xla_flags"] for flag in cpu.fused_loop_flags())
+    assert found["cpu_backend_active"]
     assert found["late_fused_loops_refused"] and found["rollout_fused"]
     assert not found["rollout_of_8_runs_fused"]
     assert found["auto_keeps_started_backend"] and found["late_count_refused"]

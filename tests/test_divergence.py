@@ -45,6 +45,7 @@ def test_nan_parameters_on_a_discrete_env_are_flagged_not_reported_as_a_return()
     np.testing.assert_array_equal(metrics["nonfinite"][1], 1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_first_update_of_a_late_divergence_is_exact():
     """A run that is finite for 3 updates and then gets NaN parameters is flagged from update 3."""
@@ -60,6 +61,7 @@ def test_first_update_of_a_late_divergence_is_exact():
     assert bool(diverged) and int(first) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_cli_reports_the_pendulum_divergence(tmp_path, capsys):
     """The example of the issue: a learning rate of 50 with no gradient clipping."""
@@ -75,6 +77,7 @@ def test_cli_reports_the_pendulum_divergence(tmp_path, capsys):
     assert data["final_return"] == [None, None] and data["mean_final_return"] is None
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_sweep_table_has_the_divergence_column():
     result = sweep(jax.random.PRNGKey(0), PPOConfig(**TINY, max_grad_norm=1e9),

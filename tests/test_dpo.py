@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from purejaxpo import losses
-from purejaxpo.envs.sequence_tasks import AdditionTask
-from purejaxpo.lm.config import PREFERENCE_LOSSES, LMDPOConfig, LMSFTConfig
+from purejaxpo.lm.tasks.sequence import AdditionTask
+from purejaxpo.lm.config import LMDPOConfig, LMSFTConfig
+from purejaxpo.lm.preference import PREFERENCE_LOSSES
 from purejaxpo.lm.dpo import (
     SequenceLogProbs,
     kto_data,
@@ -30,6 +31,7 @@ def _policy():
     return model, init_params(jax.random.PRNGKey(0), model)
 
 
+@pytest.mark.slow
 def test_near_miss_pairs_differ_in_exactly_one_answer_token():
     task = AdditionTask()
     pairs = synthetic_pairs(jax.random.PRNGKey(0), task, 500)
@@ -46,6 +48,7 @@ def test_near_miss_pairs_differ_in_exactly_one_answer_token():
                           batch.prompts)
 
 
+@pytest.mark.slow
 def test_policy_rejections_are_wrong_answers():
     task = AdditionTask()
     model, params = _policy()
@@ -58,6 +61,7 @@ def test_policy_rejections_are_wrong_answers():
     assert np.all(np.asarray(task.exact_match(batch, pairs.chosen, pairs.chosen_mask)) == 1.0)
 
 
+@pytest.mark.slow
 def test_jsonl_round_trip(tmp_path):
     task = AdditionTask()
     pairs = synthetic_pairs(jax.random.PRNGKey(0), task, 20)
@@ -109,7 +113,8 @@ def test_jsonl_too_long_for_the_model(tmp_path):
         load_jsonl(str(path), AdditionTask().tokenizer, max_len=12)
 
 
-@pytest.mark.parametrize("loss", list(PREFERENCE_LOSSES))
+@pytest.mark.parametrize("loss", [pytest.param(x, marks=pytest.mark.slow) if x == "rpo" else x
+                                  for x in PREFERENCE_LOSSES])
 def test_every_loss_steps_with_finite_metrics(loss):
     model, params = _policy()
     config = LMDPOConfig(loss=loss, batch_size=8, label_smoothing=0.1 if loss == "robust" else 0.0)

@@ -15,7 +15,8 @@ import pytest
 from purejaxpo import checkpoint as ck
 from purejaxpo import cli
 from purejaxpo.lm.checkpoint import load_policy
-from purejaxpo.lm.config import LOSS_PRESETS, PREFERENCE_LOSSES
+from purejaxpo.lm.config import LOSS_PRESETS
+from purejaxpo.lm.preference import PREFERENCE_LOSSES
 
 TINY = ["--set", "num_layers=1", "--set", "width=32", "--set", "num_heads=2",
         "--set", "mlp_ratio=2"]
@@ -167,6 +168,7 @@ def _check_dpo_json(data, command: str):
     return config
 
 
+@pytest.mark.slow
 def test_dpo_kto_from_sft(sft, tmp_path, capsys):
     init, _ = sft
     out, path = tmp_path / "kto", tmp_path / "kto.json"
@@ -193,6 +195,7 @@ def test_addition_line_format():
                                         "rejected": "9 7 5 1"}
 
 
+@pytest.mark.slow
 def test_dpo_default_loss_from_pairs_file(sft, tmp_path):
     init, _ = sft
     pairs = tmp_path / "pairs.jsonl"
@@ -321,6 +324,7 @@ def test_every_trainer_checkpoints_and_resumes(command, sft, tmp_path, capsys):
     _fails([str(a) for a in argv], capsys, "already holds checkpoints", "--resume")
 
 
+@pytest.mark.slow
 def test_lm_ppo_command(sft, tmp_path):
     init, _ = sft
     out, path = tmp_path / "ppo", tmp_path / "ppo.json"
@@ -378,6 +382,7 @@ def _check_diverged_json(data, command: str, capsys, score: str = "exact_match")
     assert f"warning: training diverged at step {step} ({WARNING}" in err
 
 
+@pytest.mark.slow
 def test_sft_divergence_is_reported(tmp_path, capsys):
     out, path = tmp_path / "policy", tmp_path / "sft.json"
     data = _run(["lm", "sft", *TINY, *SHORT, *DIVERGE, "--set", "batch_size=8", "--out", out,
@@ -401,6 +406,7 @@ def test_grpo_divergence_is_reported(sft, tmp_path, capsys):
     _check_diverged_json(data, "lm grpo", capsys)
 
 
+@pytest.mark.slow
 def test_dpo_divergence_is_reported(sft, tmp_path, capsys):
     init, _ = sft
     path = tmp_path / "dpo.json"
@@ -411,7 +417,7 @@ def test_dpo_divergence_is_reported(sft, tmp_path, capsys):
     _check_diverged_json(data, "lm dpo[rpo]", capsys)
 
 
-@pytest.mark.parametrize("diverge", [False, True])
+@pytest.mark.parametrize("diverge", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_rm_json_and_divergence(sft, tmp_path, capsys, diverge):
     init, _ = sft
     out, path = tmp_path / "rm", tmp_path / "rm.json"
@@ -440,7 +446,7 @@ def _subparser(parser, name):
 
 
 def test_dpo_loss_choices_are_the_table():
-    from purejaxpo.lm.cli import add_cli_parser
+    from purejaxpo.cli.lm import add_cli_parser
 
     parser = argparse.ArgumentParser()
     add_cli_parser(parser.add_subparsers())
@@ -453,8 +459,8 @@ def test_dpo_loss_choices_are_the_table():
 
 
 def test_lm_modules_never_import_the_command_line():
-    """No import circle: the LM library and its command line stand without ``purejaxpo.cli``
-    (which imports ``purejaxpo.lm.cli``) or ``purejaxpo.sweep``."""
+    """No import circle: the LM library stands without the command line (``purejaxpo.cli``,
+    whose ``purejaxpo.cli.lm`` imports it) or ``purejaxpo.sweep``."""
     code = ("import sys, importlib, pkgutil, purejaxpo.lm as lm\n"
             "for m in pkgutil.iter_modules(lm.__path__): "
             "importlib.import_module('purejaxpo.lm.' + m.name)\n"

@@ -12,7 +12,6 @@ import purejaxpo.lm.config as lm_config
 from purejaxpo.algos.grpo import GRPOConfig as EnvGRPOConfig
 from purejaxpo.lm.config import (
     LOSS_PRESETS,
-    PREFERENCE_LOSSES,
     LMDPOConfig,
     LMFromScratchConfig,
     LMGRPOConfig,
@@ -20,6 +19,7 @@ from purejaxpo.lm.config import (
     LMSFTConfig,
     LMTrainConfig,
 )
+from purejaxpo.lm.preference import PREFERENCE_LOSSES
 
 GRPO_LOSSES = sorted(LOSS_PRESETS)
 DPO_LOSSES = list(PREFERENCE_LOSSES)
@@ -123,20 +123,21 @@ def test_dpo_replace_of_the_issue():
 
 
 def test_set_fills_like_the_constructor():
-    """``--set`` values are passed to the constructor as set fields (``lm.cli._config``)."""
+    """``--set`` values are passed to the constructor as set fields
+    (``purejaxpo.cli.lm_common.make_config``)."""
     import argparse
 
-    from purejaxpo.lm.cli import _config
+    from purejaxpo.cli.lm_common import make_config
 
     args = argparse.Namespace(set=["clip_eps_high=0.5", "learning_rate=1e-4"], task=None,
                               task_arg=None, seed=0)
-    config = _config(LMGRPOConfig, args, "lm grpo", loss="dapo")
+    config = make_config(LMGRPOConfig, args, "lm grpo", loss="dapo")
     assert config == LMGRPOConfig(loss="dapo", clip_eps_high=0.5, learning_rate=1e-4)
     assert "clip_eps_high" not in config.preset_fields
     assert config.replace(loss="gspo").clip_eps_high == 0.5
     assert config.replace(loss="gspo").clip_eps == LOSS_PRESETS["gspo"]["clip_eps"]
     args.set = ["rpo_alpha=0.5"]
-    dpo = _config(LMDPOConfig, args, "lm dpo", loss="simpo")
+    dpo = make_config(LMDPOConfig, args, "lm dpo", loss="simpo")
     assert dpo.beta == 2.0 and dpo.rpo_alpha == 0.5
 
 

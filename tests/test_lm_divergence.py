@@ -160,6 +160,7 @@ def test_normal_sft_run_is_not_diverged():
     assert result.summary()["diverged"] is False
 
 
+@pytest.mark.slow
 def test_dpo_divergence_makes_preference_accuracy_nan():
     model = LMSFTConfig(**TINY).model_config()
     params = init_params(jax.random.PRNGKey(0), model)

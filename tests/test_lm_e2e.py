@@ -1,7 +1,7 @@
 """End-to-end smoke run, as a user would: `lm sft --out` then `lm grpo --init`; reward rises.
 
 Reduced to fit CI (sorting, a one-layer model, 100 + 150 steps, ~40 s on 2 CPUs); the full
-3-digit-addition runs are in experiments/lm_results.py and the README."""
+3-digit-addition runs are in benchmarks/lm_results.py and the README."""
 
 import json
 

@@ -103,6 +103,7 @@ def _np_full_logits(cfg, params, tokens, valid):
     return np.asarray(logits, np.float64)
 
 
+@pytest.mark.slow
 def test_greedy_generation_matches_uncached_argmax_loop():
     cfg, params = _model()
     prompts, valid = _left_padded_prompts()
@@ -191,6 +192,7 @@ def test_noise_drawn_before_decoding_gives_the_tokens_of_per_step_draws(setting,
     assert len(np.unique(np.asarray(before.tokens))) > 3
 
 
+@pytest.mark.slow
 def test_sampling_follows_the_tempered_distribution():
     """First sampled token frequencies match softmax(logits / T)."""
     cfg, params = _model()

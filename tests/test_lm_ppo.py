@@ -157,6 +157,7 @@ def test_shared_critic_stop_gradient_keeps_the_value_loss_out_of_the_trunk(stop_
     assert (trunk == 0.0) == stop_gradient
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ppo_program_with_a_shared_critic_trains():
     model, params = _tiny()

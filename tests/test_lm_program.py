@@ -46,6 +46,7 @@ def test_four_sft_seeds_in_one_jit_vmap_program():
     np.testing.assert_allclose(loss[2], np.asarray(alone.metrics["loss"]), rtol=2e-5, atol=2e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_grpo_settings_sweep_in_one_program_and_chunks_change_nothing():
     model, params = _tiny_policy()
@@ -74,6 +75,7 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_killed_grpo_run_resumes_bitwise(tmp_path):
     model, params = _tiny_policy()
@@ -115,6 +117,7 @@ def test_killed_grpo_run_resumes_bitwise(tmp_path):
                    checkpoint_dir=str(tmp_path / "b"), resume=True)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_dpo_program_keeps_the_reference_log_probs_in_its_state():
     model, params = _tiny_policy()

@@ -96,6 +96,7 @@ def test_ppo_and_dpo_sweep_from_a_policy(config):
     assert result.table["diverged_at_update"].isna().all()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_sweep_command_on_lm_grpo(tmp_path, capsys):
     policy = _tiny_policy()

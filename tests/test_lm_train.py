@@ -29,6 +29,7 @@ def _grpo(**kw):
     return LMGRPOConfig(**base)
 
 
+@pytest.mark.slow
 def test_sft_reduces_the_loss():
     cfg = LMSFTConfig(task="sorting", steps=60, log_every=30, eval_prompts=16,
                     learning_rate=3e-3, **TINY)
@@ -43,6 +44,7 @@ def _stack(tree, n):
     return jax.tree_util.tree_map(lambda x: jnp.stack([x] * n), tree)
 
 
+@pytest.mark.slow
 def test_grpo_step_vmaps_over_seeds_with_one_trace():
     _, model, params = _tiny_policy()
     config = _grpo(beta=0.04)
@@ -61,6 +63,7 @@ def test_grpo_step_vmaps_over_seeds_with_one_trace():
         assert np.all(np.isfinite(np.asarray(metrics[name]))), name
 
 
+@pytest.mark.slow
 def test_grpo_hyperparameter_sweep_equals_single_runs():
     _, model, params = _tiny_policy()
     config = _grpo(num_epochs=2)
@@ -78,6 +81,7 @@ def test_grpo_hyperparameter_sweep_equals_single_runs():
             np.testing.assert_allclose(a, b[i], rtol=2e-5, atol=2e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss, estimator", [
     ("grpo", "grpo"), ("dapo", "grpo"), ("dr_grpo", "grpo"), ("gspo", "grpo"), ("grpo", "rloo")])
 def test_identical_rewards_leave_the_policy_unchanged(loss, estimator):
@@ -96,6 +100,7 @@ def test_identical_rewards_leave_the_policy_unchanged(loss, estimator):
     assert np.all(metrics["zero_spread_fraction"] == 1.0)
 
 
+@pytest.mark.slow
 def test_dynamic_sampling_filters_zero_spread_groups():
     """DAPO: groups with tied rewards drop out of the loss; the fraction is reported."""
     _, model, params = _tiny_policy()
@@ -124,7 +129,8 @@ def test_beta_zero_never_runs_the_reference_model():
     assert len(str(jaxpr)) < len(str(jaxpr_kl))
 
 
-@pytest.mark.parametrize("estimator", ["rloo", "reinforce_pp"])
+@pytest.mark.parametrize("estimator", [
+    "rloo", pytest.param("reinforce_pp", marks=pytest.mark.slow)])
 def test_estimators_train_with_finite_metrics(estimator):
     """Two steps of each estimator on the tiny model: finite metrics, the policy moves; for
     REINFORCE++ the per-token KL to the reference starts at exactly 0 and then grows."""
@@ -166,6 +172,7 @@ def test_reference_pass_only_where_needed():
     assert sizes["rloo"] < sizes["reinforce_pp"]
 
 
+@pytest.mark.slow
 def test_kl_to_reference_grows_from_zero():
     _, model, params = _tiny_policy()
     config = _grpo(beta=0.04, learning_rate=3e-3, steps=4)

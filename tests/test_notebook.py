@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "experiments" / "quickstart.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[1] / "examples" / "quickstart.ipynb"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_quickstart_notebook_runs_top_to_bottom(monkeypatch):
     import matplotlib

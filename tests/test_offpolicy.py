@@ -59,6 +59,7 @@ def test_buffer_is_circular_and_samples_only_what_it_holds_under_vmap():
     assert set(np.unique(wrapped[0])) == set(range(6, 16))  # the oldest 6 overwritten
 
 
+@pytest.mark.slow
 def test_buffer_keeps_the_true_final_observation_of_truncated_episodes():
     # Pendulum truncates every episode at 200 steps: one env, 450 steps fill 450 slots in order.
     config, train = _make("sac", num_envs=1, num_steps=1, total_timesteps=450,
@@ -143,6 +144,7 @@ def test_gradient_steps_follow_the_update_to_data_ratio():
 # Runs.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo, name, values", [
     ("sac", "init_temperature", (0.1, 1.0)), ("td3", "policy_noise", (0.0, 0.5)),
 ])
@@ -187,6 +189,7 @@ def _one_update_at_a_time(algo, **overrides):
     return config, jax.jit(train.init)(jax.random.PRNGKey(0)), run_1
 
 
+@pytest.mark.slow
 def test_td3_updates_actor_and_targets_every_policy_delay_steps():
     config, state, run = _one_update_at_a_time("td3", learning_starts=20, policy_delay=3,
                                                total_timesteps=30)
@@ -207,6 +210,7 @@ def test_td3_updates_actor_and_targets_every_policy_delay_steps():
         np.testing.assert_allclose(new, (1 - tau) * t + tau * o, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_sac_target_networks_follow_polyak_every_step():
     _, state, run = _one_update_at_a_time("sac", learning_starts=20, tau=0.1,
                                           total_timesteps=30)
@@ -225,7 +229,8 @@ def test_sac_target_networks_follow_polyak_every_step():
 # Probes: one-step episodes with the reward -(a - 0.5 o)^2 (actions in [-2, 2]).
 
 
-@pytest.mark.parametrize("algo", OFF_POLICY)
+@pytest.mark.parametrize("algo", [pytest.param(a, marks=pytest.mark.slow) if a == "sac" else a
+                                  for a in OFF_POLICY])  # one algorithm's probe in CI
 def test_probe_best_action_and_exact_q(algo, probe="ProbeContinuousActionObsReward-v0"):
     config_cls, make_train = ALGORITHMS[algo]
     config = config_cls(env=probe, total_timesteps=3000, num_envs=4, num_steps=1,
@@ -273,6 +278,7 @@ def test_learns_pendulum(algo):
 # CLI, checkpoints (the buffer included), evaluation.
 
 
+@pytest.mark.slow
 def test_cli_train_resume_bitwise_and_eval(tmp_path, capsys):
     d = tmp_path / "ckpt"
     args = ["train", "sac", "--env", "Pendulum-v1", "--seeds", "2", "--no-progress",
@@ -302,6 +308,7 @@ def test_cli_train_resume_bitwise_and_eval(tmp_path, capsys):
     assert all(-2000 < r["mean_return"] <= 0 for r in ev["runs"])
 
 
+@pytest.mark.slow
 def test_cli_sweep_over_tau_and_lr_compiles_once(tmp_path, capsys):
     # The command (env: SAC's default, Pendulum-v1), at a tiny size.
     argv = ["sweep", "sac", "--grid", "tau=0.005,0.02", "--grid", "lr=3e-4,1e-3", "--seeds",

@@ -101,6 +101,7 @@ def test_cli_envs_lists_brax_names(brax, capsys):
     assert {"CartPole-v1", "brax:ant", "brax:inverted_pendulum"} <= set(lines)
 
 
+@pytest.mark.slow
 def test_api_spaces_and_shapes(brax):
     env, params = make(PENDULUM)
     assert params.max_steps_in_episode == physics.BRAX_EPISODE_LENGTH == 1000
@@ -139,6 +140,7 @@ def _rollout(env, params, num_envs, actions, key=0):
     return run(jax.random.PRNGKey(key))
 
 
+@pytest.mark.slow
 def test_time_limit_is_truncation_with_the_pre_reset_observation(brax):
     env, params = make(PENDULUM, episode_length=5)
     actions = jnp.zeros((12, 2, 1))  # no push: the pole stays up well past 5 steps
@@ -160,6 +162,7 @@ def test_time_limit_is_truncation_with_the_pre_reset_observation(brax):
     assert np.abs(np.asarray(obs[4]) - np.asarray(long_obs[4])).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_falling_pendulum_is_terminated_not_truncated(brax):
     env, params = make(PENDULUM, episode_length=1000)
     actions = jnp.ones((40, 1, 1))  # full push one way: the pole falls
@@ -225,6 +228,7 @@ def test_gae_bootstraps_from_the_final_observation_at_truncation(brax):
     assert np.all(np.abs(np.asarray(targets[t]) - wrong) > 1e-3)
 
 
+@pytest.mark.slow
 def test_observation_normalisation_through_make_vec_env(brax):
     env, params = make(PENDULUM, episode_length=6)
     raw, norm = make_vec_env(env, params, 3), make_vec_env(env, params, 3, normalize_obs=True)
@@ -259,6 +263,7 @@ def test_observation_normalisation_through_make_vec_env(brax):
     assert np.abs(np.asarray(obs[-1])).max() > 0.3  # normalised, no longer all near 0
 
 
+@pytest.mark.slow
 def test_ppo_trains_on_brax_inverted_pendulum(brax):
     from purejaxpo.algos import ALGORITHMS
 

@@ -14,7 +14,7 @@ from purejaxpo import checkpoint as ck
 from purejaxpo import cli
 from purejaxpo.algos import ALGORITHMS
 from purejaxpo.algos.base import build_policy
-from purejaxpo.networks import PatchConv, Policy, PolicyParts, PolicySpec
+from purejaxpo.networks import Policy, PolicyParts, PolicySpec
 from purejaxpo.presets import MINATAR_GAMES, preset
 
 CNN = ["--set", "torso=cnn", "--set", "conv_channels=4", "--set", "conv_kernels=3",
@@ -29,7 +29,8 @@ TORSOS = {
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("torso", list(TORSOS))
+@pytest.mark.parametrize("torso", [  # cnn+gru stays in CI
+    pytest.param(t, marks=pytest.mark.slow) if t in ("mlp", "cnn", "gru") else t for t in TORSOS])
 def test_torso_trains_saves_restores_and_evaluates_from_its_config(torso, tmp_path):
     env, settings = TORSOS[torso]
     d = tmp_path / "ck"
@@ -58,39 +59,6 @@ def test_torso_trains_saves_restores_and_evaluates_from_its_config(torso, tmp_pa
     runs = json.loads(out.read_text())["runs"]
     assert len(runs) == 2 and all(len(r["returns"]) == 2 for r in runs)
     assert cli.main(["eval", str(d), "--episodes", "2", "--greedy"]) == 0
-
-
-def test_patch_convolution_matches_numpy():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2, 3, 9, 8, 5)).astype(np.float32)  # two batch axes
-    for (k, s), padding in itertools.product(((3, 1), (2, 2), (3, 2), (1, 1), (2, 1)),
-                                             ("valid", "same")):
-        conv = PatchConv(6, k, s, padding)
-        params = conv.init(jax.random.PRNGKey(k + s), x)
-        params = jax.tree_util.tree_map(lambda p: p + 0.1, params)  # a non-zero bias too
-        w = np.asarray(params["params"]["kernel"], np.float64)
-        b = np.asarray(params["params"]["bias"], np.float64)
-        got = np.asarray(jax.jit(conv.apply)(params, x))
-        if padding == "valid":
-            h_out, w_out, top, left = (9 - k) // s + 1, (8 - k) // s + 1, 0, 0
-        else:  # SAME: ceil(n / s) out; (n_out - 1) * s + k - n zeros, the extra one after
-            h_out, w_out = -(-9 // s), -(-8 // s)
-            top = max((h_out - 1) * s + k - 9, 0) // 2
-            left = max((w_out - 1) * s + k - 8, 0) // 2
-        xp = np.zeros((2, 3, 9 + 2 * k, 8 + 2 * k, 5))  # room for the zeros on either side
-        xp[..., k:k + 9, k:k + 8, :] = x
-        want = np.zeros((2, 3, h_out, w_out, 6))
-        for i in range(h_out):
-            for j in range(w_out):
-                r, c = k - top + i * s, k - left + j * s
-                patch = xp[..., r:r + k, c:c + k, :]
-                want[..., i, j, :] = np.einsum("...hwc,hwco->...o", patch, w) + b
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-        # and as lax's convolution computes it
-        ref = jax.lax.conv_general_dilated(x.reshape(6, 9, 8, 5), params["params"]["kernel"],
-                                           (s, s), padding.upper(),
-                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        np.testing.assert_allclose(got.reshape(ref.shape), ref + b, rtol=1e-5, atol=1e-5)
 
 
 def test_cnn_pooling_and_shapes():

@@ -37,6 +37,7 @@ def test_vmap_over_seeds_compiles_once_and_seeds_differ():
     assert not np.allclose(np.asarray(b.metrics["total_loss"]), np.asarray(a.metrics["total_loss"]))
 
 
+@pytest.mark.slow
 def test_vmap_over_hyperparameters_matches_single_runs():
     config = PPOConfig(**TINY)
     train = make_train(config)
@@ -56,6 +57,7 @@ def test_vmap_over_hyperparameters_matches_single_runs():
     assert not np.allclose(batched.metrics["total_loss"][0], batched.metrics["total_loss"][2])
 
 
+@pytest.mark.slow
 def test_continuous_policy_clips_actions_to_bounds():
     config = PPOConfig(env="Pendulum-v1", normalize_obs=True, normalize_reward=True, **TINY)
     result = jax.jit(make_train(config))(jax.random.PRNGKey(0))

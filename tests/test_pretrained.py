@@ -1,5 +1,5 @@
 """Loading Hugging Face-format Llama and Qwen2 checkpoints without torch: logits and greedy
-generations against transformers' (saved by experiments/make_tiny_checkpoints.py in
+generations against transformers' (saved by benchmarks/make_tiny_checkpoints.py in
 tests/data/hf), sharded checkpoints, a save -> load round trip, and refusals that name the
 tensor or setting."""
 

@@ -87,6 +87,7 @@ def test_progress_bar_does_not_change_results(tmp_path):
     assert quiet["final_return"] == shown["final_return"] and quiet_log == shown_log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo,env", [("ppo", "CartPole-v1"), ("a2c", "CartPole-v1"),
                                       ("trpo", "CartPole-v1"), ("grpo", "CartPole-v1"),
                                       ("reinforce", "CartPole-v1"), ("ppo_rnn", "CueRecall-v0"),

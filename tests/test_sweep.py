@@ -124,6 +124,7 @@ def test_bad_sweeps_raise_naming_the_field(kwargs, message):
         plan_sweep(jax.random.PRNGKey(0), "ppo", BASE, **{"seeds": 1, **kwargs})
 
 
+@pytest.mark.slow
 def test_cli_sweep_json_and_csv(tmp_path, capsys):
     out_json, out_csv = tmp_path / "s" / "sweep.json", tmp_path / "s" / "sweep.csv"
     code = cli.main([
@@ -176,6 +177,7 @@ def _check_against_reference(result, out):
     np.testing.assert_allclose(np.load(str(out) + ".npy"), result.curves, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_sharded_over_8_devices_equals_one_device(reference, tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxpo.envs.sequence_tasks import ARITHMETIC_VOCAB, Tokenizer
+from purejaxpo.lm.tasks.sequence import ARITHMETIC_VOCAB, Tokenizer
 from purejaxpo.lm.model import Transformer, TransformerConfig, init_params
 from purejaxpo.lm.sampling import generate
 from purejaxpo.lm.tools import ToolUse, calculator
@@ -248,7 +248,7 @@ def test_tool_results_are_attended_to_but_not_scored():
 
 
 def _multiply(**kw):
-    from purejaxpo.envs.tasks import make_task
+    from purejaxpo.lm.tasks import make_task
 
     return make_task("multiply", **kw)
 

@@ -63,6 +63,7 @@ def test_registered_for_the_cli():
         assert isinstance(preset("trpo", env), TRPOConfig)
 
 
+@pytest.mark.slow
 def test_vmap_over_seeds_compiles_once_and_seeds_differ():
     a, b, traces = run_vmapped_twice(make_train(TRPOConfig(**TINY)), 3)
     assert traces == 1
@@ -71,6 +72,7 @@ def test_vmap_over_seeds_compiles_once_and_seeds_differ():
     assert not np.allclose(np.asarray(a.metrics["value_loss"]), np.asarray(b.metrics["value_loss"]))
 
 
+@pytest.mark.slow
 def test_vmap_over_max_kl_matches_single_runs():
     config = TRPOConfig(**TINY)
     train = make_train(config)

@@ -26,7 +26,8 @@ names = [m.name for m in pkgutil.walk_packages(purejaxpo.__path__, "purejaxpo.")
          if not m.name.endswith("__main__")]  # runs the CLI when imported
 for name in names:
     importlib.import_module(name)
-for needed in ("purejaxpo.lm.cli", "purejaxpo.envs.registry", "purejaxpo.sweep.plan", "purejaxpo.cli_sweep"):
+for needed in ("purejaxpo.cli.lm", "purejaxpo.envs.registry", "purejaxpo.sweep.plan",
+               "purejaxpo.cli.sweep", "purejaxpo.lm.tasks.prompt_data", "purejaxpo.checkpoint.store"):
     assert needed in names, needed
 print("imported", len(names), "modules")
 """

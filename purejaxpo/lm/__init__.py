@@ -12,15 +12,15 @@
   :func:`~purejaxpo.lm.common.lm_program`) run in checkpointed ``lax.scan`` chunks:
   :mod:`~purejaxpo.lm.sft`, :mod:`~purejaxpo.lm.ppo` (PPO with a value head), :mod:`~purejaxpo.lm.grpo` (GRPO, BNPO, Dr. GRPO, DAPO,
   GSPO: :data:`~purejaxpo.lm.config.LOSS_PRESETS`; advantages by GRPO's group baseline, RLOO
-  or REINFORCE++: :data:`~purejaxpo.lm.config.ADVANTAGE_ESTIMATORS`, with when to use which in
+  or REINFORCE++: :data:`~purejaxpo.lm.estimators.ADVANTAGE_ESTIMATORS`, with when to use which in
   :mod:`~purejaxpo.lm.grpo`), :mod:`~purejaxpo.lm.dpo` (RPO, i.e. DPO plus the chosen
   answers' NLL, by default; DPO, cDPO, IPO, hinge, robust DPO, KTO, ORPO, SimPO: the table
-  :data:`~purejaxpo.lm.config.PREFERENCE_LOSSES`), :mod:`~purejaxpo.lm.reward_model`
+  :data:`~purejaxpo.lm.preference.PREFERENCE_LOSSES`), :mod:`~purejaxpo.lm.reward_model`
   (Bradley-Terry). A run whose loss or parameters turn non-finite is flagged, with the first
   such step (:mod:`~purejaxpo.lm.common`).
 * :mod:`~purejaxpo.lm.pairs`: preference pairs (synthetic or JSON lines);
   :mod:`~purejaxpo.lm.checkpoint`: orbax parameters plus a JSON of the model config.
-* Tasks with verifiable rewards (addition, sorting) live in :mod:`purejaxpo.envs.sequence_tasks`.
+* Tasks with verifiable rewards (addition, sorting) live in :mod:`purejaxpo.lm.tasks`.
 
 On the command line: ``purejaxpo lm sft|grpo|ppo|dpo|rm|eval``.
 """

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from purejaxpo.envs.sequence_tasks import SequenceTask, TaskBatch
+from purejaxpo.lm.tasks.sequence import SequenceTask, TaskBatch
 from purejaxpo.lm.model import TransformerConfig
 from purejaxpo.lm.sampling import generate
 from purejaxpo.metrics import NONFINITE, all_finite, divergence, nonfinite

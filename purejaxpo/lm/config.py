@@ -19,10 +19,11 @@ The ``LM`` prefix keeps them apart from the environment algorithms' configs
 (:class:`purejaxpo.algos.grpo.GRPOConfig` is GRPO on gymnax environments).
 
 Loss presets: a field whose default is ``None`` is filled from the preset of the config's
-``loss`` (:data:`LOSS_PRESETS` for GRPO, the ``beta`` of :data:`PREFERENCE_LOSSES` for DPO)
-unless the user set it, and :meth:`LMTrainConfig.replace` fills it again from the new loss's
-preset: ``LMGRPOConfig().replace(loss="dapo")`` trains DAPO, while a field the user set keeps
-its value. Sweeps (which build configs with ``replace``) and ``--set`` follow the same rule.
+``loss`` (:data:`LOSS_PRESETS` for GRPO, the ``beta`` of
+:data:`~purejaxpo.lm.preference.PREFERENCE_LOSSES` for DPO) unless the user set it, and
+:meth:`LMTrainConfig.replace` fills it again from the new loss's preset:
+``LMGRPOConfig().replace(loss="dapo")`` trains DAPO, while a field the user set keeps its value.
+Sweeps (which build configs with ``replace``) and ``--set`` follow the same rule.
 
 As in :mod:`purejaxpo.config`, shape- and program-defining settings are static fields, and the
 settings listed in ``SWEEPABLE`` come out of ``hyperparams()`` as float32 arrays that the jitted
@@ -34,19 +35,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 import jax
 import jax.numpy as jnp
 
-from purejaxpo import losses
-from purejaxpo.advantages import (
-    ADVANTAGE_SCALES, group_advantages, reinforce_pp_advantages, rloo_advantages)
+from purejaxpo import backends
+from purejaxpo.backends.cpu import live_tail
+from purejaxpo.advantages import ADVANTAGE_SCALES
 from purejaxpo.config import _fail, check_bool, check_float, check_int
-from purejaxpo.envs.sequence_tasks import SequenceTask
-from purejaxpo.envs.tasks import make_task
+from purejaxpo.lm.estimators import ADVANTAGE_ESTIMATORS, AdvantageEstimator
 from purejaxpo.lm.model import POSITION_KINDS, TransformerConfig
 from purejaxpo.lm.objectives import AGGREGATIONS, RATIO_LEVELS
+from purejaxpo.lm.preference import PREFERENCE_LOSSES, PreferenceLoss, describe_preference_losses
+from purejaxpo.lm.tasks import make_task
+from purejaxpo.lm.tasks.sequence import SequenceTask
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -245,57 +248,6 @@ LOSS_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class AdvantageEstimator:
-    """One advantage estimator of the GRPO trainer (``LMGRPOConfig.estimator``).
-
-    Attributes:
-      fn: ``fn(rewards, token_kl, mask, kl_coef, *, scale) -> advantages`` with the weighted
-        rewards ``[B, G]`` (B prompts x G completions), the k1 KL of the sampling policy to the
-        reference per token ``[B * G, N]`` (None unless ``token_kl``), the completion mask
-        ``[B * G, N]`` (filtered groups removed), the traced ``kl_coef`` and
-        ``LMGRPOConfig.advantage_scale``; returns ``[B * G]`` (per completion) or ``[B * G, N]``
-        (per token) advantages for :func:`~purejaxpo.lm.objectives.grpo_loss`.
-      token_kl: whether it needs the per-token KL, i.e. the reference model runs even with
-        ``beta == 0``.
-      description: one line, for the docs and ``--help``.
-    """
-
-    fn: Callable[..., Any]
-    token_kl: bool
-    description: str
-
-
-def _grpo_advantages(rewards, token_kl, mask, kl_coef, *, scale):
-    return group_advantages(rewards, scale=scale).reshape(-1)
-
-
-def _rloo_advantages(rewards, token_kl, mask, kl_coef, *, scale):
-    return rloo_advantages(rewards).reshape(-1)
-
-
-def _reinforce_pp_advantages(rewards, token_kl, mask, kl_coef, *, scale):
-    return reinforce_pp_advantages(rewards.reshape(-1), token_kl, mask, kl_coef)
-
-
-ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {
-    "grpo": AdvantageEstimator(
-        _grpo_advantages, token_kl=False,
-        description="group mean baseline, divided by the group std unless "
-                    "advantage_scale=none (Dr. GRPO)"),
-    "rloo": AdvantageEstimator(
-        _rloo_advantages, token_kl=False,
-        description="leave-one-out baseline: the mean reward of the group's other completions "
-                    "(needs group_size >= 2)"),
-    "reinforce_pp": AdvantageEstimator(
-        _reinforce_pp_advantages, token_kl=True,
-        description="REINFORCE++: reward minus kl_coef * k1 KL per token, return-to-go, "
-                    "normalised over the batch's tokens (runs the reference model)"),
-}
-"""Every advantage estimator by its ``LMGRPOConfig.estimator`` name (``purejaxpo lm grpo
---estimator``); the trainer reads only this table. Which to use: see :mod:`purejaxpo.lm.grpo`."""
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LMGRPOConfig(LMTrainConfig):
     """GRPO and its variants on a sequence policy.
@@ -306,8 +258,9 @@ class LMGRPOConfig(LMTrainConfig):
 
     Attributes:
       loss: ``grpo``, ``bnpo``, ``dr_grpo``, ``dapo`` or ``gspo``.
-      estimator: the advantage estimator, a key of :data:`ADVANTAGE_ESTIMATORS`: ``grpo``
-        (default), ``rloo`` or ``reinforce_pp`` (static).
+      estimator: the advantage estimator, a key of
+        :data:`~purejaxpo.lm.estimators.ADVANTAGE_ESTIMATORS`: ``grpo`` (default), ``rloo`` or
+        ``reinforce_pp`` (static).
       kl_coef: REINFORCE++'s coefficient of the per-token k1 KL penalty in the reward
         (sweepable); used by ``estimator="reinforce_pp"`` only, which runs the reference model
         for it whatever ``beta``.
@@ -331,12 +284,13 @@ class LMGRPOConfig(LMTrainConfig):
       rewards: ``(name, weight)`` pairs; names are the task's reward functions (``correct``,
         ``format``, ``digits``) or ones passed to the trainer.
       compact_tail: from the middle of the completions on, decode only the rows still going
-        (:class:`~purejaxpo.lm.sampling.Tail`; completions of 8 tokens or more, without
+        (:class:`~purejaxpo.backends.cpu.Tail`; completions of 8 tokens or more, without
         tools): the same completions for less work when they end early (static). None
-        (default): on where JAX runs on the CPU, whose decoding step time grows with its
-        rows (measured there); off on accelerators, where it is unmeasured and a small model's
-        decoding step grows little with its rows; off in sweeps (vmapped runs would run every
-        branch of its switch).
+        (default): the active backend decides (:mod:`purejaxpo.backends`): on with the CPU
+        backend (``cpu.enable()``, the ``purejaxpo lm`` commands on a CPU), whose decoding
+        step time grows with its rows (measured there); off otherwise, and on accelerators,
+        where it is unmeasured and a small model's decoding step grows little with its rows;
+        off in sweeps (vmapped runs would run every branch of its switch).
     """
 
     loss: str = "grpo"
@@ -427,12 +381,12 @@ class LMGRPOConfig(LMTrainConfig):
     def completion_len(self) -> int:
         return self.max_new_tokens or self.make_task().answer_len
 
-    @property
-    def uses_compact_tail(self) -> bool:
-        """``compact_tail`` resolved: None means on where JAX's default backend is the CPU."""
+    def decoding_tail(self, batch: int, new_tokens: int):
+        """The ``tail`` for :func:`~purejaxpo.lm.sampling.generate` of ``batch`` rows and
+        ``new_tokens`` tokens: ``compact_tail`` resolved (None: the active backend's hook)."""
         if self.compact_tail is None:
-            return jax.default_backend() == "cpu"
-        return self.compact_tail
+            return backends.active().decoding_tail(batch, new_tokens)
+        return live_tail(batch, new_tokens) if self.compact_tail else None
 
     @property
     def use_kl(self) -> bool:
@@ -441,7 +395,7 @@ class LMGRPOConfig(LMTrainConfig):
 
     @property
     def estimator_spec(self) -> AdvantageEstimator:
-        """This config's entry of :data:`ADVANTAGE_ESTIMATORS`."""
+        """This config's entry of :data:`~purejaxpo.lm.estimators.ADVANTAGE_ESTIMATORS`."""
         return ADVANTAGE_ESTIMATORS[self.estimator]
 
     @property
@@ -536,112 +490,14 @@ CRITICS = ("separate", "shared")
 value head on the policy's trunk (see :class:`LMPPOConfig`)."""
 
 
-@dataclasses.dataclass(frozen=True)
-class PreferenceLoss:
-    """One loss of the DPO family: the function the trainer calls and what it needs.
-
-    Attributes:
-      fn: the per-example loss from :mod:`purejaxpo.losses`. A paired loss is called as
-        ``fn(chosen, rejected, *coefficients)`` with summed log-ratios to the reference model
-        (``reference``) or length-normalised log-probs (reference-free), or with ``nll`` as
-        ``fn(chosen, rejected, chosen_nll, *coefficients)``; the unpaired one as
-        ``fn(logratio, desirable, reference_point, *coefficients)``.
-      reference: whether it needs the reference model.
-      nll: whether it also takes the chosen completions' negative log-likelihood per token
-        (TRL's normalisation: the batch mean of it is the mean over all chosen tokens).
-      paired: False for a loss on unpaired, labelled completions (KTO).
-      beta: the default of :attr:`LMDPOConfig.beta`, whose meaning differs by loss.
-      coefficients: the :class:`LMDPOConfig` hyperparameters passed to ``fn`` after its inputs,
-        in order (the others are ignored by this loss).
-      description: one line, for the docs and ``--help``.
-      use_when: one line: when to choose this loss (docs and ``--help``).
-    """
-
-    fn: Callable[..., Any]
-    reference: bool
-    beta: float
-    coefficients: tuple[str, ...]
-    description: str
-    use_when: str
-    paired: bool = True
-    nll: bool = False
-
-
-# beta's meaning and scale differ by loss: KL strength (rpo, sigmoid, hinge, robust, kto), tau
-# (ipo), the odds-ratio weight lambda (orpo), the reward scale of length-normalised log-probs
-# (simpo). Defaults measured on 3-digit addition from an early-stopped SFT policy (see the
-# README's DPO table); TRL's 0.1 let the chosen answers' log-probs fall and hurt exact match
-# there. rpo (the default loss) with rpo_alpha 1 (the paper's value): from a policy at exact
-# match 1.0 it stays at 1.0 where sigmoid falls to 0.82 (see purejaxpo.lm.dpo).
-PREFERENCE_LOSSES: dict[str, PreferenceLoss] = {
-    "rpo": PreferenceLoss(
-        losses.rpo_loss, reference=True, nll=True, beta=0.5,
-        coefficients=("beta", "rpo_alpha", "label_smoothing"),
-        description="RPO: DPO + rpo_alpha * NLL of the chosen completion (per token)",
-        use_when="the default: the chosen answers are ones the policy should give (it keeps "
-                 "their probability up, so a good policy stays good)"),
-    "sigmoid": PreferenceLoss(
-        losses.dpo_loss, reference=True, beta=0.5, coefficients=("beta", "label_smoothing"),
-        description="DPO: -log sigmoid(beta * margin); conservative DPO with label_smoothing",
-        use_when="only the ranking is to be learned, not the chosen answers themselves (DPO "
-                 "may lower both; it did from a perfect policy)"),
-    "ipo": PreferenceLoss(
-        losses.ipo_loss, reference=True, beta=0.1, coefficients=("beta",),
-        description="IPO: (margin - 1 / (2 beta))^2, beta is tau",
-        use_when="deterministic preferences where DPO's margin would grow without bound; a "
-                 "finite target margin, the smallest log-prob moves"),
-    "hinge": PreferenceLoss(
-        losses.hinge_loss, reference=True, beta=0.5, coefficients=("beta",),
-        description="SLiC hinge: relu(1 - beta * margin)",
-        use_when="stop pushing a pair once its margin is reached (no gradient beyond it)"),
-    "robust": PreferenceLoss(
-        losses.robust_dpo_loss, reference=True, beta=0.5,
-        coefficients=("beta", "label_smoothing"),
-        description="robust DPO: unbiased under labels flipped with probability label_smoothing",
-        use_when="noisy labels, with --set label_smoothing=<flip rate>; equals DPO at 0"),
-    "kto": PreferenceLoss(
-        losses.kto_loss, reference=True, beta=0.5, paired=False,
-        coefficients=("beta", "kto_desirable_weight", "kto_undesirable_weight"),
-        description="KTO: unpaired labelled completions vs a reference point from "
-                    "mismatched pairs",
-        use_when="data labelled good / bad one completion at a time, not in pairs"),
-    "orpo": PreferenceLoss(
-        losses.orpo_loss, reference=False, beta=0.1, coefficients=("beta",),
-        description="ORPO: chosen NLL + beta (lambda) * odds-ratio penalty, reference-free",
-        use_when="no reference model (memory, or no SFT stage): SFT and preference in one loss"),
-    "simpo": PreferenceLoss(
-        losses.simpo_loss, reference=False, beta=2.0, coefficients=("beta", "simpo_gamma"),
-        description="SimPO: -log sigmoid(beta * (mean logp chosen - mean logp rejected) - "
-                    "simpo_gamma), reference-free",
-        use_when="reference-free ranking with length normalisation; it moves the chosen "
-                 "answers least"),
-}
-"""Every DPO-family loss by its ``LMDPOConfig.loss`` name (``purejaxpo lm dpo --loss``). Adding a
-loss is adding an entry here (plus its function in :mod:`purejaxpo.losses`). The margin is the
-difference of summed log-ratios ``log pi / pi_ref`` of the chosen and rejected completions."""
-
-
-def describe_preference_losses(indent: str = "  ") -> str:
-    """Two lines per :data:`PREFERENCE_LOSSES` entry (name, default beta, description; when to
-    use it), and what "margin" means in them."""
-    width = max(map(len, PREFERENCE_LOSSES))
-    lines = []
-    for name, spec in PREFERENCE_LOSSES.items():
-        lines.append(f"{indent}{name:<{width}}  (beta {spec.beta}) {spec.description}")
-        lines.append(f"{indent}{'':<{width}}  use: {spec.use_when}")
-    lines.append(f"{indent}(margin: the chosen minus the rejected completion's summed log-ratio "
-                 "log pi/pi_ref)")
-    return "\n".join(lines)
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LMDPOConfig(LMTrainConfig):
     """Preference optimisation (DPO family) on a sequence policy.
 
     Attributes:
-      loss: a key of :data:`PREFERENCE_LOSSES` (listed below).
+      loss: a key of :data:`~purejaxpo.lm.preference.PREFERENCE_LOSSES` (listed below).
       beta: the loss's coefficient (sweepable); None takes the loss's default
-        (:attr:`PreferenceLoss.beta`), also after ``replace(loss=...)``.
+        (:attr:`~purejaxpo.lm.preference.PreferenceLoss.beta`), also after ``replace(loss=...)``.
       label_smoothing: assumed label-flip probability of ``sigmoid`` (conservative DPO),
         ``rpo`` and ``robust`` (sweepable).
       rpo_alpha: weight of ``rpo``'s chosen-answer NLL term (sweepable).
@@ -687,7 +543,7 @@ class LMDPOConfig(LMTrainConfig):
 
     @property
     def loss_spec(self) -> PreferenceLoss:
-        """This config's entry of :data:`PREFERENCE_LOSSES`."""
+        """This config's entry of :data:`~purejaxpo.lm.preference.PREFERENCE_LOSSES`."""
         return PREFERENCE_LOSSES[self.loss]
 
     def validate(self) -> None:

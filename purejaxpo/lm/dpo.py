@@ -1,7 +1,7 @@
 """Preference optimisation on a sequence policy: DPO and its family.
 
 The losses (per example, from :mod:`purejaxpo.losses`) are the entries of
-:data:`purejaxpo.lm.config.PREFERENCE_LOSSES`, listed at the end of this docstring; the trainer
+:data:`purejaxpo.lm.preference.PREFERENCE_LOSSES`, listed at the end of this docstring; the trainer
 reads everything it needs to know about a loss (its function, whether it needs the reference
 model, whether it takes pairs, which coefficients) from that table.
 
@@ -56,9 +56,10 @@ from purejaxpo.lm.common import (
     optimizer,
     reference_of,
 )
-from purejaxpo.lm.config import PREFERENCE_LOSSES, LMDPOConfig, describe_preference_losses
+from purejaxpo.lm.config import LMDPOConfig
 from purejaxpo.lm.model import TransformerConfig
 from purejaxpo.lm.pairs import Pairs, Unpaired, pairs_to_unpaired
+from purejaxpo.lm.preference import PREFERENCE_LOSSES, describe_preference_losses
 from purejaxpo.lm.sampling import completion_log_probs
 from purejaxpo.metrics import all_finite
 from purejaxpo.settings import json_safe

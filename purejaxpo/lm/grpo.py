@@ -8,7 +8,7 @@ One training step is one pure function, compiled once:
 4. old log-probs (held fixed over the epochs) and, when ``beta > 0`` or the estimator needs a
    per-token KL, the frozen reference model's log-probs;
 5. advantages by ``config.estimator`` (the table
-   :data:`~purejaxpo.lm.config.ADVANTAGE_ESTIMATORS`);
+   :data:`~purejaxpo.lm.estimators.ADVANTAGE_ESTIMATORS`);
 6. ``num_epochs`` x ``num_minibatches`` Adam steps on :func:`purejaxpo.lm.objectives.grpo_loss`
    (the shared :func:`purejaxpo.update.run_epochs` loop).
 
@@ -44,7 +44,7 @@ from typing import Any, Mapping, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purejaxpo.envs.sequence_tasks import RewardFn, SequenceTask
+from purejaxpo.lm.tasks.sequence import RewardFn, SequenceTask
 from purejaxpo.checkpoint import describe
 from purejaxpo.lm.common import (
     FitResult,
@@ -58,7 +58,7 @@ from purejaxpo.lm.common import (
 from purejaxpo.lm.config import LMGRPOConfig
 from purejaxpo.lm.model import TransformerConfig
 from purejaxpo.lm.objectives import grpo_loss
-from purejaxpo.lm.sampling import completion_log_probs, generate, live_tail
+from purejaxpo.lm.sampling import completion_log_probs, generate
 from purejaxpo.losses import masked_mean
 from purejaxpo.update import gradient_step, run_epochs
 
@@ -105,8 +105,8 @@ def make_sampler(config, model: TransformerConfig, task: SequenceTask,
     tok = task.tokenizer
     num_prompts, group = config.prompts_per_step, config.group_size
     num_new = config.completion_len
-    tail = (live_tail(num_prompts * group, num_new)
-            if config.uses_compact_tail and task.tool_use is None else None)
+    tail = (config.decoding_tail(num_prompts * group, num_new)
+            if task.tool_use is None else None)
     if task.prompt_len + num_new > model.max_len:
         raise ValueError(
             f"max_new_tokens={num_new} is invalid: prompt ({task.prompt_len}) + completion must "

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from purejaxpo.envs.sequence_tasks import SequenceTask, TaskBatch, Tokenizer
+from purejaxpo.lm.tasks.sequence import SequenceTask, TaskBatch, Tokenizer
 from purejaxpo.settings import read_json_lines
 
 Array = jax.Array

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 
 from purejaxpo import advantages, losses
 from purejaxpo.checkpoint import describe
-from purejaxpo.envs.sequence_tasks import RewardFn, SequenceTask
+from purejaxpo.lm.tasks.sequence import RewardFn, SequenceTask
 from purejaxpo.lm.common import (
     FitResult, LMState, fit, lm_program, make_evaluator, optimizer, reference_of)
 from purejaxpo.lm.config import LMPPOConfig

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from purejaxpo import losses
-from purejaxpo.envs.sequence_tasks import RewardFn
+from purejaxpo.lm.tasks.sequence import RewardFn
 from purejaxpo.checkpoint import describe
 from purejaxpo.lm.common import (
     FitResult,

@@ -7,8 +7,9 @@ A completion stops at its first EOS: the EOS itself is part of the completion (`
 and every later position holds ``pad_id`` with ``mask`` false, so a completion is the tokens
 where ``mask`` is true.
 
-With a :class:`Tail`, :func:`generate` decodes the tokens after ``tail.start`` only for the
-rows not yet finished (the same tokens, less work when completions end early).
+:func:`generate` is one prefill pass and one ``lax.scan`` of decoding steps, every row to the
+last step. A backend may pass a ``tail`` that decodes only the unfinished rows after some steps,
+and draw every step's noise before the loop (the same tokens; :mod:`purejaxpo.backends`).
 
 Log-probs for a loss must come from the same distribution the tokens were sampled from, so
 :func:`completion_log_probs` divides logits by the same ``temperature`` as :func:`generate`.
@@ -22,7 +23,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from purejaxpo import prng
+from purejaxpo import backends
 from purejaxpo.lm.model import Transformer, TransformerConfig, init_cache
 from purejaxpo.losses import entropy_from_logits
 
@@ -48,92 +49,6 @@ class Completions(NamedTuple):
     def actions(self) -> Array:
         """``[B, N]`` the tokens the policy chose: ``mask`` without the observations."""
         return self.mask if self.observed is None else self.mask & ~self.observed
-
-
-class Tail(NamedTuple):
-    """Where :func:`generate` goes on decoding only the unfinished rows (static).
-
-    The first ``start`` tokens are decoded for every row, attending to the cache slots filled
-    so far (the prompt and ``start`` tokens); then the cache grows to its full length and
-    only the rows not yet finished are decoded, as one batch of ``R`` rows, the first of ``0,
-    rows, 2 rows, 4 rows, ..., B`` that holds them all (one ``lax.switch`` over those static
-    sizes: once more than ``rows`` are live, at most twice as many; the whole batch when more
-    than half are). The
-    tokens are the same as without (each row keeps its own noise and attends to the same
-    keys), for less work when completions end early: from an untrained 15-token policy, 64
-    completions of up to 32 tokens average 14 tokens, and about a third are still going at
-    token 16.
-
-    Under ``vmap`` (a sweep) the switch runs every size's branch (a batched index selects
-    among all of them), so vmapped runs should decode without a tail (the sweeps do).
-    """
-
-    start: int
-    rows: int
-
-
-def live_tail(batch: int, new_tokens: int) -> Tail | None:
-    """The :class:`Tail` purejaxpo's trainers use: from the middle of ``new_tokens`` on, at
-    least half the batch at a time (a quarter measured no faster: a step is one token per
-    row); None for fewer than 8 tokens (a tail of a few steps saves less than its gathers
-    cost) or a batch of one."""
-    if new_tokens < 8 or batch < 2:
-        return None
-    return Tail(start=new_tokens // 2, rows=batch // 2)
-
-
-def _check_tail(tail: Tail | None, batch: int, steps: int) -> None:
-    """``ValueError`` unless ``tail`` is None or starts within ``[1, steps)`` with
-    ``rows`` in ``[1, batch]``."""
-    if tail is None:
-        return
-    if not 1 <= tail.start < steps:
-        raise ValueError(f"tail.start={tail.start} is invalid: must be in [1, {steps - 1}] for "
-                         f"these completions")
-    if not 1 <= tail.rows <= batch:
-        raise ValueError(f"tail.rows={tail.rows} is invalid: must be in [1, {batch}] (the "
-                         f"batch)")
-
-
-def _grow(cache, slots: int):
-    """``cache`` with empty slots appended up to ``slots``."""
-    more = slots - cache.valid.shape[1]
-    if more <= 0:
-        return cache
-    pad = lambda x: jnp.pad(x, [(0, 0), (0, 0), (0, more), (0, 0)])  # noqa: E731
-    return cache._replace(k=tuple(map(pad, cache.k)), v=tuple(map(pad, cache.v)),
-                          valid=jnp.pad(cache.valid, [(0, 0), (0, more)]))
-
-
-def _over_live_rows(live: Array, smallest: int, fn, data, outs):
-    """``fn(rows, data) -> tree of [R, ...]`` for the rows where ``live`` ``[B]`` is true,
-    written into ``outs`` (a tree of ``[B, ...]``, kept in the other rows).
-
-    ``R`` is the first of ``0, smallest, 2 smallest, ..., B`` that holds every live row (one
-    ``lax.switch`` over the static sizes). ``fn`` gets ``rows`` ``[R]`` (live rows first; the
-    padding repeats row ``B - 1`` and is dropped) and ``data`` (a tree of ``[B, ...]``)
-    gathered at them; for ``R = B``, ``rows=None`` and ``data`` as it is."""
-    batch = live.shape[0]
-    sizes = [0]
-    while sizes[-1] < batch:
-        sizes.append(min(batch, max(smallest, 2 * sizes[-1])))
-    order = jnp.nonzero(live, size=batch, fill_value=batch)[0]
-
-    def branch(size):
-        def run():
-            if size == 0:
-                return outs
-            if size == batch:
-                return fn(None, data)
-            rows = order[:size]
-            safe = jnp.minimum(rows, batch - 1)
-            new = fn(safe, jax.tree_util.tree_map(lambda x: x[safe], data))
-            return jax.tree_util.tree_map(lambda o, n: o.at[rows].set(n, mode="drop"),
-                                          outs, new)
-        return run
-
-    which = jnp.searchsorted(jnp.asarray(sizes), jnp.sum(live, dtype=jnp.int32))
-    return jax.lax.switch(which, [branch(size) for size in sizes])
 
 
 def filter_logits(logits: Array, *, top_k: int = 0, top_p=1.0) -> Array:
@@ -214,7 +129,7 @@ def generate(
     greedy: bool = False,
     tools=None,
     prompt_group: int = 1,
-    tail: Tail | None = None,
+    tail=None,
 ) -> Completions:
     """Samples ``max_new_tokens`` tokens after each prompt, stopping each at its first EOS.
 
@@ -239,8 +154,12 @@ def generate(
         rows holds the same prompt (GRPO's group of completions per prompt, ``TaskBatch.repeat``);
         the prompt is then prefilled once per group and its cache shared, ``G`` times less
         prefill work for the same result. 1 (the default) promises nothing.
-      tail: a :class:`Tail` (static): after ``tail.start`` tokens, decode only the rows not yet
-        finished (the same tokens; not with ``tools``). None: every row to the end.
+      tail: None (every row to the end), or a backend's object (static; not with ``tools``)
+        that decodes the same tokens another way (the CPU backend's: only the unfinished rows
+        after some steps, see :mod:`purejaxpo.backends`). It
+        has ``check(batch, max_new_tokens)``, ``head_slots(P, N)``, the cache slots the
+        prompt's pass fills, and ``decode(decoder, finish, carry, draws, slots, pad_id) ->
+        (tokens, mask)`` (see the code below).
 
     Returns:
       :class:`Completions` with ``tokens`` and ``mask`` ``[B, N]`` (and with ``tools``,
@@ -254,28 +173,29 @@ def generate(
             f"prompt length {prompt_len} + max_new_tokens {max_new_tokens} exceeds the model's "
             f"max_len {config.max_len}")
     _check_prompt_group(prompt_group, batch)
-    _check_tail(tail, batch, max_new_tokens)
-    if tail is not None and tools is not None:
-        raise ValueError(f"tail={tail} is invalid with tools: tool calls decode every row")
+    if tail is not None:
+        tail.check(batch, max_new_tokens)
+        if tools is not None:
+            raise ValueError(f"tail={tail} is invalid with tools: tool calls decode every row")
     model = Transformer(config)
-    # With a tail, the steps before it attend to (and write) only the slots they fill.
-    head_slots = prompt_len + (max_new_tokens if tail is None else tail.start)
+    slots = prompt_len + max_new_tokens
+    head_slots = slots if tail is None else tail.head_slots(prompt_len, max_new_tokens)
     last_logits, cache = _prefill(model, params, config, prompts, prompt_valid, prompt_group,
                                   head_slots)
 
     def scale(logits):
         return filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
 
-    # Keys of the fused hash (purejaxpo.prng): the same tokens, fewer kernels per token on a CPU.
-    keys = jax.random.split(prng.fast_key(key), max_new_tokens)
+    hooks = backends.active()
+    keys = jax.random.split(hooks.loop_key(key), max_new_tokens)
     scaled = jax.eval_shape(scale, last_logits)
-    noise = None if greedy else _step_noise(keys, scaled)
+    noise = None if greedy else hooks.decoding_noise(keys, scaled.shape, scaled.dtype)
     draws = keys if noise is None else noise  # what each step samples with
 
     def choose(logits, draw, rows=None):
-        """The next tokens ``[B]`` (or of the sequences ``rows``, with the batch's draw):
-        ``jax.random.categorical(key, scaled logits)`` with the step's ``key``, or the same
-        argmax of logits plus Gumbel noise with that key's noise."""
+        """The next tokens ``[B]`` (or of the sequences ``rows`` of the batch, for a ``tail``,
+        with the batch's draw): ``jax.random.categorical(key, scaled logits)`` with the step's
+        ``key``, or the same argmax of logits plus Gumbel noise drawn ahead with that key."""
         if greedy:
             return jnp.argmax(logits, axis=-1)
         if noise is None:
@@ -316,41 +236,12 @@ def generate(
         token, valid, _ = pick(logits, done, draws[-1], rows)
         return _then(tokens, token), _then(mask, valid)
 
+    carry = (cache, last_logits, done)
     if tail is None:
-        tokens, mask = finish((cache, last_logits, done), draws)
-        return Completions(tokens=tokens, mask=mask)
-    (cache, logits, done), (head, head_mask) = jax.lax.scan(
-        decoder(), (cache, last_logits, done), draws[:tail.start])
-    cache = _grow(cache, prompt_len + max_new_tokens)
-    rest = max_new_tokens - tail.start
-    tokens, mask = _over_live_rows(
-        ~done, tail.rows,
-        lambda rows, carry: finish((carry[0]._replace(index=cache.index), *carry[1:]),
-                                   draws[tail.start:], rows),
-        (cache._replace(index=None), logits, done),  # the index is every row's
-        (jnp.full((batch, rest), pad_id, jnp.int32), jnp.zeros((batch, rest), bool)))
-    return Completions(tokens=jnp.concatenate([head.T, tokens], axis=1),
-                       mask=jnp.concatenate([head_mask.T, mask], axis=1))
-
-
-PRECOMPUTED_NOISE_ELEMENTS = 1 << 22
-""":func:`generate` draws every step's Gumbel noise before decoding when it has at most this
-many elements (``N x B x V``, 16 MB in float32); else each step draws its own."""
-
-
-def _step_noise(keys: Array, scaled: jax.ShapeDtypeStruct) -> Array | None:
-    """Every decoding step's Gumbel noise ``[N, B, V]`` in one draw before the loop, or None
-    when larger than :data:`PRECOMPUTED_NOISE_ELEMENTS`.
-
-    ``jax.random.categorical(key, logits)`` is the argmax of ``logits`` plus
-    ``jax.random.gumbel(key, logits.shape, logits.dtype)``; drawn here with the same keys,
-    shapes and dtype, the noise is the same numbers, so the tokens are the same. On a CPU the
-    draw inside each step's argmax ran as one scalar loop (about 37 us per step for 64 x 15
-    logits, 2-core AMD EPYC); drawn before, it is one vectorised kernel for all steps.
-    """
-    if keys.shape[0] * scaled.size > PRECOMPUTED_NOISE_ELEMENTS:
-        return None
-    return jax.vmap(lambda k: jax.random.gumbel(k, scaled.shape, scaled.dtype))(keys)
+        tokens, mask = finish(carry, draws)
+    else:
+        tokens, mask = tail.decode(decoder, finish, carry, draws, slots, pad_id)
+    return Completions(tokens=tokens, mask=mask)
 
 
 class _ToolState(NamedTuple):

@@ -12,7 +12,7 @@ from typing import Any
 
 import jax
 
-from purejaxpo.envs.sequence_tasks import SequenceTask
+from purejaxpo.lm.tasks.sequence import SequenceTask
 from purejaxpo.checkpoint import describe
 from purejaxpo.lm.common import (
     FitResult,

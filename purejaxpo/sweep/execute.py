@@ -10,15 +10,13 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
-
-import purejaxpo  # noqa: F401  (before JAX starts: honours PUREJAXPO_XLA_SAFETY)
-
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from purejaxpo import backends
 from purejaxpo.devices import AXIS as _AXIS
-from purejaxpo.devices import shard_runs, traced_with_runs
+from purejaxpo.devices import shard_runs
 from purejaxpo.sweep.plan import SweepPlan
 from purejaxpo.sweep.results import SweepResult
 
@@ -31,10 +29,12 @@ def make_program(run: Callable, mesh: Mesh, chunk_size: int | None) -> Callable:
     per-device count), or all at once when ``chunk_size`` is None.
     """
 
+    trace_runs = backends.active().trace_runs  # the backend's hook (identity by default)
+
     def local(keys, hps):
         if chunk_size is None or chunk_size >= keys.shape[0]:
-            return traced_with_runs(jax.vmap(run), keys.shape[0])(keys, hps)
-        return traced_with_runs(
+            return trace_runs(jax.vmap(run), keys.shape[0])(keys, hps)
+        return trace_runs(
             lambda k, h: jax.lax.map(lambda xs: run(*xs), (k, h), batch_size=chunk_size),
             chunk_size)(keys, hps)
 

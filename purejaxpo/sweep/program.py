@@ -8,7 +8,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-import purejaxpo  # noqa: F401  (before JAX starts: honours PUREJAXPO_XLA_SAFETY)
 
 import jax
 import jax.numpy as jnp
