@@ -195,6 +195,7 @@ def main() -> int:
         from purejaxpo.backends import cpu
 
         wide = cpu.use_wide_vectors(quiet=True)
+        cpu.enable(fused_loops=False, wide_vectors=False, cpu_devices=None, quiet=True)
         out = (_purejaxpo_grpo(args.beta, args.steps, args.completion_length)
                if args.worker == "grpo"
                else _purejaxpo_dpo(args.steps, bool(args.precompute)))

@@ -64,6 +64,8 @@ def worker(new_tokens: int, context: int, group: int, calls: int) -> dict:
     # The `purejaxpo lm` commands' CPU setting, where the tree has it (c0ef9de has not): export
     # XLA_FLAGS=--xla_cpu_prefer_vector_width=512 to give both trees the same vectors.
     wide = hasattr(cpu, "use_wide_vectors") and cpu.use_wide_vectors()
+    if hasattr(cpu, "enable"):  # the CPU hooks (noise drawn ahead), as the `lm` commands
+        cpu.enable(fused_loops=False, wide_vectors=False, cpu_devices=None)
     from purejaxpo.lm.model import TransformerConfig, init_params
     from purejaxpo.lm.sampling import generate
 

@@ -43,7 +43,8 @@ import purejaxpo  # noqa: F401
 
 import jax
 
-from purejaxpo.backends.cpu import parse_cpu_devices, use_cpu_cores, use_fused_loops
+from purejaxpo.backends import cpu
+from purejaxpo.backends.cpu import parse_cpu_devices
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,9 +65,10 @@ def main(argv=None) -> int:
                         help="folder of sweep.{json,md} (default: the committed result, "
                              "overwritten)")
     args = parser.parse_args(argv)
-    if args.fused_loops:  # before JAX starts (gymnax starts it); both sides compile with it
-        use_fused_loops()
-    use_cpu_cores(parse_cpu_devices(args.cpu_devices))
+    # before JAX starts (gymnax starts it); both sides compile with it, as `purejaxpo sweep`
+    devices = parse_cpu_devices(args.cpu_devices)
+    cpu.enable(fused_loops=args.fused_loops, wide_vectors=args.fused_loops,
+               cpu_devices="auto" if devices is None else devices)
     from purejaxpo.algos.ppo import make_train
     from purejaxpo.metrics import final_return
     from purejaxpo.presets import preset

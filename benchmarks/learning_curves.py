@@ -24,8 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-import purejaxpo  # noqa: F401  (before JAX starts)
-import jax
+from purejaxpo.backends import cpu
+
+cpu.enable(quiet=True)  # as `purejaxpo train` on a CPU; before JAX starts (gymnax starts it)
+
+import jax  # noqa: E402
 import numpy as np
 
 from purejaxpo import checkpoint

@@ -27,8 +27,11 @@ import sys
 import time
 from pathlib import Path
 
-import purejaxpo  # noqa: F401  (before JAX starts)
-import numpy as np
+from purejaxpo.backends import cpu
+
+cpu.enable(quiet=True)  # as `purejaxpo train` on a CPU; before JAX starts
+
+import numpy as np  # noqa: E402
 
 from _bench_common import cpu_description
 from learning_curves import passed, run_one, select_runs

@@ -1,10 +1,11 @@
 """Variants of one PPO update, timed side by side in one process, and its kernels by time.
 
 A record of what was tried to make the CartPole preset's update faster on a CPU, kept so the
-figures in the README can be rerun. Each variant swaps one piece of the update in this process
-only (the library is unchanged):
+figures in the docs can be rerun. The process runs with the CPU backend on, as ``purejaxpo
+train`` (:func:`purejaxpo.backends.cpu.enable`); each variant swaps one piece of the update in
+this process only, most of them one hook of the backend (the library is unchanged):
 
-* ``base``: the library as it is;
+* ``base``: the library with the CPU backend, as the command line runs it;
 * ``flat``: the optimiser on one flat vector of all parameters (``optax.flatten``): one Adam
   and one global-norm kernel instead of one per parameter leaf;
 * ``blockdiag``: actor and critic evaluated as one network twice as wide (first layers
@@ -13,13 +14,14 @@ only (the library is unchanged):
 * ``narrow[-S[-R]]``: products with a side of at most S (default 4; the input layer, the
   heads) or at most R rows (the rollout's) as a broadcast multiply and a sum instead;
 * ``keysort``: the minibatch shuffles by ``jax.random.permutation`` (a sort of random keys
-  with the indices as a second operand), as the library did before
-  :func:`purejaxpo.update.minibatch_permutation` (a sort of single uint32 words);
+  with the indices as a second operand), the plain backend's, instead of the CPU backend's
+  :func:`purejaxpo.backends.cpu.packed_permutation` (a sort of single uint32 words);
+* ``slowkeys``: the rollout's keys without the fused Threefry hash;
 * ``products``: every dense layer a matrix product, also over a rollout step's few rows
-  (``networks.SMALL_PRODUCT_ROWS = 0``), so no rollout compiles to one kernel;
+  (``cpu.SMALL_PRODUCT_ROWS = 0``), so no rollout compiles to one kernel;
 * ``nolearn``: no learning epochs (the rollout, values and advantages alone);
 * ``plaingrad``: weight gradients as autodiff gives them (a ``dot_general`` over the minibatch
-  rows, which XLA:CPU runs in its own loops) instead of :func:`purejaxpo.networks.dense_product`'s
+  rows, which XLA:CPU runs in its own loops) instead of :func:`purejaxpo.backends.cpu.dense_product`'s
   products of a transposed copy (the library's since 2026-12-02; ``tgrad`` before, as a
   custom VJP).
 
@@ -46,13 +48,17 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from purejaxpo.backends import cpu  # noqa: E402
+
+cpu.enable(quiet=True)  # as `purejaxpo train`, before JAX starts
+
+import dataclasses  # noqa: E402
+
 import distrax  # noqa: E402
-import flax.linen as nn  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
@@ -60,10 +66,7 @@ from jax.scipy.linalg import block_diag  # noqa: E402
 from profile_steps import executed_kernels  # noqa: E402
 
 import purejaxpo.algos.ppo as ppo_module  # noqa: E402
-import purejaxpo.rollout as rollout_module  # noqa: E402
-import purejaxpo.networks as networks  # noqa: E402
-import purejaxpo.update as update_module  # noqa: E402
-from purejaxpo.devices import fused_loops_active  # noqa: E402
+from purejaxpo import backends  # noqa: E402
 from purejaxpo.networks import ACTIVATIONS, Policy  # noqa: E402
 from purejaxpo.presets import preset  # noqa: E402
 from purejaxpo.update import make_optimizer  # noqa: E402
@@ -113,12 +116,8 @@ def small_dot(max_side: int, max_rows: int):
 
 
 ORIGINAL_EVALUATE = Policy.evaluate  # taken once, before any variant replaces it
-ORIGINAL_DENSE = networks._dense
-ORIGINAL_PERMUTATION = update_module.minibatch_permutation
 ORIGINAL_RUN_EPOCHS = ppo_module.run_epochs
-ORIGINAL_SMALL_ROWS = networks.SMALL_PRODUCT_ROWS
-ORIGINAL_ROLLOUT_PRNG = rollout_module.prng
-SLOW_PRNG = types.SimpleNamespace(fast_key=lambda key: key)
+ORIGINAL_SMALL_ROWS = cpu.SMALL_PRODUCT_ROWS
 
 
 def no_epochs(key, state, batch, step_fn, *, num_epochs, num_minibatches):
@@ -140,34 +139,34 @@ def variant(name: str) -> None:
     the library's own pieces back, whatever was installed before; ``a+b``: both."""
     ppo_module.make_optimizer = make_optimizer
     Policy.evaluate = ORIGINAL_EVALUATE
-    networks._dense = ORIGINAL_DENSE
-    update_module.minibatch_permutation = ORIGINAL_PERMUTATION
-    rollout_module.prng = ORIGINAL_ROLLOUT_PRNG
+    backends.activate(cpu.BACKEND)
     ppo_module.run_epochs = ORIGINAL_RUN_EPOCHS
-    networks.SMALL_PRODUCT_ROWS = ORIGINAL_SMALL_ROWS
-    networks.TRANSPOSED_WEIGHT_GRADIENTS = True
+    cpu.SMALL_PRODUCT_ROWS = ORIGINAL_SMALL_ROWS
+    cpu.TRANSPOSED_WEIGHT_GRADIENTS = True
     for part in name.split("+"):
         _install(part)
 
 
+def _hook(**hooks) -> None:
+    """The active backend with ``hooks`` replaced."""
+    backends.activate(dataclasses.replace(backends.active(), **hooks))
+
+
 def _install(name: str) -> None:
     if name == "products":
-        networks.SMALL_PRODUCT_ROWS = 0
+        cpu.SMALL_PRODUCT_ROWS = 0
     elif name == "nolearn":
         ppo_module.run_epochs = no_epochs
     elif name.startswith("narrow"):  # narrow[-S[-R]]: sides <= S (default 4), rows <= R (0)
         parts = [int(v) for v in name.split("-")[1:]]
         side, rows = (parts + [4, 0][len(parts):])[:2]
-        dot = small_dot(side, rows)
-        networks._dense = lambda size, scale: nn.Dense(
-            size, kernel_init=networks.orthogonal(scale), bias_init=nn.initializers.zeros,
-            dot_general=dot)
+        _hook(dense_dot_general=small_dot(side, rows))
     elif name == "slowkeys":
-        rollout_module.prng = SLOW_PRNG
+        _hook(loop_key=lambda key: key)
     elif name == "keysort":
-        update_module.minibatch_permutation = jax.random.permutation
+        _hook(permutation=jax.random.permutation)
     elif name == "plaingrad":
-        networks.TRANSPOSED_WEIGHT_GRADIENTS = False
+        cpu.TRANSPOSED_WEIGHT_GRADIENTS = False
     elif name == "flat":
         ppo_module.make_optimizer = lambda *a, **k: optax.flatten(make_optimizer(*a, **k))
     elif name in ("blockdiag", "batched"):
@@ -240,7 +239,7 @@ def main() -> int:
         variant(name)
         train = ppo_module.make_train(config)
         # as `purejaxpo train` traces its runs (`devices.vmap_runs`)
-        with networks.runs_per_program(args.seeds if fused_loops_active() else None):
+        with cpu.runs_per_program(args.seeds if cpu.fused_loops_active() else None):
             programs[name] = build(train, args)
     variant("base")
 

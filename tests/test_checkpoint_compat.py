@@ -193,3 +193,21 @@ def test_checkpoint_of_a_newer_format_is_refused():
     np.testing.assert_array_equal(restored["w"], [1, 1])
     with pytest.raises(ValueError, match="not named leaf_00000"):
         ck.restore_state(abstract, {"w": np.zeros(2, np.float32)}, 1)
+
+
+def test_cnn_checkpoint_with_patchconv_names_loads_into_conv_layers():
+    """A CNN saved before the convolutions became ``flax.linen.Conv`` layers (``PatchConv_i``
+    paths) restores into today's ``Conv_i`` layers, value for value."""
+    import chex
+    import jax
+
+    from purejaxpo.checkpoint.formats import flatten_state, restore_state
+    from purejaxpo.networks import Policy, PolicySpec
+
+    spec = PolicySpec(torso="cnn", conv_channels=(4, 4), conv_kernels=(3, 2),
+                      conv_strides=(1, 1), hidden_sizes=(8,))
+    params = Policy((6, 6, 2), num_actions=3, spec=spec).init(jax.random.PRNGKey(0))
+    flat = flatten_state(params)
+    assert any("/Conv_1/" in path for path in flat)
+    old = {path.replace("/Conv_", "/PatchConv_"): value for path, value in flat.items()}
+    chex.assert_trees_all_equal(restore_state(params, old), params)

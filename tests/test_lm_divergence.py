@@ -10,14 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxpo.lm.common import (
-    LMState,
-    fit,
-    init_state,
-    lm_program,
-    optimizer,
-    run_loop,
-)
+from purejaxpo.lm.common import LMState, fit, init_state, lm_program, optimizer
 from purejaxpo.metrics import nonfinite
 from purejaxpo.settings import json_safe
 from purejaxpo.lm.config import LMDPOConfig, LMSFTConfig
@@ -53,18 +46,22 @@ def _quadratic_step(poison_params_at=None, poison_loss_at=None):
     return step
 
 
-def _state():
-    return init_state(jax.random.PRNGKey(0), {"w": jnp.ones(3)}, HP)
-
-
 def _program(step, num_steps):
     return lm_program(step, num_steps=num_steps, hyperparams=HP,
                       start=lambda key: ({"w": jnp.ones(3)}, key))
 
 
+def _fit(step, num_steps, chunk):
+    """The metrics (``[num_steps]`` each) and final state of ``step`` run by :func:`fit` in
+    chunks of ``chunk`` steps, as the trainers run."""
+    result = fit(_program(step, num_steps), jax.random.PRNGKey(0), evaluate=lambda p: 0.0,
+                 chunk=chunk, progress=False)
+    return result.metrics, result.state
+
+
 @pytest.mark.parametrize("at", [1, 3, 4, 7])
 def test_first_nonfinite_step_is_exact_across_chunks(at):
-    state, metrics, _ = run_loop(_quadratic_step(poison_params_at=at), _state(), 7, HP, chunk=2)
+    metrics, _ = _fit(_quadratic_step(poison_params_at=at), 7, chunk=2)
     flags = metrics[NONFINITE]
     assert flags.dtype == np.float32 and flags.shape == (7,)
     # NaN parameters stay NaN (Adam carries them), so every step from `at` on is flagged.
@@ -75,7 +72,7 @@ def test_first_nonfinite_step_is_exact_across_chunks(at):
 
 
 def test_a_nonfinite_loss_alone_is_flagged():
-    _, metrics, _ = run_loop(_quadratic_step(poison_loss_at=2), _state(), 4, HP, chunk=4)
+    metrics, _ = _fit(_quadratic_step(poison_loss_at=2), 4, chunk=4)
     np.testing.assert_array_equal(metrics[NONFINITE], [0.0, 1.0, 0.0, 0.0])
 
 
@@ -121,7 +118,7 @@ def test_nonfinite_gradients_make_the_parameters_nonfinite(make_loss):
         loss = make_loss(params["w"])
         return loss, {"loss": loss}
 
-    state = _state()
+    state = init_state(jax.random.PRNGKey(0), {"w": jnp.ones(3)}, HP)
     grads = jax.grad(lambda p: loss_fn(p, None)[0])(state.params)
     assert not np.isfinite(np.asarray(grads["w"])).all()
     (params, _), aux = gradient_step(loss_fn, optimizer(HP))(
@@ -177,9 +174,9 @@ def test_dpo_divergence_makes_preference_accuracy_nan():
     assert summary["pref_accuracy"] is None and summary["pref_accuracy_before"] == 0.5
 
 
-def test_run_loop_reuses_the_compiled_chunk_for_the_same_step():
-    """A second ``run_loop`` with the same step and chunk runs the program compiled by the
-    first (the step is traced once), and continues exactly as one longer run does."""
+def test_a_chunked_run_traces_the_step_once_per_chunk_length_and_is_exact():
+    """:func:`fit` compiles each chunk length once (the step is traced once for chunks of one
+    length, twice with a shorter last chunk), and chunks continue exactly as one longer run."""
     traces = []
     inner = _quadratic_step()
 
@@ -187,11 +184,10 @@ def test_run_loop_reuses_the_compiled_chunk_for_the_same_step():
         traces.append(1)  # runs only while jax traces the step
         return inner(state, hyperparams)
 
-    state, first, _ = run_loop(step, _state(), 4, HP, chunk=2)
+    chunked, chunked_state = _fit(step, 8, chunk=2)
     assert len(traces) == 1
-    state, second, _ = run_loop(step, state, 4, HP, chunk=2)
-    assert len(traces) == 1
-    whole_state, whole, _ = run_loop(inner, _state(), 8, HP, chunk=2)
-    np.testing.assert_array_equal(np.concatenate([first["loss"], second["loss"]]),
-                                  whole["loss"])
-    np.testing.assert_array_equal(state.params["w"], whole_state.params["w"])
+    _fit(step, 7, chunk=2)  # chunks of 2, 2, 2 and 1: a second length, a new compile
+    assert len(traces) == 1 + 2
+    whole, whole_state = _fit(inner, 8, chunk=8)
+    np.testing.assert_array_equal(chunked["loss"], whole["loss"])
+    np.testing.assert_array_equal(chunked_state.params["w"], whole_state.params["w"])

@@ -1,4 +1,4 @@
-"""Decoding only the unfinished rows after a point (``sampling.Tail``): the same tokens as
+"""Decoding only the unfinished rows after a point (``purejaxpo.backends.cpu.Tail``): the same tokens as
 every row to the end, on every branch of the switch (no live row, some, most), with noise drawn
 before the loop or per step and greedy, under ``vmap``, in a GRPO step, and never in sweeps."""
 
@@ -7,13 +7,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from purejaxpo.lm import sampling
+from purejaxpo import backends
+from purejaxpo.backends import cpu
+from purejaxpo.backends.cpu import Tail, live_tail
 from purejaxpo.lm.config import LMGRPOConfig, LMSFTConfig
 from purejaxpo.lm.model import TransformerConfig, init_params
-from purejaxpo.lm.sampling import Tail, generate, live_tail
+from purejaxpo.lm.sampling import generate
 
 V, PAD = 11, 0
 B, N, GROUP = 16, 10, 4
+
+
+@pytest.fixture(autouse=True)
+def _cpu_backend():
+    """The tail is the CPU backend's: these tests trace with its hooks (noise drawn ahead)."""
+    with backends.use(cpu.BACKEND):
+        yield
 
 
 def _model():
@@ -45,7 +54,7 @@ def test_generate_with_a_tail_gives_the_same_completions(noise, monkeypatch):
     still going at a tail's start runs from none to most): the tokens and masks of the plain
     decode, exactly. One compile: the switch picks its branch at run time."""
     if noise == "per_step":
-        monkeypatch.setattr(sampling, "PRECOMPUTED_NOISE_ELEMENTS", 0)
+        monkeypatch.setattr(cpu, "PRECOMPUTED_NOISE_ELEMENTS", 0)
     cfg, params = _model()
     tails = [Tail(start=2, rows=2), Tail(start=5, rows=4), Tail(start=8, rows=B)]
 
@@ -116,15 +125,17 @@ def test_live_tail_defaults():
 
 def test_compact_tail_setting():
     assert LMGRPOConfig().compact_tail is None
-    assert LMGRPOConfig().uses_compact_tail == (jax.default_backend() == "cpu")
-    assert LMGRPOConfig(compact_tail=False).uses_compact_tail is False
+    assert LMGRPOConfig().decoding_tail(64, 32) == Tail(16, 32)  # the CPU backend's hook
+    with backends.use(backends.DEFAULT):
+        assert LMGRPOConfig().decoding_tail(64, 32) is None
+        assert LMGRPOConfig(compact_tail=True).decoding_tail(64, 32) == Tail(16, 32)
+    assert LMGRPOConfig(compact_tail=False).decoding_tail(64, 32) is None
     with pytest.raises(ValueError, match="compact_tail"):
         LMGRPOConfig(compact_tail="yes")
 
 
 def _grpo_runs(steps=3):
-    from purejaxpo.lm.common import init_state, run_loop
-    from purejaxpo.lm.grpo import make_grpo_step
+    from purejaxpo.lm.grpo import grpo_program
 
     model = LMSFTConfig(num_layers=1, width=32, num_heads=2, mlp_ratio=2).model_config()
     params = init_params(jax.random.PRNGKey(0), model)
@@ -132,10 +143,9 @@ def _grpo_runs(steps=3):
     for compact in (False, True):
         config = LMGRPOConfig(prompts_per_step=2, group_size=4, max_new_tokens=12,
                               learning_rate=3e-3, compact_tail=compact)
-        hp = config.hyperparams()
-        state = init_state(jax.random.PRNGKey(1), params, hp)
-        out.append(run_loop(make_grpo_step(config, model, config.make_task()), state, steps,
-                            hp, None, chunk=steps)[:2])
+        program = grpo_program(config, params, model, config.make_task())
+        out.append(jax.jit(lambda s, p=program: p.run(s, steps))(
+            program.init(jax.random.PRNGKey(1))))
     return out
 
 
@@ -166,7 +176,7 @@ def test_sweeps_run_without_the_tail(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("a tail in a sweep")
 
-    monkeypatch.setattr(sampling, "_over_live_rows", refuse)
+    monkeypatch.setattr(cpu, "_over_live_rows", refuse)
     config = LMGRPOConfig(prompts_per_step=4, group_size=4, max_new_tokens=12, steps=2,
                           log_every=2, eval_prompts=8)
     run = make_lm_run_fn(config, policy)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from purejaxpo.lm.checkpoint import load_policy, save_policy
-from purejaxpo.lm.common import init_state, run_loop
+from purejaxpo.lm.common import init_state
 from purejaxpo.lm.config import LMGRPOConfig, LMSFTConfig
-from purejaxpo.lm.grpo import make_grpo_step
+from purejaxpo.lm.grpo import grpo_program, make_grpo_step
 from purejaxpo.lm.model import init_params
 from purejaxpo.lm.sft import train_sft
 
@@ -21,6 +21,14 @@ def _tiny_policy(task="addition"):
     cfg = LMSFTConfig(task=task, **TINY)
     model = cfg.model_config()
     return cfg, model, init_params(jax.random.PRNGKey(0), model)
+
+
+def _run(program, steps, *, seed):
+    """``steps`` steps of a trainer's program in one compiled ``run``, from ``PRNGKey(seed)``:
+    the final state and NumPy metrics ``[steps]``."""
+    state, metrics = jax.jit(lambda key: program.run(program.init(key), steps))(
+        jax.random.PRNGKey(seed))
+    return state, jax.tree_util.tree_map(np.asarray, metrics)
 
 
 def _grpo(**kw):
@@ -90,11 +98,8 @@ def test_identical_rewards_leave_the_policy_unchanged(loss, estimator):
     config = _grpo(loss=loss, estimator=estimator, rewards=(("constant", 0.1),), num_epochs=2,
                    num_minibatches=2)
     constant = lambda batch, tokens, mask: jnp.full(tokens.shape[0], 0.1)  # noqa: E731
-    step = make_grpo_step(config, model, config.make_task(), {"constant": constant})
-    hp = config.hyperparams()
-    ref = params if config.use_reference else None
-    state, metrics = run_loop(step, init_state(jax.random.PRNGKey(2), params, hp), 3, hp,
-                              ref, chunk=3)[:2]
+    state, metrics = _run(grpo_program(config, params, model, config.make_task(),
+                                       extra_rewards={"constant": constant}), 3, seed=2)
     for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(state.params)):
         assert np.array_equal(a, b)
     assert np.all(metrics["zero_spread_fraction"] == 1.0)
@@ -136,11 +141,7 @@ def test_estimators_train_with_finite_metrics(estimator):
     REINFORCE++ the per-token KL to the reference starts at exactly 0 and then grows."""
     _, model, params = _tiny_policy()
     config = _grpo(estimator=estimator, learning_rate=3e-3, kl_coef=0.05)
-    step = make_grpo_step(config, model, config.make_task())
-    hp = config.hyperparams()
-    ref = params if config.use_reference else None
-    state, metrics, _ = run_loop(step, init_state(jax.random.PRNGKey(5), params, hp), 2, hp,
-                                 ref, chunk=2)
+    state, metrics = _run(grpo_program(config, params, model, config.make_task()), 2, seed=5)
     for name, value in metrics.items():
         assert value.shape == (2,) and np.all(np.isfinite(value)), name
     assert any(not np.array_equal(a, b) for a, b in zip(
@@ -176,10 +177,7 @@ def test_reference_pass_only_where_needed():
 def test_kl_to_reference_grows_from_zero():
     _, model, params = _tiny_policy()
     config = _grpo(beta=0.04, learning_rate=3e-3, steps=4)
-    step = make_grpo_step(config, model, config.make_task())
-    hp = config.hyperparams()
-    _, metrics, _ = run_loop(step, init_state(jax.random.PRNGKey(4), params, hp), 4, hp,
-                             params, chunk=4)
+    _, metrics = _run(grpo_program(config, params, model, config.make_task()), 4, seed=4)
     assert metrics["kl"][0] == pytest.approx(0.0, abs=1e-6)  # first step: policy == reference
     assert metrics["kl"][-1] > 0
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -338,18 +337,3 @@ def on_policy_program(config: RLConfig, policy: Policy,
                            calls=progress_calls(config.total_timesteps))
 
     return Program(init, run, config.num_updates)
-
-
-def on_policy_train(config: RLConfig, hp, policy: Policy, tx, learn: Callable, *,
-                    key, gae_lambda, use_critic: bool = True, lr_schedule: Callable | None = None,
-                    progress: Callable[[int], None] | None = None) -> TrainResult:
-    """The whole shared run in one call (:func:`on_policy_program` with a fixed setup).
-
-    ``hp`` are the traced hyperparameters, ``tx``, ``learn``, ``gae_lambda``, ``use_critic``
-    and ``lr_schedule`` as in :class:`OnPolicySetup`.
-
-    Returns:
-      final parameters and metrics ``[num_updates]``.
-    """
-    parts = OnPolicySetup(tx, learn, gae_lambda, use_critic, lr_schedule)
-    return on_policy_program(config, policy, lambda _: parts, progress=progress).train(key, hp)

@@ -99,10 +99,12 @@ def _fits(got, want) -> bool:
             and np.dtype(got.dtype) == np.dtype(want.dtype))
 
 
-RENAMED = (("actor/params/MLP_0/", "actor/params/"),)
+RENAMED = (("actor/params/MLP_0/", "actor/params/"), ("/PatchConv_", "/Conv_"))
 """Parameter paths that changed, ``(old, new)`` path fragments: a Gaussian actor's layers were
-nested in an ``MLP_0`` module before policies were built from parts (the values are the same
-layers; format 1 checkpoints, by position, were not affected)."""
+nested in an ``MLP_0`` module before policies were built from parts; a CNN torso's convolutions
+were named ``PatchConv_i`` before they became ``flax.linen.Conv`` layers (``Conv_i``, the same
+parameters) with the CPU backend's patch convolution behind a hook. The values are the same
+layers; format 1 checkpoints, by position, were not affected."""
 
 
 def _renamed(flat: Mapping[str, Any], wanted) -> dict[str, Any]:

@@ -1,9 +1,12 @@
 """What the language-model trainers (SFT, GRPO, DPO, reward model) share: state, evaluation,
 the step loop, divergence detection and the run summary.
 
-A trainer is a pure ``step(state, hyperparams, *consts) -> (state, metrics)``; :func:`run_loop`
-compiles ``chunk`` steps into one ``lax.scan`` and runs chunks from Python, so long runs show
-progress and held-out evaluations between chunks without leaving compiled code for each step.
+A trainer is a pure ``step(state, hyperparams, *consts) -> (state, metrics)``; :func:`lm_program`
+makes it a :class:`~purejaxpo.algos.base.Program` (``init``, and ``run``: ``n`` steps in one
+``lax.scan``), the same two pieces as the environment algorithms', and :func:`fit` runs the
+program in compiled chunks from Python (:func:`purejaxpo.checkpoint.run_with_checkpoints`), so
+long runs show progress, held-out evaluations and checkpoints between chunks without leaving
+compiled code for each step.
 
 Divergence: inside the compiled chunk every step also records the metric ``nonfinite``
 (:data:`purejaxpo.metrics.NONFINITE`, as the environment trainers do): 1.0 when the step's loss
@@ -15,9 +18,7 @@ first diverged step is exact and costs no host synchronisation;
 
 from __future__ import annotations
 
-import functools
 import math
-import time
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
@@ -25,9 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from purejaxpo.lm.tasks.sequence import SequenceTask, TaskBatch
+from purejaxpo import checkpoint
+from purejaxpo.algos.base import Program
+from purejaxpo.lm.lora import adapters_off, has_adapters, train_adapters_only
 from purejaxpo.lm.model import TransformerConfig
 from purejaxpo.lm.sampling import generate
+from purejaxpo.lm.tasks.sequence import SequenceTask, TaskBatch
 from purejaxpo.metrics import NONFINITE, all_finite, divergence, nonfinite
 from purejaxpo.settings import json_safe
 from purejaxpo.update import make_optimizer
@@ -45,8 +49,8 @@ class LMState(NamedTuple):
         prompts, or its minibatch of pairs, from it).
       step: steps done.
       hyperparams: the run's traced settings (``config.hyperparams()``, or one setting of a
-        sweep), read by :func:`lm_program`'s ``run``; None where they are passed apart
-        (:func:`run_loop`).
+        sweep), read by :func:`lm_program`'s ``run``; None where a step is called by hand
+        with its hyperparameters passed apart (:func:`init_state`).
       ref: what the trainer's step takes from the reference model: its parameters (GRPO with
         ``beta > 0``, ``reinforce_pp``; DPO with ``precompute_ref=False``) or its log-probs of
         the whole dataset (DPO); None where there is none.
@@ -68,13 +72,13 @@ def optimizer(hyperparams: Mapping[str, Array]) -> optax.GradientTransformation:
     The state's structure does not depend on the values, so a state initialised with one set
     of hyperparameters is updated with another (that is what makes them sweepable).
     """
-    from purejaxpo.lm.lora import train_adapters_only
-
     return train_adapters_only(make_optimizer(lambda count: hyperparams["learning_rate"],
                                               hyperparams["max_grad_norm"], eps=1e-8))
 
 
 def init_state(key: Array, params, hyperparams: Mapping[str, Array]) -> LMState:
+    """A state at step 0 for calling a trainer's ``step`` by hand (its hyperparameters passed
+    apart, no reference kept); a run starts from :func:`lm_program`'s ``init`` instead."""
     return LMState(params=params, opt_state=optimizer(hyperparams).init(params), key=key,
                    step=jnp.zeros((), jnp.int32))
 
@@ -92,8 +96,6 @@ def reference_of(policy_params, select: Callable[[Any], Any] = lambda p: p):
     (:class:`FromParams` with the adapters off) where ``policy_params`` have LoRA adapters,
     else the starting parameters, kept in the state. ``select`` picks the policy's parameters
     out of the trained tree (e.g. PPO's ``p["policy"]``)."""
-    from purejaxpo.lm.lora import adapters_off, has_adapters
-
     if has_adapters(policy_params):
         return FromParams(lambda p: adapters_off(select(p)))
     return select
@@ -122,8 +124,6 @@ def lm_program(step: Callable, *, num_steps: int, hyperparams: Mapping[str, Arra
     ``consts`` (e.g. a preference dataset) are fixed arrays the step reads; they are
     constants of the compiled program, rebuilt from the config on resume.
     """
-    from purejaxpo.algos.base import Program
-
     defaults = {k: jnp.asarray(v) for k, v in hyperparams.items()}
 
     def init(key, hyperparams=None) -> LMState:
@@ -191,83 +191,10 @@ def if_finite(params, score: Array) -> Array:
     return jnp.where(all_finite(params), score, jnp.nan)
 
 
-@functools.lru_cache(maxsize=8)
-def _chunk_runner(step: Callable, length: int) -> Callable:
-    """``jit`` of ``length`` checked steps of ``step`` in a ``lax.scan``, one per ``(step,
-    length)``: a later :func:`run_loop` with the same step reuses the compiled program (no
-    compile, and no first-call warm-up, about 0.3 s on a 2-core CPU for the GRPO benchmark's
-    step: XLA's CPU runtime sets a new program up on its first run)."""
-
-    def checked_step(state, hyperparams, *consts):
-        state, metrics = step(state, hyperparams, *consts)
-        flag = nonfinite(state.params, metrics.get("loss"))
-        return state, {**metrics, NONFINITE: flag}
-
-    def run(state, hyperparams, *consts):
-        return jax.lax.scan(lambda s, _: checked_step(s, hyperparams, *consts), state, None,
-                            length=length)
-
-    return jax.jit(run)
-
-
-def run_loop(
-    step: Callable,
-    state: LMState,
-    num_steps: int,
-    hyperparams: Mapping[str, Array],
-    *consts,
-    chunk: int = 50,
-    on_chunk: Callable[[int, LMState, dict[str, np.ndarray]], bool | None] | None = None,
-) -> tuple[LMState, dict[str, np.ndarray], float]:
-    """Runs ``num_steps`` of ``step`` in jitted chunks of ``chunk`` steps.
-
-    Args:
-      step: ``(state, hyperparams, *consts) -> (state, metrics)``, pure; ``metrics`` should
-        hold the step's ``loss``, which the divergence check reads with the new parameters.
-      state: the initial state.
-      num_steps: total steps.
-      hyperparams: traced settings (a dict of arrays).
-      consts: further arguments that stay fixed (e.g. the reference parameters).
-      chunk: steps per compiled ``lax.scan``.
-      on_chunk: called after each chunk with ``(steps_done, state, chunk_metrics)`` (host side;
-        for progress bars, evaluation, logs); returning True stops the run there (early
-        stopping). Time spent in it is not counted in ``run_s``.
-
-    Returns:
-      ``(state, metrics, run_s)``: metrics stacked over the steps run (``[steps]`` each, NumPy),
-      with ``nonfinite`` added (see :func:`nonfinite` and :func:`diverged_at_step`), and the
-      seconds spent running steps, compilation excluded (each chunk length is compiled before
-      its first timed run).
-    """
-    compiled: dict[int, Callable] = {}
-
-    def chunk_fn(length):
-        if length not in compiled:
-            compiled[length] = _chunk_runner(step, length).lower(
-                state, hyperparams, *consts).compile()
-        return compiled[length]
-
-    history: list[dict[str, np.ndarray]] = []
-    run_s = 0.0
-    done = 0
-    while done < num_steps:
-        length = min(chunk, num_steps - done)
-        fn = chunk_fn(length)
-        start = time.perf_counter()
-        state, metrics = jax.block_until_ready(fn(state, hyperparams, *consts))
-        run_s += time.perf_counter() - start
-        done += length
-        metrics = jax.tree_util.tree_map(np.asarray, metrics)
-        history.append(metrics)
-        if on_chunk is not None and on_chunk(done, state, metrics):
-            break
-    stacked = {k: np.concatenate([h[k] for h in history]) for k in history[0]} if history else {}
-    return state, stacked, run_s
-
-
 def diverged_at_step(metrics: Mapping[str, np.ndarray]) -> int | None:
     """The first step, counting from 1 (metrics index + 1), whose loss or new parameters were
-    not finite, from :func:`run_loop`'s metrics; None if there was none."""
+    not finite, from the metrics of :func:`lm_program`'s ``run`` (``[steps]`` each, with
+    ``nonfinite``); None if there was none."""
     if NONFINITE not in metrics:
         return None
     diverged, first = divergence(metrics)
@@ -380,8 +307,6 @@ def fit(program, key: Array, *, evaluate: Callable[[Any], float], chunk: int,
     progress bar never change the result.
     """
     from tqdm.auto import tqdm
-
-    from purejaxpo import checkpoint
 
     init = lambda: program.init(key, hyperparams)  # noqa: E731
     if initial_params is None:
