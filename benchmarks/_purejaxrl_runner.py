@@ -53,7 +53,7 @@ in the mean over seeds).
 
 The XLA scheduler flag: PureJaxRL's networks draw orthogonal weights with a LAPACK QR, which
 under ``vmap`` is a batched QR, and ``jit(vmap(train))`` of it can hang forever on jaxlib 0.10.x
-with 2 CPU threads (see ``purejaxpo/_xla_safety.py``). It does here: on a 2-core machine
+with 2 CPU threads (see ``purejaxpo.backends.cpu.use_safe_scheduler``). It does here: on a 2-core machine
 (jax/jaxlib 0.10.2), ``--seeds 2 --total-timesteps 50000 --scheduler-flag off`` hung in all of 6
 tries (killed after 90-150 s, stuck in the run's ``block_until_ready`` at almost no CPU use) and
 finished every time with the flag (compile about 12 s, run under 1 s); ``--seeds 16`` (5e5

@@ -28,7 +28,7 @@ faster), with PureJaxRL also purejaxrl_run_s / purejaxpo_run_s and purejaxrl_run
 All sides get the same ``XLA_FLAGS`` (the caller's). ``--safe-scheduler`` adds
 ``--xla_cpu_enable_concurrency_optimized_scheduler=false`` to all; purejaxpo and rejax do not
 need it (purejaxpo's networks draw orthogonal weights without LAPACK QR, rejax's use lecun-normal
-init; see ``purejaxpo/_xla_safety.py``), and it slows both. PureJaxRL does need it with more than
+init; see ``purejaxpo.backends.cpu.use_safe_scheduler``), and it slows both. PureJaxRL does need it with more than
 one seed: its orthogonal init is a batched LAPACK QR under ``vmap``, which hangs on jaxlib 0.10.x
 with 2 CPU threads, so ``_purejaxrl_runner.py`` adds the flag itself when ``--seeds`` > 1 (its
 runs record the ``XLA_FLAGS`` they used).

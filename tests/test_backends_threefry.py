@@ -1,5 +1,7 @@
 """``purejaxpo.backends.threefry``: Threefry-2x32 with a fused hash gives jax's numbers bit for bit."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -141,24 +143,17 @@ def test_the_older_stream_keeps_jax_keys():
                                       jax.random.uniform(key, (3,)))
 
 
-class _JaxKeys:
-    """``purejaxpo.prng`` as the library sees it, but leaving keys to jax's own hash."""
-
-    fast_key = staticmethod(lambda key: key)
-    raw_key = staticmethod(threefry.raw_key)
-    like = staticmethod(threefry.like)
-
-
 def _leaves(tree):
     return [np.asarray(threefry.raw_key(x)) for x in jax.tree_util.tree_leaves(tree)]
 
 
 @pytest.mark.timeout(300)
-def test_ppo_updates_are_bitwise_those_of_jax_keys(monkeypatch):
+def test_ppo_updates_are_bitwise_those_of_jax_keys():
     """The rollout draws with fast keys; two PPO updates (rollout, GAE, minibatch Adam) give
     exactly the state and metrics they give with jax's keys."""
-    from purejaxpo import rollout
+    from purejaxpo import backends
     from purejaxpo.algos.ppo import make_train
+    from purejaxpo.backends import cpu
     from purejaxpo.presets import preset
 
     config = preset("ppo", "CartPole-v1")
@@ -167,14 +162,18 @@ def test_ppo_updates_are_bitwise_those_of_jax_keys(monkeypatch):
         train = make_train(config)
         return jax.jit(lambda k: train.run(train.init(k), 2))(jax.random.PRNGKey(7))
 
-    fast = two_updates()
-    monkeypatch.setattr(rollout, "prng", _JaxKeys)
-    slow = two_updates()
+    with backends.use(cpu.BACKEND):
+        fast = two_updates()
+    with backends.use(dataclasses.replace(cpu.BACKEND, loop_key=lambda key: key)):
+        slow = two_updates()
     for a, b in zip(_leaves(fast), _leaves(slow), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-def test_sampled_tokens_are_those_of_jax_keys(monkeypatch):
+def test_sampled_tokens_are_those_of_jax_keys():
+    """The CPU backend's keys and Gumbel noise drawn ahead give the plain decoder's tokens."""
+    from purejaxpo import backends
+    from purejaxpo.backends import cpu
     from purejaxpo.lm import sampling
     from purejaxpo.lm.model import TransformerConfig, init_params
 
@@ -188,8 +187,9 @@ def test_sampled_tokens_are_those_of_jax_keys(monkeypatch):
             key, params, cfg, prompts, valid, max_new_tokens=8, eos_id=2, pad_id=0,
             temperature=1.5))(jax.random.PRNGKey(2))
 
-    fast = sample()
-    monkeypatch.setattr(sampling, "prng", _JaxKeys)
-    slow = sample()
+    with backends.use(cpu.BACKEND):
+        fast = sample()
+    with backends.use(backends.DEFAULT):
+        slow = sample()
     for a, b in zip(_leaves(fast), _leaves(slow), strict=True):
         np.testing.assert_array_equal(a, b)

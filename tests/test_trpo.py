@@ -99,7 +99,7 @@ def test_learns_cartpole_reduced_budget():
     At this budget most seeds end at 500 but a few percent stop lower, and which seeds do
     moves with float rounding and the random streams (e.g. the minibatch shuffle's): 96 seeds
     had 3 below 400 with ``jax.random.permutation``'s shuffle and 7 with
-    ``minibatch_permutation``'s (lowest seen 206), and at 250k steps 1 of 8 still ended at 279
+    ``packed_permutation``'s (lowest seen 206), and at 250k steps 1 of 8 still ended at 279
     (2-core CPU, jax 0.10.2). These 4 ended at 500, 441.6, 500 and 500 on that CPU; one of the
     2 this check used before ended at 347 once the shuffle changed. If a change of rounding
     moves one of them below 400, check the seed distribution before touching this budget.

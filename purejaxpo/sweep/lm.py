@@ -56,7 +56,7 @@ def trainer_program(config: LMTrainConfig, init=None, *, pairs=None, extra_rewar
         model's), by name.
     """
     if isinstance(config, LMGRPOConfig) and config.compact_tail is None:
-        # Runs are vmapped, where the tail's switch would run every branch (sampling.Tail).
+        # Runs are vmapped, where the tail's switch would run every branch (backends.cpu.Tail).
         config = config.replace(compact_tail=False)
     task = config.make_task()
     if isinstance(config, LMSFTConfig):
