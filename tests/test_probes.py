@@ -1,8 +1,8 @@
 """Probe environments, and every algorithm learning each probe's exactly known answer.
 
-The probes (``envs/probes.py``) are one- and two-step tasks whose value function and optimal
-policy are known in closed form. Each test trains one algorithm on one probe for a short,
-fixed-seed run and then reads the critic and the policy at the probe's observations:
+The probes (``purejaxpo/envs/probes.py``) are one- and two-step tasks whose value function and
+optimal policy are known in closed form. Each test trains one algorithm on one probe for a
+short, fixed-seed run and then reads the critic and the policy at the probe's observations:
 
 * value probes (constant, obs-dependent, two-step): V equals the exact value within
   ``VALUE_TOL``. Their rewards are deterministic, so the regression targets are exact and the

@@ -50,6 +50,8 @@ def make_program(algo: str, config, *, progress: Callable[[int], None] | None = 
     return make_train(config, progress=progress).program
 
 
-__all__ = ["ALGORITHMS", "config_from_dict", "make_program", "GRPOConfig", "make_grpo_train", "A2CConfig", "make_a2c_train", "REINFORCEConfig", "make_reinforce_train", "PPOConfig", "TrainResult", "make_ppo_train", "RecurrentPPOConfig",
+__all__ = ["ALGORITHMS", "config_from_dict", "make_program", "TrainResult", "GRPOConfig",
+           "make_grpo_train", "A2CConfig", "make_a2c_train", "REINFORCEConfig",
+           "make_reinforce_train", "PPOConfig", "make_ppo_train", "RecurrentPPOConfig",
            "make_ppo_rnn_train", "TRPOConfig", "make_trpo_train", "SACConfig", "make_sac_train",
            "TD3Config", "make_td3_train"]

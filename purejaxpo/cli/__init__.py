@@ -12,8 +12,9 @@ The sub-commands live in :mod:`purejaxpo.cli.train` (``train``, ``eval``, ``plot
 ``envs``), :mod:`purejaxpo.cli.sweep` and :mod:`purejaxpo.cli.lm` (``lm ...``); ``bench`` in
 :mod:`purejaxpo.bench`. No library module imports this package.
 
-``train`` runs every seed in one ``jax.jit(jax.vmap(train))`` program (on a CPU split over
-one device per core, :mod:`purejaxpo.devices`; ``--cpu-devices``, ``--no-fused-loops``),
+``train`` runs every seed in one ``jax.jit(jax.vmap(train))`` program (on a CPU, with the CPU
+backend, :mod:`purejaxpo.backends.cpu`, split over one device per core; ``--cpu-devices``,
+``--no-fused-loops``),
 prints each seed's final return (mean return of the episodes completed in the last 5% of its
 env steps), the compile and run times and the env steps per second, and with ``--json`` writes
 them with every setting used.

@@ -107,9 +107,9 @@ def _rl_command(args, kind: str, config_cls, train, **fixed) -> int:
     check_settings(config_cls, args, f"lm {kind}")
     checkpointing = checkpoint_options(args)
     policy = load_start(args, data=args.data)
-    config = make_config(config_cls, args, f"lm {kind}", policy, steps=args.steps, loss=args.loss,
-                     beta=args.beta, group_size=args.group_size, rewards=reward_weights(args.reward),
-                     **fixed)
+    config = make_config(config_cls, args, f"lm {kind}", policy, steps=args.steps,
+                         loss=args.loss, beta=args.beta, group_size=args.group_size,
+                         rewards=reward_weights(args.reward), **fixed)
     extra = user_rewards(config, policy) or None
     if args.reward_model:
         from purejaxpo.lm.checkpoint import load_policy
@@ -231,8 +231,8 @@ def add_cli_parser(sub) -> None:
     ppo = lm_sub.add_parser("ppo", help="PPO with a value head (critic) from a policy")
     add_common_flags(ppo, init=True)
     add_trainer_flags(ppo)
-    add_rl_flags(ppo, "k3 KL coefficient in the loss (default 0; the reward already has a per-token "
-                   "KL penalty, --set kl_coef=0.01)")
+    add_rl_flags(ppo, "k3 KL coefficient in the loss (default 0; the reward already has a "
+                      "per-token KL penalty, --set kl_coef=0.01)")
     ppo.set_defaults(func=reporting_errors(cmd_ppo))
 
     rm = lm_sub.add_parser("rm", help="Bradley-Terry reward model on preference pairs")

@@ -37,7 +37,6 @@ import dataclasses
 import math
 from typing import Any, ClassVar, Mapping
 
-import jax
 import jax.numpy as jnp
 
 from purejaxpo import backends
