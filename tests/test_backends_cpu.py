@@ -168,14 +168,16 @@ def test_convolution_layer_matches_numpy(backend):
     x = rng.normal(size=(2, 3, 9, 8, 5)).astype(np.float32)  # two batch axes
     for (k, s), padding in itertools.product(((3, 1), (2, 2), (3, 2), (1, 1), (2, 1)),
                                              ("valid", "same")):
-        with backends.use(backend):
-            conv = Probe(6, k, s, padding)
-        params = conv.init(jax.random.PRNGKey(k + s), x)
-        params = jax.tree_util.tree_map(lambda p: p + 0.1, params)  # a non-zero bias too
+        conv = Probe(6, k, s, padding)
+        with backends.use(backend):  # the layer is chosen when the module is traced
+            params = conv.init(jax.random.PRNGKey(k + s), x)
+            params = jax.tree_util.tree_map(lambda p: p + 0.1, params)  # a non-zero bias too
+            got = np.asarray(jax.jit(conv.apply)(params, x))
+            jaxpr = str(jax.make_jaxpr(conv.apply)(params, x))
+        assert ("conv_general_dilated" in jaxpr) == (backend is backends.DEFAULT)
         assert list(params["params"]) == ["Conv_0"]
         w = np.asarray(params["params"]["Conv_0"]["kernel"], np.float64)
         b = np.asarray(params["params"]["Conv_0"]["bias"], np.float64)
-        got = np.asarray(jax.jit(conv.apply)(params, x))
         if padding == "valid":
             h_out, w_out, top, left = (9 - k) // s + 1, (8 - k) // s + 1, 0, 0
         else:  # SAME: ceil(n / s) out; (n_out - 1) * s + k - n zeros, the extra one after

@@ -55,7 +55,6 @@ import jax.numpy as jnp
 
 from purejaxpo import backends
 from purejaxpo.backends import threefry
-from purejaxpo.networks.layers import same_pads as _same_pads
 
 # ---------------------------------------------------------------------------------------------
 # One JAX device per core.
@@ -421,6 +420,13 @@ def trace_runs(fn: Callable, runs: int) -> Callable:
 
 # ---------------------------------------------------------------------------------------------
 # Convolutions.
+
+def _same_pads(n: int, kernel: int, stride: int) -> tuple[int, int]:
+    """``(before, after)`` zero rows of a SAME convolution, as ``lax.padtype_to_pads``."""
+    rows_out = -(-n // stride)  # ceil(n / stride)
+    total = max((rows_out - 1) * stride + kernel - n, 0)
+    return total // 2, total - total // 2
+
 
 class PatchConv(nn.Module):
     """The ``conv`` hook: a convolution as one matmul over image patches: ``[..., H, W, C] ->

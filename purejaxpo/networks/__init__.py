@@ -13,7 +13,7 @@
 from purejaxpo.networks.distributions import DeterministicAction, SquashedGaussian
 from purejaxpo.networks.layers import (ACTIVATIONS, HEADS, LOG_STD_RANGE, PADDINGS, Branch,
                                        Conv, Trunk, conv_layer, conv_size, dense_layers,
-                                       orthogonal, same_pads)
+                                       orthogonal)
 from purejaxpo.networks.policy import (ROLLOUT_CHUNK, Policy, episode_starts, over_time,
                                        reset_memory)
 from purejaxpo.networks.spec import (ACTORS, LOG_STDS, SPEC_FIELDS, TORSOS, PolicyFields,
@@ -23,5 +23,5 @@ __all__ = [
     "ACTIVATIONS", "ACTORS", "HEADS", "LOG_STDS", "LOG_STD_RANGE", "PADDINGS", "ROLLOUT_CHUNK",
     "SPEC_FIELDS", "TORSOS", "Branch", "Conv", "DeterministicAction", "Policy", "PolicyFields",
     "PolicyParts", "PolicySpec", "SquashedGaussian", "Trunk", "conv_layer", "conv_size",
-    "dense_layers", "episode_starts", "orthogonal", "over_time", "reset_memory", "same_pads",
+    "dense_layers", "episode_starts", "orthogonal", "over_time", "reset_memory",
 ]

@@ -135,12 +135,6 @@ def conv_size(n: int, kernel: int, stride: int, padding: str) -> int:
     return (n - kernel) // stride + 1
 
 
-def same_pads(n: int, kernel: int, stride: int) -> tuple[int, int]:
-    """``(before, after)`` zero rows of a SAME convolution, as ``lax.padtype_to_pads``."""
-    total = max((conv_size(n, kernel, stride, "same") - 1) * stride + kernel - n, 0)
-    return total // 2, total - total // 2
-
-
 def conv_layer(features: int, kernel: int, stride: int, padding: str, *, name: str):
     """A convolution of ``features`` filters of ``kernel`` x ``kernel``, stride ``stride``,
     ``padding`` ``"valid"`` or ``"same"``, orthogonal kernel (gain sqrt(2)), zero bias:
