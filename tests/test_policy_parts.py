@@ -87,7 +87,7 @@ def test_cnn_pooling_and_shapes():
     separate = Policy((10, 10, 4), num_actions=3, spec=spec.__class__(
         **{**spec.__dict__, "shared_torso": False}))
     p2 = separate.init(jax.random.PRNGKey(0))
-    assert set(p2) == {"actor", "critic"} and "PatchConv_0" in p2["critic"]["params"]
+    assert set(p2) == {"actor", "critic"} and "Conv_0" in p2["critic"]["params"]
 
 
 def test_state_dependent_log_std():
