@@ -11,12 +11,14 @@ Set ``JAX_COMPILATION_CACHE_DIR`` to use another directory.
 import os
 import tempfile
 
+import pytest
+
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",
     os.path.join(tempfile.gettempdir(), f"purejaxpo-tests-jax-cache-{os.getuid()}"),
 )
 
-import purejaxpo  # noqa: F401,E402  (its XLA safety flag goes in before jax starts)
+import purejaxpo  # noqa: F401,E402
 
 import jax  # noqa: E402
 
@@ -25,3 +27,14 @@ import jax  # noqa: E402
 # `--cpu-devices auto` (one device per core) never changes it for the tests that run after a
 # CLI test. Tests of several devices run in fresh processes (tests/*_subprocess.py).
 jax.devices()
+
+
+@pytest.fixture(autouse=True)
+def _plain_backend_after_each_test():
+    """A test that runs a command in-process turns the CPU backend on (as ``purejaxpo`` does on
+    a CPU); put the plain backend back after it, so that no later test in this worker traces
+    with hooks it did not ask for."""
+    from purejaxpo import backends
+
+    yield
+    backends.activate(backends.DEFAULT)

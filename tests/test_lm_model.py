@@ -147,11 +147,14 @@ def test_sampling_stops_at_eos_and_masks_the_rest():
 
 
 @pytest.mark.parametrize("setting", ["float", "traced", "bf16", "tools"])
-def test_noise_drawn_before_decoding_gives_the_tokens_of_per_step_draws(setting, monkeypatch):
-    """generate draws every step's Gumbel noise before its loop when it is small: the same
-    tokens as jax.random.categorical with each step's key (the noise drawn per step), with a
-    Python or a traced temperature and top-p, bf16 logits, and with tools."""
-    from purejaxpo.lm import sampling
+def test_noise_drawn_before_decoding_gives_the_tokens_of_per_step_draws(setting):
+    """The CPU backend draws every step's Gumbel noise before the decoding loop when it is
+    small: the same tokens as the plain code's jax.random.categorical with each step's key,
+    with a Python or a traced temperature and top-p, bf16 logits, and with tools."""
+    import dataclasses
+
+    from purejaxpo import backends
+    from purejaxpo.backends import cpu
 
     cfg, params = _model()
     if setting == "bf16":
@@ -176,16 +179,14 @@ def test_noise_drawn_before_decoding_gives_the_tokens_of_per_step_draws(setting,
     else:
         run, args = jax.jit(lambda: sample(1.7, 1.0)), ()
     drawn = []
-    step_noise = sampling._step_noise
-    monkeypatch.setattr(sampling, "_step_noise",
-                        lambda *a: drawn.append(step_noise(*a)) or drawn[-1])
-    before = run(*args)
+    record = lambda *a: drawn.append(cpu.step_noise(*a)) or drawn[-1]  # noqa: E731
+    with backends.use(dataclasses.replace(cpu.BACKEND, decoding_noise=record)):
+        before = run(*args)
     assert drawn and drawn[0] is not None and drawn[0].shape == (7, 32, cfg.vocab_size)
-    monkeypatch.setattr(sampling, "PRECOMPUTED_NOISE_ELEMENTS", 0)
     jax.clear_caches()
-    per_step = jax.jit(sample)(*args) if setting == "traced" else jax.jit(
-        lambda: sample(1.7, 1.0))()
-    assert drawn[-1] is None
+    with backends.use(backends.DEFAULT):  # each step draws its own noise
+        per_step = jax.jit(sample)(*args) if setting == "traced" else jax.jit(
+            lambda: sample(1.7, 1.0))()
     for a, b in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(per_step),
                     strict=True):
         np.testing.assert_array_equal(a, b)
