@@ -87,14 +87,7 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
-
-def _raw_key(key):
-    """The raw ``uint32[..., 2]`` data of a PRNG key, typed (``jax.random.key``, a backend's
-    loop keys) or already raw."""
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return jax.random.key_data(key)
-    return key
-
+from purejaxpo.backends.threefry import raw_key
 
 BRAX_PREFIX = "brax:"
 PLAYGROUND_PREFIX = "playground:"
@@ -263,7 +256,7 @@ class PhysicsEnv(environment.Environment[PhysicsState, PhysicsParams]):
         return PhysicsParams(max_steps_in_episode=self.episode_length)
 
     def reset_env(self, key, params: PhysicsParams):
-        inner = self.inner.reset(_raw_key(key))  # brax keeps keys raw in its state
+        inner = self.inner.reset(raw_key(key))  # brax keeps keys raw in its state
         obs = self._observation(inner.obs).astype(jnp.float32)
         return obs, PhysicsState(inner=inner, time=jnp.int32(0))
 
