@@ -40,8 +40,8 @@ from typing import Any, ClassVar, Mapping
 import jax.numpy as jnp
 
 from purejaxpo import backends
-from purejaxpo.backends.cpu import live_tail
 from purejaxpo.advantages import ADVANTAGE_SCALES
+from purejaxpo.backends.cpu import live_tail
 from purejaxpo.config import _fail, check_bool, check_float, check_int
 from purejaxpo.lm.estimators import ADVANTAGE_ESTIMATORS, AdvantageEstimator
 from purejaxpo.lm.model import POSITION_KINDS, TransformerConfig
